@@ -1,0 +1,168 @@
+"""How a layer is named: descriptors of a UNet's attention layers, discovered from the model.
+
+Each attention module gets a 1-based index in forward (execution) order within its kind (self/cross), its
+module path, its place (down/mid/up) and its level (how often the latent grid was halved before it), from
+which its token grid follows at any resolution. ``unet.attn_processors`` lists the mid block last; the
+registry sorts into forward order.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from ..errors import BadInput
+
+PLACES = ("down", "mid", "up")
+_BLOCK = re.compile(r"^(down_blocks|mid_block|up_blocks)(?:\.(\d+))?\.")
+
+
+@dataclass(frozen=True)
+class AttentionLayer:
+    name: str  # module path, e.g. down_blocks.1.attentions.0.transformer_blocks.0.attn1
+    kind: str  # "self" or "cross"
+    index: int  # 1-based, forward order within its kind
+    place: str  # "down", "mid" or "up"
+    level: int  # number of halvings of the latent grid before this layer
+
+    @property
+    def processor_key(self) -> str:
+        return self.name + ".processor"
+
+    def grid(self, latent_hw: tuple[int, int]) -> tuple[int, int]:
+        h, w = latent_hw
+        for _ in range(self.level):  # stride-2 convs with padding 1 round up
+            h, w = math.ceil(h / 2), math.ceil(w / 2)
+        return h, w
+
+    def tokens(self, latent_hw: tuple[int, int]) -> int:
+        h, w = self.grid(latent_hw)
+        return h * w
+
+
+class LayerRegistry:
+    """All attention layers of a UNet, in forward order."""
+
+    def __init__(self, layers: list[AttentionLayer]):
+        self.layers = tuple(layers)
+        self._by_name = {layer.name: layer for layer in layers}
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self):
+        return len(self.layers)
+
+    def by_name(self, name: str) -> AttentionLayer:
+        return self._by_name[name.removesuffix(".processor")]
+
+    def of_kind(self, kind: str) -> list[AttentionLayer]:
+        return [layer for layer in self.layers if layer.kind == kind]
+
+    def select(self, spec: "str | list[int] | None", kind: str, latent_hw: tuple[int, int]) -> list[AttentionLayer]:
+        """Layers of one kind chosen by ``spec``: ``all``, ``none``, index ranges ``4-14`` / ``1,3,5-7``, or a
+        token bound ``<=32x32`` / ``<1024`` / ``>=16x16`` evaluated at the given latent size."""
+        candidates = self.of_kind(kind)
+        if not candidates:
+            raise BadInput(f"this model has no {kind}-attention layers", "check the model")
+        if spec is None:
+            return candidates
+        if not isinstance(spec, str):
+            wanted = {int(i) for i in spec}
+            return _by_indices(candidates, wanted, str(sorted(wanted)), kind)
+        text = spec.strip().lower().replace(" ", "")
+        if text in ("all", "*"):
+            return candidates
+        if text in ("none", ""):
+            return []
+        bound = re.fullmatch(r"(<=|<|>=|>)(\d+)(?:x(\d+))?", text)
+        if bound:
+            op, a, b = bound.groups()
+            limit = int(a) * int(b) if b else int(a)
+            compare = {"<=": int.__le__, "<": int.__lt__, ">=": int.__ge__, ">": int.__gt__}[op]
+            return [layer for layer in candidates if compare(layer.tokens(latent_hw), limit)]
+        return _by_indices(candidates, _parse_indices(text, spec), spec, kind)
+
+    def table(self, latent_hw: tuple[int, int]) -> list[dict]:
+        rows = []
+        for layer in self.layers:
+            h, w = layer.grid(latent_hw)
+            rows.append(
+                {"kind": layer.kind, "index": layer.index, "place": layer.place, "grid": f"{h}x{w}",
+                 "tokens": h * w, "name": layer.name}
+            )
+        return rows
+
+
+def _parse_indices(text: str, original: str) -> set[int]:
+    wanted: set[int] = set()
+    for part in text.split(","):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise BadInput(
+                f"cannot read layer spec {original!r}",
+                "use 'all', index ranges like '4-14' or '1,3,5-7', or a token bound like '<=32x32'",
+            )
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) else lo
+        if lo > hi:
+            raise BadInput(f"layer range {part!r} starts after it ends", "write ranges as LOW-HIGH, e.g. 4-14")
+        wanted.update(range(lo, hi + 1))
+    return wanted
+
+
+def _by_indices(candidates: list[AttentionLayer], wanted: set[int], spec: str, kind: str) -> list[AttentionLayer]:
+    known = {layer.index for layer in candidates}
+    missing = sorted(wanted - known)
+    if missing:
+        raise BadInput(
+            f"layer spec {spec!r} names {kind}-attention layer(s) {missing} but this model has {kind} layers "
+            f"1-{max(known)}",
+            "run 'freeprompt layers --model ...' to list them",
+        )
+    return [layer for layer in candidates if layer.index in wanted]
+
+
+def discover_layers(unet) -> LayerRegistry:
+    """Descriptors for every attention module that has a processor, in forward order."""
+    from diffusers.models.attention_processor import Attention
+
+    processor_paths = {key.removesuffix(".processor") for key in unet.attn_processors}
+    down_levels, mid_level, up_levels = _block_levels(unet)
+    found = []
+    for order, (name, module) in enumerate(unet.named_modules()):
+        if not isinstance(module, Attention) or name not in processor_paths:
+            continue
+        m = _BLOCK.match(name)
+        if m is None:
+            raise BadInput(f"attention module {name!r} is outside the UNet's down/mid/up blocks", "this UNet layout is not supported")
+        block, number = m.group(1), int(m.group(2) or 0)
+        place = {"down_blocks": "down", "mid_block": "mid", "up_blocks": "up"}[block]
+        level = {"down": lambda: down_levels[number], "mid": lambda: mid_level, "up": lambda: up_levels[number]}[place]()
+        kind = "cross" if module.is_cross_attention else "self"
+        # named_modules() follows registration order, which is forward order inside a block.
+        found.append((PLACES.index(place), number, order, name, kind, place, level))
+    found.sort()
+    counters = {"self": 0, "cross": 0}
+    layers = []
+    for *_, name, kind, place, level in found:
+        counters[kind] += 1
+        layers.append(AttentionLayer(name=name, kind=kind, index=counters[kind], place=place, level=level))
+    return LayerRegistry(layers)
+
+
+def _block_levels(unet) -> tuple[list[int], int, list[int]]:
+    """Grid level at which each down block, the mid block and each up block run."""
+    down_levels, level = [], 0
+    for block in unet.down_blocks:
+        down_levels.append(level)
+        if getattr(block, "downsamplers", None):
+            level += 1
+    mid_level = level
+    up_levels = []
+    for block in unet.up_blocks:
+        up_levels.append(level)
+        if getattr(block, "upsamplers", None):
+            level -= 1
+    return down_levels, mid_level, up_levels

@@ -1,0 +1,72 @@
+"""The DDIM sampling loop. The loop is visible and tells the edit control which step it is on."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from diffusers import DDIMScheduler
+
+# The official FPE code's scheduler: SD's training betas, no clipping, final alpha from the schedule.
+OFFICIAL_DDIM = dict(
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+)
+
+
+def ddim_scheduler(pipe_scheduler_config=None) -> DDIMScheduler:
+    """DDIM with the official settings, keeping the model's prediction type and training length."""
+    if pipe_scheduler_config is None:
+        return DDIMScheduler(**OFFICIAL_DDIM)
+    return DDIMScheduler.from_config(pipe_scheduler_config, **OFFICIAL_DDIM)
+
+
+def initial_latents(seed: int, shape: tuple[int, ...], device, dtype) -> torch.Tensor:
+    """Seeded noise, drawn on the CPU so that a seed means the same noise on every device."""
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def sample(
+    unet,
+    scheduler,
+    latents: torch.Tensor,
+    embeddings: torch.Tensor,
+    num_steps: int,
+    guidance_scale: float,
+    on_step: Callable[[int], None] | None = None,
+    progress: Callable | None = None,
+) -> torch.Tensor:
+    """Denoise ``latents`` (one row per prompt) with DDIM. With ``guidance_scale > 1`` ``embeddings`` holds the
+    unconditional rows first, then the conditional rows, and the UNet sees ``[latents, latents]``.
+
+    ``on_step(i)`` is called before the UNet call of step ``i`` (0-based): the one place where a step is
+    counted."""
+    guided = guidance_scale > 1.0
+    scheduler.set_timesteps(num_steps, device=latents.device)
+    latents = latents * scheduler.init_noise_sigma
+    timesteps = scheduler.timesteps
+    for i, t in enumerate(progress(timesteps) if progress else timesteps):
+        if on_step is not None:
+            on_step(i)
+        model_input = torch.cat([latents, latents]) if guided else latents
+        model_input = scheduler.scale_model_input(model_input, t)
+        noise = unet(model_input, t, encoder_hidden_states=embeddings, return_dict=False)[0]
+        if guided:
+            uncond, cond = noise.chunk(2)
+            noise = uncond + guidance_scale * (cond - uncond)
+        latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+    return latents
+
+
+@torch.no_grad()
+def decode(pipe, latents: torch.Tensor) -> list:
+    """Latents to PIL images through the pipeline's VAE and image processor."""
+    vae = pipe.vae
+    images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    return pipe.image_processor.postprocess(images, output_type="pil", do_denormalize=[True] * len(images))

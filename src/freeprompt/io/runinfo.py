@@ -1,0 +1,19 @@
+"""What a run records about its environment, so a result can be reproduced from its folder."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+
+PACKAGES = ("freeprompt", "torch", "diffusers", "transformers", "accelerate", "safetensors", "numpy", "Pillow")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
