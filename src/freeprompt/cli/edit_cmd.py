@@ -1,0 +1,117 @@
+"""``freeprompt edit`` and ``freeprompt layers``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import BadInput
+from .main import app
+
+MODEL_HELP = "hub id, local diffusers folder, .safetensors file, or 'shapes' (the bundled fixture)"
+
+
+@app.command()
+def edit(
+    source: str = typer.Option(..., "--source", "-s", help="source prompt"),
+    target: list[str] = typer.Option(..., "--target", "-t", help="target prompt (repeat for several)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+    model: str = typer.Option("stable-diffusion-v1-5/stable-diffusion-v1-5", "--model", "-m", help=MODEL_HELP),
+    seed: int = typer.Option(0, help="seed of the initial noise shared by source and targets"),
+    latents: Optional[Path] = typer.Option(None, help="initial noise from a .safetensors file instead of --seed"),
+    steps: Optional[int] = typer.Option(None, help="denoising steps [default: 50, or the model's recommendation]"),
+    guidance: Optional[float] = typer.Option(None, help="classifier-free guidance [default: 7.5, or the model's]"),
+    negative: str = typer.Option("", help="negative prompt"),
+    self_replace: str = typer.Option("0:0.8", help="fraction range of steps whose self-attention maps are replaced"),
+    layers: str = typer.Option("<=32x32", help="self-attention layers: all, 4-14, 1,3,5-7 or a token bound <=32x32"),
+    edit_uncond: bool = typer.Option(False, "--edit-uncond/--no-edit-uncond",
+                                     help="also replace maps in the unconditional half of guidance"),
+    height: Optional[int] = typer.Option(None, help="image height (multiple of 8) [default: the model's]"),
+    width: Optional[int] = typer.Option(None, help="image width (multiple of 8) [default: the model's]"),
+    save_latents: bool = typer.Option(False, help="also write the final latents to latents.safetensors"),
+    device: str = typer.Option("auto", help="auto, cuda, mps or cpu"),
+    dtype: str = typer.Option("fp32", help="fp32, fp16 or bf16"),
+    allow_pickle: bool = typer.Option(False, help="allow pickle checkpoints (.ckpt/.bin), which can run code"),
+    config: Optional[str] = typer.Option(None, help="diffusers folder or hub id with the config of a single-file model"),
+    revision: Optional[str] = typer.Option(None, help="hub revision (branch, tag or commit)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+):
+    """Edit a generated image: the targets reuse the source's self-attention maps (Free-Prompt-Editing)."""
+    import time
+
+    from ..editing.generated import edit as run_edit
+    from ..editing.prompts import check_prompt
+    from ..io.outputs import check_writable, save_edit
+    from ..models.loading import load_pipeline
+
+    check_writable(out)
+    for i, text in enumerate([source, *target]):
+        if not text.strip():
+            raise BadInput(f"the {'source prompt' if i == 0 else f'target prompt {i}'} is empty",
+                           "give a non-empty prompt, e.g. --target \"a blue car\"")
+    start = time.perf_counter()
+    loaded = load_pipeline(model, device=device, dtype=dtype, allow_pickle=allow_pickle, revision=revision,
+                           config=config)
+    load_s = time.perf_counter() - start
+    pipe = loaded.pipe
+    for i, text in enumerate([source, *target]):
+        check_prompt(pipe.tokenizer, text, "source prompt" if i == 0 else f"target prompt {i}")
+    noise = _read_latents(latents) if latents else None
+    result = run_edit(
+        pipe, source, target, seed=seed, latents=noise,
+        steps=steps or loaded.defaults.get("steps", 50),
+        guidance=guidance if guidance is not None else loaded.defaults.get("guidance", 7.5),
+        negative_prompt=negative, self_replace=self_replace, layers=layers, edit_unconditional=edit_uncond,
+        height=height or loaded.defaults.get("height"), width=width or loaded.defaults.get("width"),
+        progress=not quiet,
+    )
+    result.timings["load_s"] = load_s
+    save_edit(result, out, model=loaded.info, save_latents=save_latents,
+              extra={"latents_file": str(latents) if latents else None})
+    typer.echo(f"wrote {out}/source.png, " + ", ".join(f"target_{i}.png" for i in range(1, len(target) + 1))
+               + ", grid.png, run.json")
+
+
+@app.command()
+def layers(
+    model: str = typer.Option("stable-diffusion-v1-5/stable-diffusion-v1-5", "--model", "-m", help=MODEL_HELP),
+    height: Optional[int] = typer.Option(None, help="image height [default: the model's]"),
+    width: Optional[int] = typer.Option(None, help="image width [default: the model's]"),
+    select: Optional[str] = typer.Option(None, help="mark the self-attention layers a --layers spec selects"),
+    allow_pickle: bool = typer.Option(False, help="allow pickle checkpoints"),
+):
+    """Print the attention layers of a model's UNet: kind, index in forward order, place, token grid."""
+    from ..attention import discover_layers
+    from ..editing.generated import latent_shape
+    from ..models.loading import load_pipeline
+
+    pipe = load_pipeline(model, device="cpu", allow_pickle=allow_pickle).pipe
+    shape = latent_shape(pipe, height, width)
+    registry = discover_layers(pipe.unet)
+    chosen = {layer.name for layer in registry.select(select, "self", shape[2:])} if select else set()
+    typer.echo(f"{'kind':5} {'idx':>3} {'place':5} {'grid':>7} {'tokens':>6}  {'sel':3} name")
+    for row in registry.table(shape[2:]):
+        mark = "*" if row["name"] in chosen else ""
+        typer.echo(f"{row['kind']:5} {row['index']:>3} {row['place']:5} {row['grid']:>7} {row['tokens']:>6}  "
+                   f"{mark:3} {row['name']}")
+
+
+def _read_latents(path: Path):
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise BadInput(f"latents file {path} does not exist", "give a .safetensors file written by --save-latents")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise BadInput(f"cannot read latents from {path}: {err}", "give a .safetensors file") from None
+    for key in ("initial", "latents"):
+        if key in tensors:
+            return tensors[key]
+    if len(tensors) == 1:
+        return next(iter(tensors.values()))
+    raise BadInput(f"{path} holds several tensors ({', '.join(sorted(tensors))}) and none is named 'initial' or "
+                   "'latents'", "save the noise under the key 'latents'")

@@ -1,0 +1,71 @@
+"""The ``freeprompt`` command. Every user-facing failure is one line on stderr with exit status 2; ``--debug``
+shows the traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+import click  # noqa: E402
+import typer  # noqa: E402
+
+from ..errors import FreepromptError  # noqa: E402
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Free-Prompt-Editing and attention analysis for Stable Diffusion models.")
+
+
+def _register_commands() -> None:
+    from . import edit_cmd  # noqa: F401 - registers its commands on ``app``
+
+
+def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
+    print(f"freeprompt: warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
+    warnings.showwarning = _one_line_warnings
+    _register_commands()
+    try:
+        app(args=argv, prog_name="freeprompt", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        print("freeprompt: aborted", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except FreepromptError as exc:
+        if debug:
+            raise
+        print(f"freeprompt: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("freeprompt: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except MemoryError:
+        if debug:
+            raise
+        print("freeprompt: error: out of memory; use a smaller --height/--width, fewer targets or --dtype fp16",
+              file=sys.stderr)
+        sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line unless --debug
+        if debug:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"freeprompt: internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""Loading Stable Diffusion pipelines: a hub id, a local diffusers folder, a single checkpoint file, or a
+fixture alias shipped with the package (``shapes``). Safetensors only unless pickles are explicitly allowed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from ..errors import BadInput, ModelLoadError
+
+FIXTURES = ("shapes",)
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
+REQUIRED_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+WEIGHT_FILES = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class LoadedModel:
+    pipe: object
+    info: dict = field(default_factory=dict)  # what run.json records: id, path, revision, device, dtype
+    defaults: dict = field(default_factory=dict)  # sampling defaults the model folder recommends
+
+
+def fixture_path(name: str) -> Path:
+    return Path(str(resources.files("freeprompt") / "fixtures" / name))
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    spec = (spec or "auto").lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec not in ("cpu", "cuda", "mps") and not spec.startswith("cuda:"):
+        raise BadInput(f"unknown device {spec!r}", "use auto, cuda, cuda:N, mps or cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInput("--device cuda was asked for but no CUDA GPU is available", "use --device cpu or auto")
+    if spec == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise BadInput("--device mps was asked for but MPS is not available", "use --device cpu or auto")
+    return torch.device(spec)
+
+
+def resolve_dtype(spec: str = "fp32") -> torch.dtype:
+    try:
+        return DTYPES[spec.lower()]
+    except KeyError:
+        raise BadInput(f"unknown dtype {spec!r}", "use fp32, fp16 or bf16") from None
+
+
+def load_pipeline(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "fp32", allow_pickle: bool = False,
+                  revision: str | None = None, config: str | None = None) -> LoadedModel:
+    """Load a Stable Diffusion 1.x/2.x pipeline from wherever ``model`` points."""
+    torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    model = str(model)
+    if model in FIXTURES:
+        path = fixture_path(model)
+        if not (path / "model_index.json").exists():
+            raise ModelLoadError(f"the fixture model {model!r} is not installed at {path}",
+                                 "reinstall freeprompt from a checkout that contains src/freeprompt/fixtures")
+        pipe, info = _from_folder(path, allow_pickle, torch_dtype)
+        info["id"] = model
+    elif os.path.isdir(model):
+        pipe, info = _from_folder(Path(model), allow_pickle, torch_dtype)
+    elif os.path.isfile(model):
+        pipe, info = _from_file(Path(model), allow_pickle, torch_dtype, config)
+    elif os.path.exists(model) or model.startswith((".", "/", "~")) or model.endswith((".safetensors",) + PICKLE_SUFFIXES):
+        raise ModelLoadError(f"model path {model} does not exist", "check the path, or give a hub id or --model shapes")
+    elif _HUB_ID.match(model):
+        pipe, info = _from_hub(model, revision, allow_pickle, torch_dtype)
+    else:
+        raise ModelLoadError(f"model {model!r} is neither a folder, a file nor a hub id (owner/name)",
+                             "give e.g. --model shapes, a local diffusers folder or stable-diffusion-v1-5/stable-diffusion-v1-5")
+    # Cast after loading: the keyword for it differs between diffusers releases (torch_dtype / dtype).
+    pipe = pipe.to(torch_device) if torch_dtype == torch.float32 else pipe.to(torch_device, torch_dtype)
+    pipe.set_progress_bar_config(disable=True)
+    info.update(device=str(torch_device), dtype=str(torch_dtype).removeprefix("torch."))
+    defaults = {}
+    local = info.get("path")
+    if local and (Path(local) / "freeprompt_fixture.json").exists():
+        defaults = json.loads((Path(local) / "freeprompt_fixture.json").read_text()).get("defaults", {})
+    return LoadedModel(pipe=pipe, info=info, defaults=defaults)
+
+
+def _pipeline_class():
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as dlogging
+
+    dlogging.disable_progress_bar()
+    try:
+        from transformers.utils import logging as tlogging
+
+        tlogging.disable_progress_bar()
+    except ImportError:
+        pass
+    return StableDiffusionPipeline
+
+
+def check_model_folder(path: Path, allow_pickle: bool) -> dict:
+    """Fail with a one-line message if ``path`` is not a complete SD1.x/2.x diffusers folder."""
+    index_file = path / "model_index.json"
+    if not index_file.exists():
+        raise ModelLoadError(f"{path} is not a diffusers model folder (no model_index.json)",
+                             "give a folder saved with save_pretrained, a .safetensors file or a hub id")
+    try:
+        index = json.loads(index_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ModelLoadError(f"{index_file} is not valid JSON (truncated or corrupt)", "re-download or re-save the model") from None
+    if "text_encoder_2" in index or "transformer" in index:
+        raise ModelLoadError(f"{path} holds a {index.get('_class_name', 'non-SD1/2')} model",
+                             "freeprompt supports Stable Diffusion 1.x/2.x layouts (unet, vae, text_encoder)")
+    missing = [part for part in REQUIRED_PARTS if part not in index or not (path / part).is_dir()]
+    if missing:
+        raise ModelLoadError(f"{path} is not a Stable Diffusion folder: missing {', '.join(missing)}",
+                             "give a complete Stable Diffusion 1.x/2.x folder")
+    for part, stem in WEIGHT_FILES.items():
+        folder = path / part
+        if not (folder / "config.json").exists():
+            raise ModelLoadError(f"{folder} has no config.json (partial download?)", "re-download or re-save the model")
+        safe = list(folder.glob(f"{stem}*.safetensors"))
+        pickled = [p for p in folder.glob(f"{stem}*") if p.suffix in PICKLE_SUFFIXES]
+        if not safe and pickled and not allow_pickle:
+            raise ModelLoadError(f"{folder} has only pickle weights ({pickled[0].name}), which can run code when loaded",
+                                 "convert them to safetensors, or pass --allow-pickle if you trust the source")
+        if not safe and not pickled:
+            raise ModelLoadError(f"{folder} has no weights (partial download?)", "re-download or re-save the model")
+    return index
+
+
+def _from_folder(path: Path, allow_pickle: bool, torch_dtype):
+    check_model_folder(path, allow_pickle)
+    cls = _pipeline_class()
+    try:
+        pipe = cls.from_pretrained(str(path), safety_checker=None, requires_safety_checker=False,
+                                   use_safetensors=None if allow_pickle else True, local_files_only=True)
+    except (OSError, ValueError, RuntimeError, EnvironmentError) as err:
+        raise ModelLoadError(f"cannot load the model in {path}: {_first_line(err)}",
+                             "check that the folder is complete and uncorrupted") from err
+    return pipe, {"id": str(path), "path": str(path.resolve()), "revision": _content_hash(path)}
+
+
+def _from_file(path: Path, allow_pickle: bool, torch_dtype, config: str | None):
+    if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
+        raise ModelLoadError(f"{path.name} is a pickle checkpoint, which can run code when loaded",
+                             "use a .safetensors file, or pass --allow-pickle if you trust the source")
+    if path.suffix not in (".safetensors",) + PICKLE_SUFFIXES:
+        raise ModelLoadError(f"{path} is not a model checkpoint (.safetensors)", "give a .safetensors file, a folder or a hub id")
+    cls = _pipeline_class()
+    try:
+        pipe = cls.from_single_file(str(path), config=config, safety_checker=None,
+                                    requires_safety_checker=False)
+    except Exception as err:  # noqa: BLE001 - diffusers raises many types here; the user needs one line
+        hint = ("pass --config with a local diffusers folder of the same architecture (offline, the base config "
+                "cannot be fetched)" if _offline() else "check that the file is a complete SD1.x/2.x checkpoint")
+        raise ModelLoadError(f"cannot load checkpoint {path.name}: {_first_line(err)}", hint) from err
+    return pipe, {"id": str(path), "path": str(path.resolve()), "revision": _file_hash(path)}
+
+
+def _from_hub(model_id: str, revision: str | None, allow_pickle: bool, torch_dtype):
+    cls = _pipeline_class()
+    kwargs = dict(revision=revision, safety_checker=None, requires_safety_checker=False,
+                  use_safetensors=None if allow_pickle else True)
+    try:
+        pipe = cls.from_pretrained(model_id, local_files_only=True, **kwargs)  # cached: no network round trip
+    except Exception:  # noqa: BLE001 - not cached (or incomplete): go to the hub unless offline
+        if _offline():
+            raise ModelLoadError(f"model {model_id!r} is not in the local Hugging Face cache and the hub is offline "
+                                 "(HF_HUB_OFFLINE=1)",
+                                 "download it once with network access, or use a local folder or --model shapes") from None
+        try:
+            pipe = cls.from_pretrained(model_id, **kwargs)
+        except Exception as err:  # noqa: BLE001
+            raise ModelLoadError(f"cannot download model {model_id!r}: {_first_line(err)}",
+                                 "check the id and your network, or use a local folder or --model shapes") from err
+    return pipe, {"id": model_id, "path": None, "revision": _hub_revision(model_id, revision)}
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _hub_revision(model_id: str, revision: str | None) -> str | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model_id, revision=revision, local_files_only=True)).name
+    except Exception:  # noqa: BLE001 - only informational
+        return revision
+
+
+def _content_hash(path: Path) -> str:
+    """A short hash of the folder's configs and weight files, recorded as the model's revision."""
+    h = hashlib.sha256()
+    for file in sorted(path.rglob("*")):
+        if file.is_file() and file.suffix in (".json", ".safetensors", ".txt") + PICKLE_SUFFIXES:
+            h.update(str(file.relative_to(path)).encode())
+            size = file.stat().st_size
+            # full content for small files; name and size for multi-GB weights, which would take seconds to read
+            h.update(file.read_bytes() if size < 64 << 20 else str(size).encode())
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

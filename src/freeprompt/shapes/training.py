@@ -1,0 +1,268 @@
+"""Train the shapes fixture: a small text-to-image Stable Diffusion with SD1.x's pipeline layout.
+
+Three stages, all seeded: (1) an AutoencoderKL on rendered images (64 px -> 16x16x4 latents), (2) the data
+set encoded to latents once, (3) the UNet and a CLIP text encoder trained jointly on epsilon prediction with
+SD's noise schedule and 10 % caption dropout (for classifier-free guidance), with an EMA of their weights.
+The result is saved with ``save_pretrained`` in fp16, so it loads like any Stable Diffusion folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import BadInput
+from . import world
+
+SD1_DOWN = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
+SD1_UP = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    image_size: int = 64
+    num_images: int = 24000
+    # VAE
+    vae_channels: tuple = (32, 64, 64)
+    vae_steps: int = 700
+    vae_batch: int = 24
+    vae_lr: float = 1e-3
+    vae_kl_weight: float = 1e-6
+    # text encoder
+    text_width: int = 64
+    text_layers: int = 3
+    text_heads: int = 4
+    # UNet
+    unet_channels: tuple = (48, 64, 96, 96)
+    unet_heads: int = 4
+    unet_steps: int = 2200
+    unet_batch: int = 64
+    unet_lr: float = 5e-4
+    warmup: int = 100
+    caption_dropout: float = 0.1
+    ema_decay: float = 0.999
+    threads: int = 2
+    checkpoint_every: int = 200
+
+
+def build_models(cfg: TrainConfig):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(cfg.seed)
+    n = len(cfg.vae_channels)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=tuple(cfg.vae_channels),
+        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        layers_per_block=1, norm_num_groups=16, sample_size=cfg.image_size,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=cfg.text_width, intermediate_size=cfg.text_width * 4,
+        num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads, max_position_embeddings=77,
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+    ))
+    unet = UNet2DConditionModel(
+        sample_size=cfg.image_size // 2 ** (n - 1), in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=tuple(cfg.unet_channels), down_block_types=SD1_DOWN, up_block_types=SD1_UP,
+        cross_attention_dim=cfg.text_width, attention_head_dim=cfg.unet_heads, norm_num_groups=16,
+    )
+    return vae, text_encoder, unet
+
+
+def render_dataset(cfg: TrainConfig) -> tuple[np.ndarray, list[str]]:
+    images = np.empty((cfg.num_images, cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
+    captions = []
+    for i in range(cfg.num_images):
+        sample = world.random_sample(cfg.seed * 10_000_000 + i, size=cfg.image_size)
+        images[i] = sample.image
+        captions.append(sample.spec.caption)
+    return images, captions
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+class EMA:
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))  # warm start so early weights fade quickly
+        for s, p in zip(self.shadow.parameters(), model.parameters()):
+            s.lerp_(p.detach(), 1 - decay)
+
+
+def lr_at(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_vae(vae, images: np.ndarray, cfg: TrainConfig, log) -> float:
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    vae.train()
+    for step in range(cfg.vae_steps):
+        for group in opt.param_groups:
+            group["lr"] = cfg.vae_lr * lr_at(step, cfg.vae_steps, 50)
+        idx = torch.randint(0, len(images), (cfg.vae_batch,), generator=gen)
+        x = to_tensor(images[idx.numpy()])
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
+        recon = vae.decode(z).sample
+        rec = F.l1_loss(recon, x) + F.mse_loss(recon, x)
+        kl = posterior.kl().mean() / z[0].numel()
+        loss = rec + cfg.vae_kl_weight * kl * z[0].numel()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        if step % 50 == 0 or step == cfg.vae_steps - 1:
+            psnr = 10 * math.log10(4.0 / max(F.mse_loss(recon.clamp(-1, 1), x).item(), 1e-10))
+            log("vae", step, loss.item(), psnr)
+    vae.eval()
+    return psnr
+
+
+@torch.no_grad()
+def encode_latents(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
+    out = [vae.encode(to_tensor(images[i : i + batch])).latent_dist.mean for i in range(0, len(images), batch)]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def vae_psnr(vae, images: np.ndarray) -> float:
+    x = to_tensor(images)
+    recon = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+    return 10 * math.log10(4.0 / F.mse_loss(recon, x).item())
+
+
+def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Path | None = None) -> Path:
+    """Train the fixture and save it as a Stable Diffusion folder in ``out_dir``. Resumes from the checkpoint
+    in ``work_dir`` (default: ``out_dir`` + ``.work``) when one exists."""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    from ..editing.sampler import OFFICIAL_DDIM, ddim_scheduler
+    from ..models.tokenizer import clip_tokenizer
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise BadInput(f"model folder {out_dir} already exists", "pass --overwrite to replace it or choose another --out")
+    work = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".work")
+    work.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    started = time.time()
+    log_file = open(work / "train_log.csv", "a", newline="")
+    writer = csv.writer(log_file)
+
+    def log(stage, step, loss, extra=None):
+        elapsed = time.time() - started
+        writer.writerow([stage, step, f"{loss:.5f}", "" if extra is None else f"{extra:.3f}", f"{elapsed:.0f}"])
+        log_file.flush()
+        print(f"[{elapsed / 60:5.1f} min] {stage} step {step} loss {loss:.4f}"
+              + ("" if extra is None else f" {extra:.2f}"), flush=True)
+
+    vae, text_encoder, unet = build_models(cfg)
+    tokenizer = clip_tokenizer()
+    t0 = time.time()
+    images, captions = render_dataset(cfg)
+    print(f"rendered {len(images)} images in {time.time() - t0:.0f} s", flush=True)
+
+    vae_path = work / "vae.pt"
+    if vae_path.exists():
+        vae.load_state_dict(torch.load(vae_path))
+        vae.eval()
+    else:
+        train_vae(vae, images, cfg, log)
+        torch.save(vae.state_dict(), vae_path)
+    held_out = np.stack([world.random_sample(10**9 + i, size=cfg.image_size).image for i in range(256)])
+    psnr = vae_psnr(vae, held_out)
+    latents = encode_latents(vae, images)
+    scale = float(1.0 / latents.std())
+    vae.register_to_config(scaling_factor=scale)
+    latents = latents * scale
+    print(f"VAE held-out PSNR {psnr:.2f} dB; latent scaling factor {scale:.4f}", flush=True)
+
+    ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
+    noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_start=OFFICIAL_DDIM["beta_start"],
+                                beta_end=OFFICIAL_DDIM["beta_end"], beta_schedule="scaled_linear")
+    alphas = noise_sched.alphas_cumprod
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
+    ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    start_step = 0
+    ckpt = work / "checkpoint.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        unet.load_state_dict(state["unet"]); text_encoder.load_state_dict(state["text"])
+        ema_unet.shadow.load_state_dict(state["ema_unet"]); ema_text.shadow.load_state_dict(state["ema_text"])
+        opt.load_state_dict(state["opt"]); gen.set_state(state["gen"]); start_step = state["step"]
+        print(f"resuming at step {start_step}", flush=True)
+    unet.train(); text_encoder.train()
+    for step in range(start_step, cfg.unet_steps):
+        for group in opt.param_groups:
+            group["lr"] = cfg.unet_lr * lr_at(step, cfg.unet_steps, cfg.warmup)
+        idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen)
+        x0 = latents[idx]
+        tokens = ids[idx].clone()
+        drop = torch.rand(cfg.unet_batch, generator=gen) < cfg.caption_dropout
+        tokens[drop] = empty
+        t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        context = text_encoder(tokens)[0]
+        pred = unet(xt, t, encoder_hidden_states=context).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema_unet.update(unet, step); ema_text.update(text_encoder, step)
+        if step % 25 == 0 or step == cfg.unet_steps - 1:
+            log("unet", step, loss.item())
+        if (step + 1) % cfg.checkpoint_every == 0 or step == cfg.unet_steps - 1:
+            tmp = ckpt.with_suffix(".tmp")
+            torch.save({"unet": unet.state_dict(), "text": text_encoder.state_dict(),
+                        "ema_unet": ema_unet.shadow.state_dict(), "ema_text": ema_text.shadow.state_dict(),
+                        "opt": opt.state_dict(), "gen": gen.get_state(), "step": step + 1}, tmp)
+            os.replace(tmp, ckpt)
+    log_file.close()
+    minutes = (time.time() - started) / 60
+
+    pipe = StableDiffusionPipeline(
+        vae=vae.eval(), text_encoder=ema_text.shadow, tokenizer=tokenizer, unet=ema_unet.shadow,
+        scheduler=ddim_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    pipe.to(torch.float16).save_pretrained(staging, safe_serialization=True)
+    info = {"config": asdict(cfg), "train_minutes": round(minutes, 1), "vae_psnr_db": round(psnr, 2),
+            "latent_scaling_factor": scale, "threads": cfg.threads, "torch": torch.__version__,
+            "parameters": {name: sum(p.numel() for p in m.parameters())
+                           for name, m in (("unet", unet), ("text_encoder", text_encoder), ("vae", vae))}}
+    (staging / "freeprompt_fixture.json").write_text(json.dumps(info, indent=2))
+    shutil.copy(work / "train_log.csv", staging / "train_log.csv")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(staging, out_dir)
+    print(f"saved {out_dir} after {minutes:.1f} min", flush=True)
+    return out_dir
