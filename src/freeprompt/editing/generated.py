@@ -63,9 +63,15 @@ def edit(
     height: int | None = None,
     width: int | None = None,
     progress: bool | Callable = True,
+    uncond_at: Callable[[int], torch.Tensor] | None = None,
+    after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
 ) -> EditResult:
     """Generate ``source`` and every target from the same noise; in the chosen self-attention layers and
-    steps each target uses the source's self-attention map (computed as SDPA(Q_src, K_src, V_tgt))."""
+    steps each target uses the source's self-attention map (computed as SDPA(Q_src, K_src, V_tgt)).
+
+    For real-image editing: ``latents`` is the inverted noise; ``uncond_at(i)`` gives the unconditional
+    embedding (1 x tokens x width) of step ``i`` for every row (null-text / negative-prompt inversion);
+    ``after_step(i, latents)`` may correct the latents after step ``i`` (direct inversion)."""
     timings: dict[str, float] = {}
     targets = [targets] if isinstance(targets, str) else list(targets)
     if not targets:
@@ -97,9 +103,14 @@ def edit(
     scheduler = ddim_scheduler(pipe.scheduler.config)
     bar = progress if callable(progress) else _progress_bar(progress, steps)
     start = time.perf_counter()
+    embeddings_at = None
+    if uncond_at is not None and guided:
+        cond = embeddings[len(prompts):]
+        embeddings_at = lambda i: torch.cat([uncond_at(i).to(cond).expand(len(prompts), -1, -1), cond])  # noqa: E731
     with free_prompt_editing(pipe.unet, registry, control):
         final = sample(pipe.unet, scheduler, noise.expand(len(prompts), -1, -1, -1).clone(), embeddings,
-                       steps, guidance, on_step=control.begin_step, progress=bar)
+                       steps, guidance, on_step=control.begin_step, progress=bar, embeddings_at=embeddings_at,
+                       after_step=after_step)
     timings["denoise_s"] = time.perf_counter() - start
 
     start = time.perf_counter()

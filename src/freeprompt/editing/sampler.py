@@ -41,12 +41,16 @@ def sample(
     guidance_scale: float,
     on_step: Callable[[int], None] | None = None,
     progress: Callable | None = None,
+    embeddings_at: Callable[[int], torch.Tensor] | None = None,
+    after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Denoise ``latents`` (one row per prompt) with DDIM. With ``guidance_scale > 1`` ``embeddings`` holds the
     unconditional rows first, then the conditional rows, and the UNet sees ``[latents, latents]``.
 
     ``on_step(i)`` is called before the UNet call of step ``i`` (0-based): the one place where a step is
-    counted."""
+    counted. ``embeddings_at(i)``, when given, supplies the embeddings of step ``i`` (e.g. null-text
+    inversion's per-step unconditional embeddings); ``after_step(i, latents)`` may return corrected latents
+    after step ``i`` (e.g. inversion trajectories that pin the source branch)."""
     guided = guidance_scale > 1.0
     scheduler.set_timesteps(num_steps, device=latents.device)
     latents = latents * scheduler.init_noise_sigma
@@ -56,11 +60,14 @@ def sample(
             on_step(i)
         model_input = torch.cat([latents, latents]) if guided else latents
         model_input = scheduler.scale_model_input(model_input, t)
-        noise = unet(model_input, t, encoder_hidden_states=embeddings, return_dict=False)[0]
+        context = embeddings if embeddings_at is None else embeddings_at(i)
+        noise = unet(model_input, t, encoder_hidden_states=context, return_dict=False)[0]
         if guided:
             uncond, cond = noise.chunk(2)
             noise = uncond + guidance_scale * (cond - uncond)
         latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+        if after_step is not None:
+            latents = after_step(i, latents)
     return latents
 
 
