@@ -42,22 +42,18 @@ def edit(
     import time
 
     from ..editing.generated import edit as run_edit
-    from ..editing.prompts import check_prompt
+    from ..editing.prompts import require_text
     from ..io.outputs import check_writable, save_edit
     from ..models.loading import load_pipeline
 
-    check_writable(out)
+    check_writable(out)  # fail before the model is loaded
     for i, text in enumerate([source, *target]):
-        if not text.strip():
-            raise BadInput(f"the {'source prompt' if i == 0 else f'target prompt {i}'} is empty",
-                           "give a non-empty prompt, e.g. --target \"a blue car\"")
+        require_text(text, "source prompt" if i == 0 else f"target prompt {i}")
     start = time.perf_counter()
     loaded = load_pipeline(model, device=device, dtype=dtype, allow_pickle=allow_pickle, revision=revision,
                            config=config)
     load_s = time.perf_counter() - start
     pipe = loaded.pipe
-    for i, text in enumerate([source, *target]):
-        check_prompt(pipe.tokenizer, text, "source prompt" if i == 0 else f"target prompt {i}")
     noise = _read_latents(latents) if latents else None
     result = run_edit(
         pipe, source, target, seed=seed, latents=noise,

@@ -13,9 +13,15 @@ class PromptTruncated(UserWarning):
     """A prompt is longer than the text encoder's context and was cut."""
 
 
-def check_prompt(tokenizer, text: str, what: str = "prompt") -> str:
+def require_text(text: str, what: str = "prompt") -> str:
     if not isinstance(text, str) or not text.strip():
         raise BadInput(f"the {what} is empty", f"give a non-empty {what}, e.g. \"a photo of a red car\"")
+    return text
+
+
+def check_prompt(tokenizer, text: str, what: str = "prompt") -> str:
+    """Refuse an empty prompt; warn (and go on) when the tokenizer will truncate it."""
+    require_text(text, what)
     limit = tokenizer.model_max_length
     ids = tokenizer(text, truncation=False, add_special_tokens=True)["input_ids"]
     if len(ids) > limit:

@@ -1,0 +1,65 @@
+"""``freeprompt bench shapes``: the fixture world's edit benchmark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .main import app
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that score edits.")
+app.add_typer(bench_app, name="bench")
+
+
+def _words(text: Optional[str]) -> Optional[list[str]]:
+    return [w.strip() for w in text.split(",") if w.strip()] if text else None
+
+
+@bench_app.command("shapes")
+def shapes(
+    out: Path = typer.Option(..., "--out", "-o", help="results folder (resumes if it holds earlier results)"),
+    model: str = typer.Option("shapes", "--model", "-m", help="a model trained on the shapes world"),
+    color_edits: int = typer.Option(80, help="number of colour-swap edits"),
+    shape_edits: int = typer.Option(40, help="number of shape-swap edits"),
+    generation: int = typer.Option(200, help="samples for the generation check (0 to skip)"),
+    steps: Optional[int] = typer.Option(None, help="denoising steps [default: the model's, else 50]"),
+    guidance: Optional[float] = typer.Option(None, help="guidance [default: the model's, else 7.5]"),
+    self_replace: str = typer.Option("0:0.8", help="FPE step range"),
+    layers: str = typer.Option("<=32x32", help="FPE self-attention layers"),
+    colors: Optional[str] = typer.Option(None, help="comma-separated colour words [default: all 10]"),
+    shape_words: Optional[str] = typer.Option(None, "--shapes", help="comma-separated shape words [default: all]"),
+    templates: str = typer.Option("simple", help="comma-separated caption templates (simple, park, photo, ...)"),
+    seed: int = typer.Option(0, help="seed of the item list"),
+    device: str = typer.Option("auto", help="auto, cuda, mps or cpu"),
+):
+    """Colour and shape swaps with FPE and with plain regeneration, scored by the shapes oracle."""
+    from tqdm.auto import tqdm
+
+    from ..errors import BadInput
+    from ..evaluation import shapes_bench as sb
+    from ..io.outputs import check_writable
+    from ..models.loading import load_pipeline
+    from ..shapes import world
+
+    check_writable(out)
+    template_list = _words(templates)
+    unknown = [t for t in template_list if t not in world.TEMPLATES or t == "pair"]
+    if unknown:
+        raise BadInput(f"unknown or unsupported template(s) {', '.join(unknown)}",
+                       f"use {', '.join(t for t in world.TEMPLATES if t != 'pair')}")
+    items = sb.edit_items(color_edits, shape_edits, seed, _words(colors), _words(shape_words), tuple(template_list))
+    loaded = load_pipeline(model, device=device)
+    steps = steps or loaded.defaults.get("steps", 50)
+    guidance = guidance if guidance is not None else loaded.defaults.get("guidance", 7.5)
+    bar = tqdm(total=len(items), desc="edits", unit="item")
+    rows = sb.run_edits(loaded.pipe, items, out, steps, guidance, self_replace, layers,
+                        progress=lambda n, total: bar.update(n - bar.n))
+    bar.close()
+    gen = sb.generation_check(loaded.pipe, generation, steps, guidance, colors=_words(colors),
+                              shapes=_words(shape_words)) if generation else None
+    params = {"model": loaded.info, "steps": steps, "guidance": guidance, "self_replace": self_replace, "layers": layers,
+              "color_edits": color_edits, "shape_edits": shape_edits, "generation": generation, "seed": seed,
+              "templates": template_list}
+    typer.echo(sb.write_report(out, rows, gen, params))

@@ -1,0 +1,136 @@
+"""The CLI end to end on a tiny random model saved to disk: outputs, and one-line errors for bad input."""
+
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from freeprompt.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_pipe):
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    tiny_pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def edit_args(model_dir, out, *extra):
+    return ["edit", "--model", str(model_dir), "--source", "a red car", "--target", "a blue car", "--steps", "3",
+            "--height", "64", "--width", "64", "--quiet", "--out", str(out), *extra]
+
+
+def test_edit_writes_images_grid_run_json_and_latents(model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run(edit_args(model_dir, out, "--target", "a green car", "--save-latents"), capsys)
+    assert code == 0, err
+    for name in ("source.png", "target_1.png", "target_2.png", "grid.png", "run.json", "latents.safetensors"):
+        assert (out / name).exists(), name
+    assert Image.open(out / "source.png").size == (64, 64)
+    assert Image.open(out / "grid.png").size[0] == 3 * 64
+    info = json.loads((out / "run.json").read_text())
+    assert info["params"]["targets"] == ["a blue car", "a green car"]
+    assert info["params"]["edited_steps"] == [0, 1]  # int(0.8 * 3) = 2
+    assert info["model"]["revision"].startswith("sha256:")
+    assert info["versions"]["torch"] and info["versions"]["diffusers"]
+    assert set(info["timings"]) >= {"load_s", "encode_s", "denoise_s", "decode_s", "save_s"}
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_latents_round_trip_reproduces_the_run(model_dir, tmp_path, capsys):
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert run(edit_args(model_dir, first, "--seed", "7", "--save-latents"), capsys)[0] == 0
+    assert run(edit_args(model_dir, second, "--latents", str(first / "latents.safetensors")), capsys)[0] == 0
+    assert (first / "target_1.png").read_bytes() == (second / "target_1.png").read_bytes()
+
+
+def test_layers_command_lists_16_self_and_16_cross(model_dir, capsys):
+    code, out, _ = run(["layers", "--model", str(model_dir), "--height", "512", "--width", "512", "--select", "<=32x32"],
+                       capsys)
+    assert code == 0
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert sum(r[0] == "self" for r in rows) == 16 and sum(r[0] == "cross" for r in rows) == 16
+    assert [int(r[1]) for r in rows if r[0] == "self" and r[5] == "*"] == list(range(3, 14))
+
+
+def test_long_prompt_warns_and_continues(model_dir, tmp_path, capsys):
+    long = "a red car " + "with shiny wheels " * 30
+    out = tmp_path / "long"
+    code, _, err = run(["edit", "--model", str(model_dir), "--source", long, "--target", "a blue car", "--steps", "2",
+                        "--height", "64", "--width", "64", "--quiet", "--out", str(out)], capsys)
+    assert code == 0
+    assert "truncated" in err and err.count("\n") == 1
+    assert (out / "target_1.png").exists()
+
+
+def bad_cases(model_dir, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    partial = tmp_path / "partial"
+    shutil.copytree(model_dir, partial)
+    for f in (partial / "unet").glob("*.safetensors"):
+        f.unlink()
+    not_sd = tmp_path / "not_sd"
+    not_sd.mkdir()
+    (not_sd / "readme.txt").write_text("hello")
+    out = tmp_path / "out"
+    base = ["--steps", "2", "--height", "64", "--width", "64", "--quiet"]
+    return {
+        "empty source": (["edit", "--model", str(model_dir), "--source", "", "--target", "a car", "--out", str(out), *base], "empty"),
+        "blank target": (["edit", "--model", str(model_dir), "--source", "a car", "--target", "   ", "--out", str(out), *base], "empty"),
+        "range above 1": (edit_args(model_dir, out, "--self-replace", "0:1.5"), "outside"),
+        "range reversed": (edit_args(model_dir, out, "--self-replace", "0.8:0.2"), "starts after"),
+        "unparsable layers": (edit_args(model_dir, out, "--layers", "four-ten"), "layer spec"),
+        "layer out of range": (edit_args(model_dir, out, "--layers", "4-17"), "1-16"),
+        "height not multiple of 8": (edit_args(model_dir, out, "--height", "60"), "multiple of 8"),
+        "missing model": (edit_args(tmp_path / "nope", out), "does not exist"),
+        "partial model": (edit_args(partial, out), "no weights"),
+        "not a SD folder": (edit_args(not_sd, out), "model_index.json"),
+        "unwritable out": (edit_args(model_dir, blocker / "sub"), "cannot hold"),
+        "pickle refused": (edit_args(blocker.with_suffix(".ckpt"), out), "does not exist"),
+    }
+
+
+@pytest.mark.parametrize("case", ["empty source", "blank target", "range above 1", "range reversed", "unparsable layers",
+                                  "layer out of range", "height not multiple of 8", "missing model", "partial model",
+                                  "not a SD folder", "unwritable out"])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(model_dir, tmp_path, capsys, case):
+    argv, expected = bad_cases(model_dir, tmp_path)[case]
+    code, stdout, err = run(argv, capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("freeprompt: error:"), err
+    assert expected in lines[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out*"))
+
+
+def test_pickle_checkpoint_refused_without_flag(tmp_path, capsys):
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"\x80\x04not really")
+    code, _, err = run(["layers", "--model", str(ckpt)], capsys)
+    assert code == 2 and "pickle" in err and "--allow-pickle" in err
+
+
+def test_debug_shows_the_traceback(model_dir, tmp_path):
+    from freeprompt.errors import BadInput
+
+    with pytest.raises(BadInput):
+        main(edit_args(model_dir, tmp_path / "o", "--self-replace", "2:3", "--debug"))
+
+
+def test_offline_hub_model_not_cached(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    code, _, err = run(["layers", "--model", "someone/not-cached-model"], capsys)
+    assert code == 2 and "offline" in err and "\n" == err[-1] and err.count("\n") == 1
