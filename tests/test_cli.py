@@ -134,3 +134,33 @@ def test_offline_hub_model_not_cached(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     code, _, err = run(["layers", "--model", "someone/not-cached-model"], capsys)
     assert code == 2 and "offline" in err and "\n" == err[-1] and err.count("\n") == 1
+
+
+def test_edit_a_photo_writes_reconstruction_and_reuses_the_cached_inversion(model_dir, tmp_path, capsys):
+    from freeprompt.shapes import world
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(world.random_sample(3, size=80).image).save(photo)  # not the model size: gets cropped
+    args = ["edit", "--model", str(model_dir), "--image", str(photo), "--source", "", "--target", "a blue car",
+            "--steps", "3", "--quiet", "--cache-dir", str(tmp_path / "cache"), "--inversion", "direct"]
+    code, stdout, err = run(args + ["--out", str(tmp_path / "a")], capsys)
+    assert code == 0, err
+    assert Image.open(tmp_path / "a" / "input.png").size == (64, 64)
+    first = json.loads((tmp_path / "a" / "run.json").read_text())["params"]
+    assert first["inversion"] == "direct" and first["inversion_cached"] is False and first["inversion_source"] == ""
+    assert run(args + ["--out", str(tmp_path / "b")], capsys)[0] == 0
+    second = json.loads((tmp_path / "b" / "run.json").read_text())["params"]
+    assert second["inversion_cached"] is True
+    assert (tmp_path / "a" / "target_1.png").read_bytes() == (tmp_path / "b" / "target_1.png").read_bytes()
+
+
+@pytest.mark.parametrize("extra,expected", [
+    (["--inversion", "magic"], "inversion"),
+    (["--resize", "squash"], "resize"),
+])
+def test_photo_options_are_checked_before_loading(model_dir, tmp_path, capsys, extra, expected):
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (64, 64), "red").save(photo)
+    code, _, err = run(["edit", "--model", str(model_dir), "--image", str(photo), "--source", "a car", "--target",
+                        "a blue car", "--out", str(tmp_path / "o"), *extra], capsys)
+    assert code == 2 and expected in err.lower() and err.count("\n") == 1

@@ -37,8 +37,14 @@ def edit(
     config: Optional[str] = typer.Option(None, help="diffusers folder or hub id with the config of a single-file model"),
     revision: Optional[str] = typer.Option(None, help="hub revision (branch, tag or commit)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    image: Optional[Path] = typer.Option(None, "--image", "-i", help="edit this photo instead of a generated image"),
+    inversion: str = typer.Option("direct", help="with --image: direct, ddim, null-text or negative-prompt"),
+    resize: str = typer.Option("crop", help="with --image: crop (centre), pad (white) or fit (stretch) to the model size"),
+    cache_dir: Optional[Path] = typer.Option(None, help="with --image: inversion cache [default: ~/.cache/freeprompt]"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="with --image: always invert afresh"),
 ):
-    """Edit a generated image: the targets reuse the source's self-attention maps (Free-Prompt-Editing)."""
+    """Edit a generated image (or a photo with --image): the targets reuse the source's self-attention maps
+    (Free-Prompt-Editing)."""
     import time
 
     from ..editing.generated import edit as run_edit
@@ -48,12 +54,31 @@ def edit(
 
     check_writable(out)  # fail before the model is loaded
     for i, text in enumerate([source, *target]):
-        require_text(text, "source prompt" if i == 0 else f"target prompt {i}")
+        if i or image is None:  # a photo may be inverted with the empty source prompt, as the official code does
+            require_text(text, "source prompt" if i == 0 else f"target prompt {i}")
+    if image is not None:
+        from ..editing.images import check_resize_mode
+        from ..editing.inversion import check_method
+
+        check_method(inversion)
+        check_resize_mode(resize)
+        if latents is not None:
+            raise BadInput("--latents and --image exclude each other", "the noise of a photo comes from its inversion")
     start = time.perf_counter()
     loaded = load_pipeline(model, device=device, dtype=dtype, allow_pickle=allow_pickle, revision=revision,
                            config=config)
     load_s = time.perf_counter() - start
     pipe = loaded.pipe
+    if image is not None:
+        result = _edit_photo(loaded, image, source, target, inversion=inversion, resize=resize, cache_dir=cache_dir,
+                             no_cache=no_cache, steps=steps, guidance=guidance, self_replace=self_replace, layers=layers,
+                             edit_uncond=edit_uncond, height=height, width=width, quiet=quiet, out=out)
+        result.timings["load_s"] = load_s
+        save_edit(result, out, model=loaded.info, save_latents=save_latents, extra={"image": str(image)},
+                  extra_images={"input.png": result.params.pop("_input_image")})
+        typer.echo(f"wrote {out}/source.png (reconstruction, PSNR {result.params['inversion_psnr']} dB), "
+                   + ", ".join(f"target_{i}.png" for i in range(1, len(target) + 1)) + ", input.png, grid.png, run.json")
+        return
     noise = _read_latents(latents) if latents else None
     result = run_edit(
         pipe, source, target, seed=seed, latents=noise,
@@ -92,6 +117,28 @@ def layers(
         mark = "*" if row["name"] in chosen else ""
         typer.echo(f"{row['kind']:5} {row['index']:>3} {row['place']:5} {row['grid']:>7} {row['tokens']:>6}  "
                    f"{mark:3} {row['name']}")
+
+
+def _edit_photo(loaded, image_path, source, targets, *, inversion, resize, cache_dir, no_cache, steps, guidance,
+                self_replace, layers, edit_uncond, height, width, quiet, out):
+    from ..editing.generated import latent_shape
+    from ..editing.images import load_image
+    from ..editing.inversion import InversionCache
+    from ..editing.real import edit_real
+
+    pipe = loaded.pipe
+    shape = latent_shape(pipe, height or loaded.defaults.get("height"), width or loaded.defaults.get("width"))
+    size = (shape[3] * pipe.vae_scale_factor, shape[2] * pipe.vae_scale_factor)
+    photo = load_image(image_path, size, resize)
+    cache = None if no_cache else InversionCache(cache_dir)
+    result = edit_real(pipe, photo, source, targets, inversion=inversion,
+                       steps=steps or loaded.defaults.get("steps", 50),
+                       guidance=guidance if guidance is not None else loaded.defaults.get("guidance", 7.5),
+                       self_replace=self_replace, layers=layers, edit_unconditional=edit_uncond, cache=cache,
+                       model_key=f"{loaded.info.get('id')}@{loaded.info.get('revision')}", progress=not quiet)
+    result.params["resize"] = resize
+    result.params["_input_image"] = photo
+    return result
 
 
 def _read_latents(path: Path):

@@ -65,18 +65,22 @@ def edit(
     progress: bool | Callable = True,
     uncond_at: Callable[[int], torch.Tensor] | None = None,
     after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    allow_empty_source: bool = False,
 ) -> EditResult:
     """Generate ``source`` and every target from the same noise; in the chosen self-attention layers and
     steps each target uses the source's self-attention map (computed as SDPA(Q_src, K_src, V_tgt)).
 
     For real-image editing: ``latents`` is the inverted noise; ``uncond_at(i)`` gives the unconditional
     embedding (1 x tokens x width) of step ``i`` for every row (null-text / negative-prompt inversion);
-    ``after_step(i, latents)`` may correct the latents after step ``i`` (direct inversion)."""
+    ``after_step(i, latents)`` may correct the latents after step ``i`` (direct inversion).
+    ``allow_empty_source`` lets the source prompt be "" (real-image editing inverts with "", as the official
+    code does); target prompts must never be empty."""
     timings: dict[str, float] = {}
     targets = [targets] if isinstance(targets, str) else list(targets)
     if not targets:
         raise BadInput("no target prompt given", "give at least one target prompt")
-    prompts = [check_prompt(pipe.tokenizer, source, "source prompt")]
+    empty_ok = allow_empty_source and source == ""
+    prompts = [source if empty_ok else check_prompt(pipe.tokenizer, source, "source prompt")]
     prompts += [check_prompt(pipe.tokenizer, t, f"target prompt {i + 1}") for i, t in enumerate(targets)]
     if steps < 1:
         raise BadInput(f"steps must be at least 1, got {steps}", "use e.g. --steps 50")

@@ -89,15 +89,21 @@ def _wrap(text: str, width_px: int, char_px: int = 6) -> list[str]:
     return [ln if len(ln) <= per_line else ln[: per_line - 1] + "…" for ln in lines]
 
 
-def save_edit(result, out_dir: Path, model: dict, save_latents: bool = False, extra: dict | None = None) -> Path:
-    """Write source.png, target_<i>.png, grid.png, run.json (and latents.safetensors) into ``out_dir``."""
+def save_edit(result, out_dir: Path, model: dict, save_latents: bool = False, extra: dict | None = None,
+              extra_images: dict | None = None) -> Path:
+    """Write source.png, target_<i>.png, grid.png, run.json (and latents.safetensors, and ``extra_images``
+    by file name) into ``out_dir``."""
     start = time.perf_counter()
     with atomic_folder(Path(out_dir)) as tmp:
         names = ["source"] + [f"target_{i}" for i in range(1, len(result.images))]
         for name, img in zip(names, result.images):
             img.save(tmp / f"{name}.png")
-        labels = [f"source: {result.prompts[0]}"] + [f"target {i}: {p}" for i, p in enumerate(result.prompts[1:], 1)]
+        first = (f"photo, {result.params.get('inversion')} inversion" if result.params.get("real_image")
+                 else f"source: {result.prompts[0]}")
+        labels = [first] + [f"target {i}: {p}" for i, p in enumerate(result.prompts[1:], 1)]
         labelled_grid(result.images, labels).save(tmp / "grid.png")
+        for file_name, img in (extra_images or {}).items():
+            img.save(tmp / file_name)
         if save_latents:
             from safetensors.torch import save_file
 

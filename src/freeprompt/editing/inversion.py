@@ -1,0 +1,438 @@
+"""Inverting a real image into the DDIM sampler, so that ``edit()`` can start from it.
+
+Four methods, all built on one deterministic DDIM inversion (eta 0) over the *same* timesteps as the
+official DDIM sampler (``sampler.ddim_scheduler``), so that sampling with those steps walks the trajectory
+back. Inversion uses the source prompt (it may be "") without guidance, as the official FPE code does.
+
+* ``ddim``: the official FPE way. During the edit the source branch (row 0) is replaced by the inversion
+  trajectory after every step, so the source is exact and the targets attend with its queries and keys.
+  Plain guided DDIM sampling from the inverted noise does *not* reconstruct the image; that error is
+  measured separately (``InversionResult.ddim_psnr``) so that pinning does not hide it.
+* ``direct`` (Ju et al., "PnP Inversion"): after every step the difference between the trajectory latent
+  and the source branch latent is added back to the source branch; the targets are not corrected. In this
+  one-source batch that is the same operation as ``ddim``'s pinning (the source branch ends each step on the
+  trajectory); the recorded offsets show how far guided sampling would have drifted.
+* ``null-text`` (Mokady et al.): per step, the unconditional embedding (initialised from the embedding of "")
+  is optimised with Adam so that the *guided* DDIM step from the current latent lands on the trajectory;
+  the edit then uses those per-step embeddings for every row. The optimisation always runs in float32: for
+  a float16/bfloat16 pipeline a float32 copy of the UNet is made for it (the edit itself runs in the
+  pipeline's dtype, so its reconstruction is slightly less exact there).
+* ``negative-prompt`` (Miyake et al.): the unconditional embedding of every step is the source prompt's
+  embedding, so the guided prediction of the source equals its conditional one, which is what inversion
+  used. No optimisation.
+
+``InversionCache`` stores results as safetensors keyed by the preprocessed image, model, method and settings.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import BadInput
+from .sampler import ddim_scheduler
+
+METHODS = ("direct", "ddim", "null-text", "negative-prompt")
+CACHE_FORMAT = "freeprompt-inversion-1"  # bump when what is stored or how it is computed changes
+
+
+# ---------------------------------------------------------------- the DDIM schedule, both directions
+
+def _schedule(pipe, steps: int):
+    """(scheduler, [(t, alpha_t, alpha_prev)] in sampling order), alphas exactly as DDIMScheduler.step uses."""
+    scheduler = ddim_scheduler(pipe.scheduler.config)
+    scheduler.set_timesteps(steps)
+    ratio = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    rows = []
+    for t in scheduler.timesteps.tolist():
+        prev = t - ratio
+        rows.append((t, scheduler.alphas_cumprod[t],
+                     scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod))
+    return scheduler, rows
+
+
+def _epsilon(model_output, sample, alpha, prediction_type: str):
+    if prediction_type == "epsilon":
+        return model_output
+    if prediction_type == "v_prediction":
+        return alpha**0.5 * model_output + (1 - alpha) ** 0.5 * sample
+    raise BadInput(f"the model predicts {prediction_type!r}, which inversion does not support",
+                   "use a model with epsilon or v_prediction")
+
+
+def _invert_step(eps, sample_prev, alpha_t, alpha_prev):
+    """The DDIM step run backwards: from the latent at ``alpha_prev`` to the one at ``alpha_t``, with the noise
+    predicted at the known latent (the usual approximation of DDIM inversion)."""
+    x0 = (sample_prev - (1 - alpha_prev) ** 0.5 * eps) / alpha_prev**0.5
+    return alpha_t**0.5 * x0 + (1 - alpha_t) ** 0.5 * eps
+
+
+def _unet_eps(unet, x, t, context, guidance, alpha, prediction_type):
+    """Guided noise prediction; ``context`` is ``[uncond, cond]`` when guidance > 1, else ``cond``."""
+    guided = guidance > 1.0
+    model_in = torch.cat([x, x]) if guided else x
+    out = unet(model_in.to(unet.dtype), t, encoder_hidden_states=context.to(unet.dtype), return_dict=False)[0].float()
+    if guided:
+        uncond, cond = out.chunk(2)
+        out = uncond + guidance * (cond - uncond)
+    return _epsilon(out, x, alpha, prediction_type)
+
+
+@torch.no_grad()
+def ddim_invert(pipe, latents0: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None = None,
+                steps: int = 50, guidance: float = 1.0, progress: Callable | None = None) -> torch.Tensor:
+    """Deterministic DDIM inversion: ``[x_0, x_1, ..., x_T]`` as a (T+1, C, h, w) float32 tensor on the
+    UNet's device; ``x_0 = latents0``, ``x_T`` is the noise to sample from. ``x_k`` is the latent *after*
+    sampling step ``T-1-k`` of ``sampler.sample`` with the same ``steps``. ``cond`` (1, tokens, width) is the
+    prompt embedding; ``uncond`` and ``guidance > 1`` give guided inversion (the default is unguided)."""
+    scheduler, rows = _schedule(pipe, steps)
+    unet, device = pipe.unet, pipe.unet.device
+    prediction = scheduler.config.prediction_type
+    context = torch.cat([uncond, cond]) if guidance > 1.0 else cond
+    context = context.to(device)
+    x = latents0.to(device=device, dtype=torch.float32).reshape(1, *latents0.shape[-3:])
+    trajectory = [x[0]]
+    order = list(reversed(range(steps)))
+    for i in (progress(order) if progress else order):
+        t, alpha_t, alpha_prev = rows[i]
+        eps = _unet_eps(unet, x, t, context, guidance, alpha_t.to(device), prediction)
+        x = _invert_step(eps, x, alpha_t.to(device), alpha_prev.to(device))
+        trajectory.append(x[0])
+    return torch.stack(trajectory)
+
+
+# ---------------------------------------------------------------- null-text optimisation
+
+def null_text_optimise(pipe, trajectory: torch.Tensor, cond: torch.Tensor, uncond_init: torch.Tensor,
+                       guidance: float = 7.5, inner_steps: int = 10, lr: float = 1e-2, epsilon: float = 1e-5,
+                       progress: Callable | None = None) -> tuple[torch.Tensor, dict]:
+    """Mokady et al.'s null-text inversion: per sampling step ``i``, Adam (learning rate ``lr * (1 - i / 2T)``,
+    i.e. 1e-2 * (1 - i/100) at 50 steps) for at most ``inner_steps`` updates of the unconditional embedding,
+    stopping early once the MSE between the guided DDIM step and the trajectory is below
+    ``epsilon + i * 2e-5``. Returns (T, tokens, width) float32 embeddings on the CPU and per-step stats.
+
+    Always float32: a float16/bfloat16 pipeline's UNet is copied to float32 for the optimisation."""
+    if guidance <= 1.0:
+        raise BadInput(f"null-text inversion needs guidance above 1 (got {guidance})",
+                       "use e.g. --guidance 7.5, or --inversion direct")
+    steps = trajectory.shape[0] - 1
+    scheduler, rows = _schedule(pipe, steps)
+    unet = pipe.unet if pipe.unet.dtype == torch.float32 else copy.deepcopy(pipe.unet).to(torch.float32)
+    device = unet.device
+    traj = trajectory.to(device=device, dtype=torch.float32)
+    cond = cond.to(device=device, dtype=torch.float32)
+    uncond = uncond_init.to(device=device, dtype=torch.float32).clone()
+    latent = traj[-1:].clone()
+    found, inner_used, losses = [], [], []
+    order = list(range(steps))
+    for i in (progress(order) if progress else order):
+        t = rows[i][0]
+        target = traj[steps - 1 - i : steps - i]
+        with torch.no_grad():
+            out_cond = unet(latent, t, encoder_hidden_states=cond, return_dict=False)[0].float()
+        uncond = uncond.detach().clone().requires_grad_(True)  # Adam updates in place: a fresh leaf per step
+        optimiser = torch.optim.Adam([uncond], lr=lr * (1.0 - i / (2.0 * steps)))
+        loss_value, used = float("nan"), 0
+        for _ in range(inner_steps):
+            out_uncond = unet(latent, t, encoder_hidden_states=uncond, return_dict=False)[0].float()
+            guided = out_uncond + guidance * (out_cond - out_uncond)  # as sampler.sample guides: on the raw output
+            prev = scheduler.step(guided, t, latent, return_dict=False)[0]
+            loss = torch.nn.functional.mse_loss(prev, target)
+            (grad,) = torch.autograd.grad(loss, [uncond])  # only the embedding's gradient, not the UNet's
+            uncond.grad = grad
+            optimiser.step()
+            optimiser.zero_grad(set_to_none=True)
+            used += 1
+            loss_value = loss.item()
+            if loss_value < epsilon + i * 2e-5:
+                break
+        uncond = uncond.detach()
+        found.append(uncond[0].clone().cpu())  # .cpu() does not copy a CPU tensor
+        inner_used.append(used)
+        losses.append(loss_value)
+        with torch.no_grad():
+            out_uncond = unet(latent, t, encoder_hidden_states=uncond, return_dict=False)[0].float()
+            latent = scheduler.step(out_uncond + guidance * (out_cond - out_uncond), t, latent, return_dict=False)[0]
+    if unet is not pipe.unet:
+        del unet
+    return torch.stack(found), {"inner_steps": inner_used, "final_losses": losses,
+                                "optimised_in": "float32" if pipe.unet.dtype == torch.float32 else "float32 copy"}
+
+
+# ---------------------------------------------------------------- results and the entry point
+
+@dataclass
+class InversionResult:
+    method: str
+    trajectory: torch.Tensor  # (T+1, C, h, w) float32 CPU: [0] the image's latent ... [T] the inverted noise
+    uncond: torch.Tensor | None  # (T, tokens, width) float32 CPU: per-step unconditional embeddings, or None
+    source: str  # the prompt used for inversion (and as the edit's source prompt)
+    steps: int
+    guidance: float
+    seconds: float  # time the inversion took when it was computed (not when loaded from the cache)
+    psnr: float | None = None  # dB: the method's reconstruction (the edit's source image) vs the input image
+    ddim_psnr: float | None = None  # dB: plain guided DDIM sampling from the inverted noise (no pinning), vs input
+    vae_psnr: float | None = None  # dB: decode(encode(image)) vs input, the upper bound of any reconstruction
+    cached: bool = False
+    info: dict = field(default_factory=dict)
+
+    @property
+    def noise(self) -> torch.Tensor:
+        """(1, C, h, w) inverted noise to start sampling from."""
+        return self.trajectory[-1:].clone()
+
+    def latent_after(self, step: int) -> torch.Tensor:
+        """(C, h, w) trajectory latent that sampling step ``step`` (0-based) should land on."""
+        return self.trajectory[self.steps - 1 - step]
+
+    def hooks(self, device, dtype) -> tuple[Callable | None, Callable | None]:
+        """``(uncond_at, after_step)`` for ``edit()``."""
+        uncond_at = after_step = None
+        if self.uncond is not None:
+            table = self.uncond.to(device=device, dtype=dtype)
+            uncond_at = lambda i: table[i : i + 1]  # noqa: E731
+        if self.method in ("ddim", "direct"):
+            traj = self.trajectory.to(device=device, dtype=dtype)
+            offsets = self.info.setdefault("edit_offsets_rms", [])
+            offsets.clear()
+            pin = self.method == "ddim"
+
+            def after_step(i: int, latents: torch.Tensor) -> torch.Tensor:
+                wanted = traj[self.steps - 1 - i]
+                offset = wanted - latents[0]
+                offsets.append(float(offset.float().pow(2).mean().sqrt()))
+                latents = latents.clone()
+                # ddim: the source branch is replaced by the trajectory (official FPE code);
+                # direct: the deviation is added back to the source branch (Ju et al.); targets untouched.
+                latents[0] = wanted if pin else latents[0] + offset
+                return latents
+
+        return uncond_at, after_step
+
+
+def encode_text(pipe, text: str) -> torch.Tensor:
+    """(1, tokens, width) conditional embedding of ``text`` ("" allowed) through the pipeline's encoder."""
+    with warnings.catch_warnings(), torch.no_grad():
+        cond, _ = pipe.encode_prompt([text], pipe.unet.device, 1, False)
+    return cond
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise BadInput(f"unknown inversion {method!r}", f"use one of {', '.join(METHODS)}")
+    return method
+
+
+def invert(pipe, image, source: str, method: str = "direct", steps: int = 50, guidance: float = 7.5,
+           progress: bool | Callable = False, measure: bool = False, null_text_options: dict | None = None
+           ) -> InversionResult:
+    """Invert ``image`` (a PIL image of a size the model accepts, e.g. from ``load_image``) with ``method``.
+
+    ``measure=True`` also computes ``vae_psnr``, ``ddim_psnr`` and the method's reconstruction ``psnr`` (one
+    extra sampling pass; ``edit_real`` gets the reconstruction from the edit itself instead)."""
+    from .images import image_to_latents
+
+    check_method(method)
+    if steps < 1:
+        raise BadInput(f"steps must be at least 1, got {steps}", "use e.g. --steps 50")
+    if not isinstance(source, str):
+        raise BadInput("the source prompt is not text", "give a string (\"\" is allowed for real images)")
+    start = time.perf_counter()
+    latents0 = image_to_latents(pipe, image)
+    cond = encode_text(pipe, source)
+    bar = _bar(progress, steps, "inverting")
+    trajectory = ddim_invert(pipe, latents0, cond, steps=steps, progress=bar).float().cpu()
+    uncond, info = None, {}
+    if method == "null-text":
+        bar = _bar(progress, steps, "null-text")
+        uncond, info = null_text_optimise(pipe, trajectory, cond, encode_text(pipe, ""), guidance, progress=bar,
+                                          **(null_text_options or {}))
+    elif method == "negative-prompt":
+        uncond = cond.float().cpu().expand(steps, -1, -1).clone()
+    result = InversionResult(method=method, trajectory=trajectory, uncond=uncond, source=source, steps=steps,
+                             guidance=guidance, seconds=time.perf_counter() - start, info=info)
+    if measure:
+        measure_reconstruction(pipe, result, image)
+    return result
+
+
+@torch.no_grad()
+def reconstruct(pipe, inversion: InversionResult, pinned: bool = True) -> torch.Tensor:
+    """(1, C, h, w) final latent of sampling the source prompt alone from the inverted noise with the edit's
+    guidance: with the method's per-step embeddings (null-text, negative-prompt) and, if ``pinned``, its
+    trajectory pinning (ddim, direct). ``pinned=False`` on a ddim/direct result is plain DDIM reconstruction."""
+    from .prompts import encode_prompts
+    from .sampler import sample
+
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    guided = inversion.guidance > 1.0
+    embeddings = encode_prompts(pipe, [inversion.source], "", guided, device)
+    uncond_at, after_step = inversion.hooks(device, dtype)
+    embeddings_at = None
+    if uncond_at is not None and guided:
+        embeddings_at = lambda i: torch.cat([uncond_at(i).to(embeddings), embeddings[1:]])  # noqa: E731
+    scheduler = ddim_scheduler(pipe.scheduler.config)
+    final = sample(pipe.unet, scheduler, inversion.noise.to(device=device, dtype=dtype), embeddings, inversion.steps,
+                   inversion.guidance, embeddings_at=embeddings_at, after_step=after_step if pinned else None)
+    return final.float().cpu()
+
+
+def measure_reconstruction(pipe, inversion: InversionResult, image) -> InversionResult:
+    """Fill ``vae_psnr``, ``ddim_psnr`` and ``psnr`` of ``inversion`` against the input ``image``."""
+    from .images import psnr
+    from .sampler import decode
+
+    start = time.perf_counter()
+    vae_image = decode(pipe, inversion.trajectory[:1].to(pipe.vae.device))[0]
+    inversion.vae_psnr = psnr(vae_image, image)
+    plain = InversionResult("ddim", inversion.trajectory, None, inversion.source, inversion.steps,
+                            inversion.guidance, 0.0)
+    plain_latent = reconstruct(pipe, plain, pinned=False)
+    inversion.ddim_psnr = psnr(decode(pipe, plain_latent.to(pipe.vae.device))[0], image)
+    inversion.info["ddim_latent_rmse"] = float((plain_latent[0] - inversion.trajectory[0]).pow(2).mean().sqrt())
+    if inversion.method in ("ddim", "direct"):
+        inversion.psnr = inversion.vae_psnr  # the source branch ends on the trajectory: x_0, the image's latent
+    else:
+        inversion.psnr = psnr(decode(pipe, reconstruct(pipe, inversion).to(pipe.vae.device))[0], image)
+    inversion.info["measure_s"] = time.perf_counter() - start
+    return inversion
+
+
+def _bar(progress, total: int, desc: str):
+    if callable(progress):
+        return progress
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return lambda it: tqdm(it, total=total, desc=desc, unit="step", leave=False)
+
+
+# ---------------------------------------------------------------- the cache
+
+class CacheWarning(UserWarning):
+    """A cache entry could not be used and is being recomputed."""
+
+
+def default_cache_dir() -> Path:
+    """``$FREEPROMPT_CACHE/inversions``, else ``~/.cache/freeprompt/inversions``."""
+    root = os.environ.get("FREEPROMPT_CACHE") or os.path.join("~", ".cache", "freeprompt")
+    return Path(root).expanduser() / "inversions"
+
+
+class InversionCache:
+    """Inversions on disk: ``<key>.safetensors`` (tensors + metadata, the entry) and ``<key>.json`` (the same
+    metadata for people). Written atomically (temporary name, then ``os.replace``); an entry that fails to
+    load or verify is reported with a ``CacheWarning`` and recomputed by the caller."""
+
+    def __init__(self, folder: str | os.PathLike | None = None):
+        self.folder = Path(folder).expanduser() if folder is not None else default_cache_dir()
+        try:
+            if self.folder.exists() and not self.folder.is_dir():
+                raise OSError("it is a file")
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.folder, os.W_OK | os.X_OK):
+                raise OSError("permission denied")
+        except OSError as err:
+            raise BadInput(f"cannot use {self.folder} as the inversion cache ({_first_line(err)})",
+                           "set FREEPROMPT_CACHE to a writable folder, or turn the cache off") from None
+
+    @staticmethod
+    def key(image, *, model_key: str, method: str, steps: int, guidance: float, source: str, dtype=None) -> str:
+        """sha256 of the preprocessed image's pixels and size, the model, method, steps, guidance, source
+        prompt, UNet dtype and the cache format."""
+        rgb = image.convert("RGB")
+        h = hashlib.sha256()
+        h.update(rgb.tobytes())
+        fields = {"format": CACHE_FORMAT, "size": list(rgb.size), "model": str(model_key), "method": method,
+                  "steps": int(steps), "guidance": float(guidance), "source": source, "dtype": str(dtype)}
+        h.update(json.dumps(fields, sort_keys=True).encode())
+        return h.hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.safetensors"
+
+    def load(self, key: str) -> InversionResult | None:
+        """The entry for ``key``; None if there is none or it is unusable (then with a one-line warning)."""
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {name: f.get_tensor(name) for name in f.keys()}
+            if meta.get("format") != CACHE_FORMAT or meta.get("key") != key:
+                raise ValueError("its format or key does not match")
+            if meta.get("checksum") != _checksum(tensors):
+                raise ValueError("its checksum does not match")
+            info = json.loads(meta["info"])
+            steps = int(info["steps"])
+            traj, uncond = tensors["trajectory"], tensors.get("uncond")
+            if traj.ndim != 4 or traj.shape[0] != steps + 1 or (uncond is not None and uncond.shape[0] != steps):
+                raise ValueError("its tensors have the wrong shape")
+        except Exception as err:  # noqa: BLE001 - any unreadable entry is recomputed
+            warnings.warn(f"inversion cache entry {path.name} is unusable ({_first_line(err)}); recomputing it",
+                          CacheWarning, stacklevel=2)
+            return None
+        return InversionResult(method=info["method"], trajectory=traj, uncond=uncond, source=info["source"],
+                               steps=steps, guidance=float(info["guidance"]), seconds=float(info["seconds"]),
+                               psnr=info.get("psnr"), ddim_psnr=info.get("ddim_psnr"), vae_psnr=info.get("vae_psnr"),
+                               cached=True, info=info.get("extra", {}))
+
+    def save(self, key: str, inversion: InversionResult, describe: dict | None = None) -> Path:
+        """Write the entry for ``key`` atomically; returns its path."""
+        from safetensors.torch import save_file
+
+        tensors = {"trajectory": inversion.trajectory.float().contiguous()}
+        if inversion.uncond is not None:
+            tensors["uncond"] = inversion.uncond.float().contiguous()
+        extra = {k: v for k, v in inversion.info.items() if k != "edit_offsets_rms"}
+        info = {"method": inversion.method, "source": inversion.source, "steps": inversion.steps,
+                "guidance": inversion.guidance, "seconds": inversion.seconds, "psnr": inversion.psnr,
+                "ddim_psnr": inversion.ddim_psnr, "vae_psnr": inversion.vae_psnr, "extra": extra}
+        meta = {"format": CACHE_FORMAT, "key": key, "checksum": _checksum(tensors), "info": json.dumps(info)}
+        path = self.path(key)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=self.folder)
+            os.close(fd)
+            try:
+                save_file(tensors, tmp, metadata=meta)
+                os.replace(tmp, path)
+                side = path.with_suffix(".json")
+                side_tmp = side.with_name(f".{side.name}.tmp")
+                side_tmp.write_text(json.dumps({**info, **(describe or {}), "key": key, "format": CACHE_FORMAT},
+                                               indent=2, default=str) + "\n", encoding="utf-8")
+                os.replace(side_tmp, side)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+        except OSError as err:
+            raise BadInput(f"cannot write the inversion cache in {self.folder} ({_first_line(err)})",
+                           "set FREEPROMPT_CACHE to a writable folder, or turn the cache off") from None
+        return path
+
+
+def _checksum(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

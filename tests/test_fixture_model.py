@@ -1,0 +1,54 @@
+"""The shipped shapes fixture: it loads offline through the ordinary Stable Diffusion path, has SD1.x's
+attention layout, stays small, and generates what it is asked for."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from freeprompt.attention import discover_layers
+from freeprompt.models.loading import fixture_path, load_pipeline
+
+FIXTURE = fixture_path("shapes")
+
+
+@pytest.fixture(scope="module")
+def shapes_pipe():
+    return load_pipeline("shapes", device="cpu").pipe
+
+
+def test_fixture_is_fp16_safetensors_under_25_mb():
+    weights = list(FIXTURE.rglob("*.safetensors"))
+    assert {p.parent.name for p in weights} == {"unet", "vae", "text_encoder"}
+    assert sum(p.stat().st_size for p in weights) <= 25 * 2**20
+    from safetensors import safe_open
+
+    for p in weights:
+        with safe_open(str(p), "pt") as f:
+            assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"F16"}, p
+    assert not list(FIXTURE.rglob("*.bin")) and not list(FIXTURE.rglob("*.ckpt"))
+
+
+def test_fixture_loads_offline_with_sd1_layout(shapes_pipe):
+    registry = discover_layers(shapes_pipe.unet)
+    for kind in ("self", "cross"):
+        layers = registry.of_kind(kind)
+        assert len(layers) == 16
+        assert [layer.place for layer in layers] == ["down"] * 6 + ["mid"] + ["up"] * 9
+    assert shapes_pipe.tokenizer("a red circle").input_ids == [49406, 320, 736, 7117, 49407]  # real CLIP BPE ids
+    assert (Path(FIXTURE) / "MODEL_CARD.md").exists()
+
+
+def test_fixture_draws_the_prompted_colour(shapes_pipe):
+    """Plain generation, 20 steps, 6 prompts: the oracle finds the prompted colour in most of them."""
+    from freeprompt import edit
+    from freeprompt.shapes import oracle
+
+    hits = 0
+    cases = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "star"), ("purple", "heart"),
+             ("orange", "diamond")]
+    for seed, (color, shape) in enumerate(cases):
+        prompt = f"a {color} {shape}"
+        image = edit(shapes_pipe, prompt, [prompt], seed=seed, steps=20, self_replace="0:0", progress=False).source
+        hits += oracle.color_mask(np.asarray(image), color).sum() >= 40
+    assert hits >= 5, hits
