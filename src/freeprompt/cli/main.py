@@ -20,7 +20,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 
 
 def _register_commands() -> None:
-    from . import bench_cmd, edit_cmd  # noqa: F401 - each registers its commands on ``app``
+    from . import bench_cmd, edit_cmd, probe_cmd  # noqa: F401 - each registers its commands on ``app``
 
 
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None):

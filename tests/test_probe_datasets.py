@@ -1,0 +1,238 @@
+"""Probe datasets on the tiny random pipeline: collection, lazy loading, resumption after a simulated kill,
+corrupt files, sharding across processes, bad input, and the CLI end to end (collect -> train -> report)."""
+
+import json
+import os
+import warnings
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from freeprompt.analysis.datasets import (CollectOptions, CorruptShard, DatasetSpec, build_spec, collect,
+                                          open_dataset)
+from freeprompt.analysis.recorder import record_attention
+from freeprompt.analysis.words import get_vocabulary, read_word_list
+from freeprompt.editing.prompts import encode_prompts
+from freeprompt.editing.sampler import ddim_scheduler, initial_latents, sample
+from freeprompt.errors import BadInput
+
+OPTIONS = CollectOptions(steps=2, batch_size=2, shard_size=4)
+MODEL = {"id": "random:tiny", "revision": "seed0"}
+
+
+def small_spec(name="color", colors=("red", "blue", "green"), seeds=2):
+    vocab = get_vocabulary("paper").with_lists(colors=list(colors), objects=["bus", "cup"], animals=["cat", "dog"])
+    return build_spec(name, vocab, seeds)
+
+
+def contents(root):
+    """Every tensor of every shard, by key, plus the index lines."""
+    out = {}
+    for path in sorted((root / "shards").glob("shard-*.safetensors")):
+        with safe_open(str(path), "pt") as f:
+            for key in f.keys():
+                out[f"{path.name}:{key}"] = f.get_tensor(key)
+    return out, (root / "index.jsonl").read_text()
+
+
+def same(a, b):
+    ta, ia = a
+    tb, ib = b
+    return ia == ib and ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_pipe, tmp_path_factory):
+    root = tmp_path_factory.mktemp("uninterrupted")
+    summary = collect(tiny_pipe, small_spec(), root, OPTIONS, model_info=MODEL)
+    return root, summary
+
+
+def test_collection_layout_and_contents(tiny_pipe, reference_run):
+    root, summary = reference_run
+    assert summary["complete"] and summary["items_generated"] == 6 and summary["shards_owned"] == [0, 1]
+    ds = open_dataset(root, verify=True)
+    assert ds.complete and ds.skipped == [] and ds.words == ["target", "a", "noun"]
+    lines = [json.loads(line) for line in (root / "index.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in lines] == list(range(6))
+    assert lines[4] == {"id": 4, "prompt": "a blue car", "seed": 1, "class": "blue", "template": "a {color} {noun}",
+                        "fields": {"noun": "car", "color": "blue"},
+                        "words": {"target": "blue", "a": "a", "noun": "car"},
+                        "tokens": {"target": [2], "a": [1], "noun": [3]}, "shard": 1, "row": 0}
+    meta = json.loads((root / "meta.json").read_text())
+    assert meta["model"] == MODEL and len(meta["layers"]) == 16 and meta["layers"][0]["shape"] == [8, 8]
+    assert len(meta["layout"]) == 32 and meta["collect"]["store_dtype"] == "float32"
+    assert ds.y.tolist() == [0, 1, 2, 0, 1, 2]
+    maps = ds.load(1)
+    assert maps.shape == (6, 8, 8) and ds.load("7", "noun").shape == (6, 1, 1)
+    # the stored maps are what the recorder gives for the same batch (items 0 and 1)
+    emb = encode_prompts(tiny_pipe, ["a red car", "a blue car"], "", True, "cpu")
+    noise = torch.cat([initial_latents(0, (1, 4, 8, 8), "cpu", torch.float32)] * 2)
+    with record_attention(tiny_pipe, tokens=[2]) as rec:
+        sample(tiny_pipe.unet, ddim_scheduler(tiny_pipe.scheduler.config), noise, emb, 2, 7.5, on_step=rec.begin_step)
+    assert torch.equal(rec.maps()[ds.layer(1)["name"]], maps[:2])
+    with pytest.raises(BadInput) as err:
+        ds.load(17)
+    assert "no cross-attention layer 17" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(BadInput):
+        ds.load(1, "zebra")
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tiny_pipe, reference_run, tmp_path):
+    class Killed(Exception):
+        pass
+
+    def kill_after(shard, batch):
+        def on_batch(k, j, ids):
+            if (k, j) == (shard, batch):
+                raise Killed
+        return on_batch
+
+    with pytest.raises(Killed):
+        collect(tiny_pipe, small_spec(), tmp_path, OPTIONS, model_info=MODEL, on_batch=kill_after(0, 0))
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["shard-00000.batch-0000.safetensors"]
+    progress = json.loads((tmp_path / "progress" / "process-0-of-1.json").read_text())
+    assert progress["in_flight"]["shard"] == 0 and progress["shards_done"] == []
+    assert not (tmp_path / "index.jsonl").exists()
+    # a write killed before its rename leaves a temporary file: it must be ignored and removed
+    (tmp_path / "shards" / ".shard-00000.batch-0001.safetensors.tmp-999").write_bytes(b"partial")
+    with pytest.raises(Killed):  # killed again, in the second shard
+        collect(tiny_pipe, small_spec(), tmp_path, OPTIONS, model_info=MODEL, on_batch=kill_after(1, 0))
+    summary = collect(tiny_pipe, small_spec(), tmp_path, OPTIONS, model_info=MODEL)
+    assert summary["items_generated"] == 0 and summary["items_reused"] == 6  # shard 1's batch was written
+    assert same(contents(tmp_path), contents(reference_run[0]))
+    assert not list((tmp_path / "shards").glob(".*")) and not list((tmp_path / "shards").glob("*batch*"))
+
+
+def test_corrupt_files_are_skipped_reported_and_regenerated(tiny_pipe, reference_run, tmp_path):
+    import shutil
+
+    root = tmp_path / "ds"
+    shutil.copytree(reference_run[0], root)
+    shard = root / "shards" / "shard-00001.safetensors"
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.warns(CorruptShard, match="shard-00001"):
+        ds = open_dataset(root)
+    assert not ds.complete and len(ds.items) == 4 and ds.load(1).shape == (4, 8, 8)
+    assert len(ds.skipped) == 1 and "shard-00001" in ds.skipped[0] and "shard-00001" in ds.summary()
+    with pytest.warns(CorruptShard):
+        summary = collect(tiny_pipe, small_spec(), root, OPTIONS, model_info=MODEL)
+    assert summary["items_generated"] == 2 and len(summary["skipped_files"]) == 1
+    assert same(contents(root), contents(reference_run[0]))
+
+    # flipped bytes inside the tensor data: found by the checksums
+    shard = root / "shards" / "shard-00000.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-20] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    ds = open_dataset(root)  # the header is intact
+    with pytest.raises(BadInput, match="corrupt"):
+        for layer in ds.layers:
+            for word in ds.words:
+                ds.load(layer["name"], word)
+    with pytest.warns(CorruptShard, match="checksum"):
+        ds = open_dataset(root, verify=True)
+    assert len(ds.items) == 2 and ds.skipped
+
+
+def test_sharding_across_processes_and_self_maps(tiny_pipe, reference_run, tmp_path):
+    for index in (1, 0):
+        summary = collect(tiny_pipe, small_spec(), tmp_path, OPTIONS, model_info=MODEL, num_shards=2,
+                          shard_index=index)
+        assert summary["shards_owned"] == [index]
+    assert summary["complete"]
+    assert same(contents(tmp_path), contents(reference_run[0]))
+    with pytest.raises(BadInput):
+        collect(tiny_pipe, small_spec(), tmp_path, OPTIONS, model_info=MODEL, num_shards=2, shard_index=2)
+
+    spec = small_spec("self_animal", seeds=1)
+    root = tmp_path / "self"
+    options = CollectOptions(steps=2, batch_size=2, shard_size=4, self_max_tokens=16, layers="1,7")
+    collect(tiny_pipe, spec, root, options, model_info=MODEL)
+    ds = open_dataset(root)
+    assert ds.kind == "self" and [r["index"] for r in ds.layers] == [1, 7]
+    maps = ds.load(1)
+    assert maps.shape == (2, 16, 16) and ds.meta["collect"]["store_dtype"] == "float16"
+    assert torch.allclose(maps.sum(-1), torch.ones(2, 16), atol=1e-2)  # pooled rows stay distributions
+
+
+def test_bad_input(tiny_pipe, reference_run, tmp_path):
+    root = reference_run[0]
+    with pytest.raises(BadInput, match="model"):
+        collect(tiny_pipe, small_spec(), root, OPTIONS, model_info={"id": "other", "revision": None})
+    with pytest.raises(BadInput, match="layer layout"):
+        collect(tiny_pipe, small_spec(), root, CollectOptions(steps=2, batch_size=2, shard_size=4, height=128),
+                model_info=MODEL)
+    with pytest.raises(BadInput, match="options"):
+        collect(tiny_pipe, small_spec(), root, CollectOptions(steps=3, batch_size=2, shard_size=4), model_info=MODEL)
+    with pytest.raises(BadInput, match="duplicates: red"):
+        small_spec(colors=("red", "blue", "red"))
+    with pytest.raises(BadInput, match="duplicates"):
+        read_word_list("cat,dog,cat")
+    with pytest.raises(BadInput, match="colours and objects"):
+        get_vocabulary("paper").with_lists(objects=["orange", "bus"])
+    spec = DatasetSpec(name="x", kind="cross", templates=["a {color} car"], class_field="color",
+                       classes=["red"], seeds=[0], words={"target": "{color}", "other": "zebra"})
+    with pytest.raises(BadInput) as err:
+        collect(tiny_pipe, spec, tmp_path / "x", OPTIONS, model_info=MODEL)
+    assert "'zebra'" in str(err.value) and "a, red, car" in str(err.value)
+    assert not (tmp_path / "x").exists()  # nothing written before every word was found
+    with pytest.raises(BadInput, match="no meta.json"):
+        open_dataset(tmp_path)
+
+
+def test_cli_collect_train_report(tiny_pipe, tmp_path):
+    from typer.testing import CliRunner
+
+    import freeprompt.cli.probe_cmd  # noqa: F401 - registers 'probe' on the app
+    from freeprompt.cli.main import app
+
+    model = tmp_path / "model"
+    tiny_pipe.save_pretrained(str(model))
+    runner = CliRunner()
+    common = ["--model", str(model), "--vocab", "shapes", "--colors", "red,blue", "--seeds", "3", "--steps", "2",
+              "--batch-size", "3", "--device", "cpu", "-q"]
+    r = runner.invoke(app, ["probe", "collect", "color", "--out", str(tmp_path / "color"), *common])
+    assert r.exit_code == 0, r.output
+    assert "generated 6" in r.output and "complete" in r.output
+    r = runner.invoke(app, ["probe", "collect", "color_object", "--out", str(tmp_path / "obj"), *common,
+                            "--objects", "square,star"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["probe", "train", str(tmp_path / "color"), "--out", str(tmp_path / "res"),
+                            "--epochs", "2", "--layers", "1-3", "--word", "a"])
+    assert r.exit_code == 0, r.output
+    assert "| Class | Layer 1 | Layer 2 | Layer 3 | Avg. | All |" in r.output and "seed 0" in r.output
+    r = runner.invoke(app, ["probe", "train", str(tmp_path / "color"), "--test", str(tmp_path / "obj"),
+                            "--out", str(tmp_path / "res"), "--epochs", "2", "--layers", "16", "--probe", "linear",
+                            "--no-control"])
+    assert r.exit_code == 0, r.output
+    assert "out-of-distribution" in r.output
+    r = runner.invoke(app, ["probe", "report", str(tmp_path / "res"), "--out", str(tmp_path / "rep"),
+                            "--data", str(tmp_path / "color")])
+    assert r.exit_code == 0, r.output
+    names = sorted(os.listdir(tmp_path / "rep"))
+    assert "report.md" in names and "mean_maps.color.target.png" in names
+    assert "color.authors.csv" in names and "color-_color_object.linear.csv" in names
+    r = runner.invoke(app, ["probe", "train", str(tmp_path / "color"), "--out", str(tmp_path / "res"),
+                            "--layers", "17"])
+    assert r.exit_code != 0 and isinstance(r.exception, BadInput)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert open_dataset(tmp_path / "obj").complete
+    # the whole protocol from one config (and a rerun reuses everything)
+    config = {"model": str(model), "vocabulary": "shapes", "colors": ["red", "blue"], "device": "cpu",
+              "seeds": {"color": 2, "self_color": 2}, "collect": {"steps": 2, "batch_size": 4},
+              "probe": {"epochs": 1},
+              "experiments": [{"name": "cross_color", "train": "color", "layers": "1-2"},
+                              {"name": "self_color", "train": "self_color", "layers": "1"}]}
+    (tmp_path / "probe.json").write_text(json.dumps(config))
+    for expected in ("generated 4", "reused 4"):
+        r = runner.invoke(app, ["probe", "run", str(tmp_path / "probe.json"), "--out", str(tmp_path / "run"), "-q"])
+        assert r.exit_code == 0, r.output
+        assert expected in r.output
+    report = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "cross_color" in report and "self_color" in report
+    assert (tmp_path / "run" / "report" / "mean_maps.self_color.png").exists()
+    assert sorted(os.listdir(tmp_path / "run" / "results")) == ["cross_color.json", "self_color.json"]
