@@ -1,12 +1,12 @@
 """Speed and memory of FPE against plain diffusers generation and a map-materialising reference.
 
 (a) plain:       diffusers' StableDiffusionPipeline with its default SDPA processors
-(b) fpe:         freeprompt.edit (FPE as SDPA(Q_src, K_src, V_tgt)), default layers and step range
+(b) fpe:         freeprompt.edit (FPE as SDPA(Q_src, K_src, V_tgt)), default layers (<=32x32), all steps
 (c) materialise: the same edit with every attention map built explicitly (einsum + softmax), as the
                  official FPE code does (tests/reference.py)
 
-All three denoise the same batch (one source + N targets, classifier-free guidance, output as latents) from
-the same noise. Each (method, size) runs in its own process so its peak memory is its own (RSS on CPU,
+All three denoise the same batch (one source + N targets, classifier-free guidance, output as latents: the
+VAE decode is excluded from all three) from the same noise. Each (method, size) runs in its own process so its peak memory is its own (RSS on CPU,
 torch.cuda.max_memory_allocated on GPU); the reported time is the median of --reps runs after one warm-up.
 
     python benchmarks/bench_fpe.py --arch sd15 --sizes 256 512 --steps 3 --reps 3 --out benchmarks/results/fpe_cpu.json
@@ -23,6 +23,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from freeprompt.io.outputs import write_json
+from freeprompt.io.runinfo import cuda_available, device_description
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("plain", "fpe", "materialise")
@@ -53,7 +56,7 @@ def worker(args) -> dict:
 
     def run_fpe():
         edit(pipe, prompts[0], prompts[1:], latents=noise, steps=args.steps, height=args.size, width=args.size,
-             self_replace="0:1", progress=False)
+             self_replace="0:1", progress=False, decode=False)
 
     def run_materialise():
         registry = discover_layers(pipe.unet)
@@ -89,7 +92,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--targets", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--device", default="cuda" if cuda_available() else "cpu")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fpe.json")
     parser.add_argument("--method", help=argparse.SUPPRESS)
@@ -109,7 +112,7 @@ def main() -> None:
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"{size:>4} px {method:12} median {rows[-1]['median_s']:.2f} s  peak {rows[-1]['peak_bytes'] / 2**30:.2f} GiB",
                   flush=True)
-    report = {"arch": args.arch, "device": args.device, "device_name": _device_name(args.device), "steps": args.steps,
+    report = {"arch": args.arch, "device": args.device, "device_name": device_description(args.device), "steps": args.steps,
               "reps": args.reps, "prompts": 1 + args.targets, "threads": args.threads, "rows": rows, "ratios": {}}
     print(f"\n| size | plain (s) | fpe (s) | materialise (s) | fpe/plain | materialise/plain | peak plain / fpe / materialise (GiB) |")
     print("|---|---|---|---|---|---|---|")
@@ -121,29 +124,8 @@ def main() -> None:
         print(f"| {size} | " + " | ".join(f"{by[m]['median_s']:.2f}" if m in by else "-" for m in METHODS)
               + f" | {ratio.get('fpe', float('nan')):.3f} | {ratio.get('materialise', float('nan')):.3f} | {peaks} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, args.out)
+    write_json(args.out, report)
     print(f"\nwrote {args.out}")
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
-
-
-def _device_name(device: str) -> str:
-    import platform
-
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -171,7 +170,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from freeprompt.io.runinfo import package_versions
+    from freeprompt.io.outputs import write_json
+    from freeprompt.io.runinfo import device_description, package_versions
 
     torch.set_num_threads(args.threads)
     rows, infos = [], {}
@@ -189,16 +189,13 @@ def main() -> None:
     summary = summarise(rows)
     table = markdown(summary, args)
     print("\n" + table)
-    device_name = (torch.cuda.get_device_name() if args.device.startswith("cuda")
-                   else f"{platform.processor() or platform.machine()} CPU")
+    device_name = device_description(args.device)
     report = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "device_name": device_name, "models": infos, "versions": package_versions(), "rows": rows,
               "summary": summary, "markdown": table}
     out = args.out or ROOT / "benchmarks" / "results" / f"inversion_{args.arch}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    os.replace(tmp, out)
+    write_json(out, report)
     print(f"\nwrote {out}")
 
 

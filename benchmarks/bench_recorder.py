@@ -27,6 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+from freeprompt.io.outputs import write_json
+from freeprompt.io.runinfo import cuda_available, device_description
+
 ROOT = Path(__file__).resolve().parents[1]
 COLORS = ("red", "blue", "green", "yellow", "brown", "pink", "purple", "black", "white", "orange")
 
@@ -154,7 +157,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
-    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--device", default="cuda" if cuda_available() else "cpu")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "recorder.json")
     parser.add_argument("--worker", choices=("speed", "memory"), help=argparse.SUPPRESS)
@@ -180,7 +183,7 @@ def main() -> None:
 
     speed = run("--worker", "speed")
     memory = {} if args.skip_memory else {mode: run("--worker", "memory", "--mode", mode) for mode in ("plain", "self")}
-    report = {"arch": args.arch, "device": args.device, "device_name": _device_name(args.device),
+    report = {"arch": args.arch, "device": args.device, "device_name": device_description(args.device),
               "steps": args.steps, "batch": args.batch, "reps": args.reps, "threads": args.threads,
               "latent_hw": speed["latent_hw"], "speed": speed, "memory": memory}
     lines = [
@@ -202,30 +205,9 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, args.out)
+    write_json(args.out, report)
     args.out.with_suffix(".md").write_text(table + "\n")
     print(f"\nwrote {args.out} and {args.out.with_suffix('.md')}")
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
-
-
-def _device_name(device: str) -> str:
-    import platform
-
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__":

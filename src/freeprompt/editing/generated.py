@@ -11,7 +11,8 @@ import torch
 from ..attention import BatchLayout, EditControl, FPEPolicy, StepRange, discover_layers, free_prompt_editing
 from ..errors import BadInput
 from .prompts import check_prompt, encode_prompts
-from .sampler import ddim_scheduler, decode, initial_latents, sample
+from .sampler import ddim_scheduler, initial_latents, sample
+from .sampler import decode as decode_latents
 
 DEFAULT_LAYERS = "<=32x32"  # the official code's rule: self-attention layers with at most 32x32 tokens
 DEFAULT_SELF_REPLACE = "0:0.8"
@@ -66,6 +67,7 @@ def edit(
     uncond_at: Callable[[int], torch.Tensor] | None = None,
     after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
     allow_empty_source: bool = False,
+    decode: bool = True,
 ) -> EditResult:
     """Generate ``source`` and every target from the same noise; in the chosen self-attention layers and
     steps each target uses the source's self-attention map (computed as SDPA(Q_src, K_src, V_tgt)).
@@ -74,7 +76,8 @@ def edit(
     embedding (1 x tokens x width) of step ``i`` for every row (null-text / negative-prompt inversion);
     ``after_step(i, latents)`` may correct the latents after step ``i`` (direct inversion).
     ``allow_empty_source`` lets the source prompt be "" (real-image editing inverts with "", as the official
-    code does); target prompts must never be empty."""
+    code does); target prompts must never be empty. ``decode=False`` skips the VAE (``images`` is empty), like
+    diffusers' ``output_type="latent"``."""
     timings: dict[str, float] = {}
     targets = [targets] if isinstance(targets, str) else list(targets)
     if not targets:
@@ -117,9 +120,11 @@ def edit(
                        after_step=after_step)
     timings["denoise_s"] = time.perf_counter() - start
 
-    start = time.perf_counter()
-    images = decode(pipe, final)
-    timings["decode_s"] = time.perf_counter() - start
+    images = []
+    if decode:
+        start = time.perf_counter()
+        images = decode_latents(pipe, final)
+        timings["decode_s"] = time.perf_counter() - start
 
     params = {
         "method": "fpe",

@@ -17,3 +17,20 @@ def package_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+def device_description(device: str) -> str:
+    """The accelerator's name, or the CPU and its core count, for benchmark reports."""
+    import os
+
+    import torch
+
+    if str(device).startswith("cuda"):
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
