@@ -51,4 +51,4 @@ def random_pipeline(size: str = "tiny", seed: int = 0, torch_dtype=torch.float32
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(dtype=torch_dtype)
+    return pipe if torch_dtype == torch.float32 else pipe.to(dtype=torch_dtype)
