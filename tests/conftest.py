@@ -35,3 +35,11 @@ def tiny_pipe64():
     from freeprompt.models.random import random_pipeline
 
     return random_pipeline("tiny", seed=0, torch_dtype=torch.float64)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_pipe):
+    """The tiny random pipeline saved as a diffusers folder, for tests that load models from disk."""
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    tiny_pipe.save_pretrained(path, safe_serialization=True)
+    return path

@@ -10,10 +10,8 @@ from freeprompt.cli.main import main
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_pipe):
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    tiny_pipe.save_pretrained(path, safe_serialization=True)
-    return path
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 def run(argv, capsys):

@@ -66,3 +66,24 @@ def test_unknown_words_are_one_line_errors():
         sb.edit_items(2, 2, colors=["red", "teal"])
     with pytest.raises(BadInput, match="unknown shape word.*blob"):
         sb.edit_items(2, 2, shapes=["blob", "circle"])
+
+
+def test_bench_command_writes_items_summary_and_resumes(tiny_model_dir, tmp_path, capsys):
+    """Mechanics on a random model (its scores mean nothing): CSV per item, summary, run.json, and a rerun
+    that finds every item done and recomputes none."""
+    import csv
+    import json
+
+    from freeprompt.cli.main import main
+
+    out = tmp_path / "bench"
+    argv = ["bench", "shapes", "--model", str(tiny_model_dir), "--out", str(out), "--color-edits", "2", "--shape-edits",
+            "1", "--generation", "2", "--steps", "2", "--guidance", "3"]
+    main(argv)  # returns normally on success
+    rows = list(csv.DictReader(open(out / "items.csv")))
+    assert len(rows) == 6 and {r["method"] for r in rows} == {"fpe", "plain"}
+    assert "| fpe | color | 2 |" in (out / "summary.md").read_text()
+    assert json.loads((out / "run.json").read_text())["generation"]["samples"] == 2
+    before = (out / "items.csv").read_bytes()
+    main(argv)
+    assert (out / "items.csv").read_bytes() == before
