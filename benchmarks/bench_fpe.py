@@ -114,7 +114,7 @@ def main() -> None:
                   flush=True)
     report = {"arch": args.arch, "device": args.device, "device_name": device_description(args.device), "steps": args.steps,
               "reps": args.reps, "prompts": 1 + args.targets, "threads": args.threads, "rows": rows, "ratios": {}}
-    print(f"\n| size | plain (s) | fpe (s) | materialise (s) | fpe/plain | materialise/plain | peak plain / fpe / materialise (GiB) |")
+    print("\n| size | plain (s) | fpe (s) | materialise (s) | fpe/plain | materialise/plain | peak plain / fpe / materialise (GiB) |")
     print("|---|---|---|---|---|---|---|")
     for size in args.sizes:
         by = {r["method"]: r for r in rows if r["size"] == size}

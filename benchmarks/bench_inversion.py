@@ -22,7 +22,6 @@ real; use them for speed, the fixture model for quality.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys

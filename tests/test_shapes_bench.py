@@ -1,6 +1,5 @@
 """The shapes benchmark's scoring on rendered images, where the truth is known."""
 
-import numpy as np
 import pytest
 
 from freeprompt.errors import BadInput
