@@ -49,6 +49,7 @@ def test_fixture_draws_the_prompted_colour(shapes_pipe):
              ("orange", "diamond")]
     for seed, (color, shape) in enumerate(cases):
         prompt = f"a {color} {shape}"
-        image = edit(shapes_pipe, prompt, [prompt], seed=seed, steps=20, self_replace="0:0", progress=False).source
+        image = edit(shapes_pipe, prompt, [prompt], seed=seed, steps=20, guidance=3.0, self_replace="0:0",
+                     progress=False).source
         hits += oracle.color_mask(np.asarray(image), color).sum() >= 40
     assert hits >= 5, hits

@@ -82,8 +82,17 @@ def load_pipeline(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str =
     else:
         raise ModelLoadError(f"model {model!r} is neither a folder, a file nor a hub id (owner/name)",
                              "give e.g. --model shapes, a local diffusers folder or stable-diffusion-v1-5/stable-diffusion-v1-5")
-    # Cast after loading: the keyword for it differs between diffusers releases (torch_dtype / dtype).
-    pipe = pipe.to(torch_device) if torch_dtype == torch.float32 else pipe.to(torch_device, torch_dtype)
+    # Cast after loading, every component: the keyword for it differs between diffusers releases (torch_dtype /
+    # dtype), and transformers 5 keeps a text encoder in its stored dtype (fp16 for the fixture) by default.
+    # diffusers warns about fp32-only modules on any dtype cast, even a no-op one; these models have none.
+    from diffusers.utils import logging as dlogging
+
+    level = dlogging.get_verbosity()
+    dlogging.set_verbosity_error()
+    try:
+        pipe = pipe.to(torch_device, torch_dtype)
+    finally:
+        dlogging.set_verbosity(level)
     pipe.set_progress_bar_config(disable=True)
     info.update(device=str(torch_device), dtype=str(torch_dtype).removeprefix("torch."))
     defaults = {}
