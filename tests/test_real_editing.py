@@ -289,7 +289,8 @@ def test_fixture_model_colour_edit_per_inversion():
     for r in rows:
         print(f"{r[0]:4d} {r[1]:16s} {r[2]:10.2f} {r[3] if r[3] is not None else float('nan'):9.2f} "
               f"{str(r[4]):10s} {r[5]:.3f} {r[6]:.2f}")
-    # loose sanity only: reconstructions are recognisable and the edit works somewhere
+    # Reconstructions are faithful (seen: 34-35 dB for every method) and the target colour is reached (seen: in all
+    # 8). Structure (IoU) is reported, not asserted: on the v0 fixture FPE does not keep the layout (see its card).
     for r in rows:
-        assert r[2] > 15.0, r
-    assert any(r[4] and r[5] > 0.5 for r in rows)
+        assert r[2] > 25.0, r
+    assert sum(r[4] for r in rows) >= len(rows) // 2
