@@ -16,3 +16,9 @@ class BadInput(FreepromptError, ValueError):
 
 class ModelLoadError(FreepromptError, OSError):
     """A model that cannot be found, read or used."""
+
+
+def first_line(err: Exception) -> str:
+    """The first line of an exception's message (its type name when empty), for one-line user messages."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import BadInput
+from ..errors import BadInput, first_line
 
 RESIZE_MODES = ("crop", "pad", "fit")
 MIN_SIDE = 16  # smaller inputs hold too little to edit
@@ -46,12 +46,12 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], resize: str = "cr
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
     except Image.DecompressionBombError as err:
-        raise BadInput(f"image {path.name} is too large to open safely ({_first_line(err)})",
+        raise BadInput(f"image {path.name} is too large to open safely ({first_line(err)})",
                        f"downscale it below {MAX_DECODE_PIXELS // 1_000_000} megapixels first") from None
     except UnidentifiedImageError:
         raise BadInput(f"{path.name} is not an image Pillow can read", "give a PNG, JPEG or WebP file") from None
     except OSError as err:
-        raise BadInput(f"cannot read image {path}: {_first_line(err)}", "check the file and its permissions") from None
+        raise BadInput(f"cannot read image {path}: {first_line(err)}", "check the file and its permissions") from None
     with img:
         frames = getattr(img, "n_frames", 1)
         if frames > 1 and img.format != "MPO":  # MPO: a phone JPEG with extra previews, not an animation
@@ -60,10 +60,10 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], resize: str = "cr
         try:
             img.load()  # force the full decode: truncated or corrupt data fails here, not later
         except Image.DecompressionBombError as err:
-            raise BadInput(f"image {path.name} is too large to decode safely ({_first_line(err)})",
+            raise BadInput(f"image {path.name} is too large to decode safely ({first_line(err)})",
                            f"downscale it below {MAX_DECODE_PIXELS // 1_000_000} megapixels first") from None
         except (OSError, SyntaxError, ValueError, EOFError) as err:
-            raise BadInput(f"image {path.name} is truncated or corrupt ({_first_line(err)})",
+            raise BadInput(f"image {path.name} is truncated or corrupt ({first_line(err)})",
                            "re-export or re-download the file") from None
         try:
             img = ImageOps.exif_transpose(img)
@@ -182,8 +182,3 @@ def _check_size(size) -> tuple[int, int]:
 def check_resize_mode(resize: str) -> None:
     if resize not in RESIZE_MODES:
         raise BadInput(f"unknown resize mode {resize!r}", f"use one of {', '.join(RESIZE_MODES)}")
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

@@ -39,7 +39,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import BadInput
+from ..errors import BadInput, first_line
 from .sampler import ddim_scheduler
 
 METHODS = ("direct", "ddim", "null-text", "negative-prompt")
@@ -344,7 +344,7 @@ class InversionCache:
             if not os.access(self.folder, os.W_OK | os.X_OK):
                 raise OSError("permission denied")
         except OSError as err:
-            raise BadInput(f"cannot use {self.folder} as the inversion cache ({_first_line(err)})",
+            raise BadInput(f"cannot use {self.folder} as the inversion cache ({first_line(err)})",
                            "set FREEPROMPT_CACHE to a writable folder, or turn the cache off") from None
 
     @staticmethod
@@ -383,7 +383,7 @@ class InversionCache:
             if traj.ndim != 4 or traj.shape[0] != steps + 1 or (uncond is not None and uncond.shape[0] != steps):
                 raise ValueError("its tensors have the wrong shape")
         except Exception as err:  # noqa: BLE001 - any unreadable entry is recomputed
-            warnings.warn(f"inversion cache entry {path.name} is unusable ({_first_line(err)}); recomputing it",
+            warnings.warn(f"inversion cache entry {path.name} is unusable ({first_line(err)}); recomputing it",
                           CacheWarning, stacklevel=2)
             return None
         return InversionResult(method=info["method"], trajectory=traj, uncond=uncond, source=info["source"],
@@ -419,7 +419,7 @@ class InversionCache:
                 if os.path.exists(tmp):
                     os.remove(tmp)
         except OSError as err:
-            raise BadInput(f"cannot write the inversion cache in {self.folder} ({_first_line(err)})",
+            raise BadInput(f"cannot write the inversion cache in {self.folder} ({first_line(err)})",
                            "set FREEPROMPT_CACHE to a writable folder, or turn the cache off") from None
         return path
 
@@ -431,8 +431,3 @@ def _checksum(tensors: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.cpu().numpy().tobytes())
     return h.hexdigest()
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

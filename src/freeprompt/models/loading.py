@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import BadInput, ModelLoadError
+from ..errors import BadInput, ModelLoadError, first_line
 
 FIXTURES = ("shapes",)
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -154,7 +154,7 @@ def _from_folder(path: Path, allow_pickle: bool, torch_dtype):
         pipe = cls.from_pretrained(str(path), safety_checker=None, requires_safety_checker=False,
                                    use_safetensors=None if allow_pickle else True, local_files_only=True)
     except (OSError, ValueError, RuntimeError, EnvironmentError) as err:
-        raise ModelLoadError(f"cannot load the model in {path}: {_first_line(err)}",
+        raise ModelLoadError(f"cannot load the model in {path}: {first_line(err)}",
                              "check that the folder is complete and uncorrupted") from err
     return pipe, {"id": str(path), "path": str(path.resolve()), "revision": _content_hash(path)}
 
@@ -172,7 +172,7 @@ def _from_file(path: Path, allow_pickle: bool, torch_dtype, config: str | None):
     except Exception as err:  # noqa: BLE001 - diffusers raises many types here; the user needs one line
         hint = ("pass --config with a local diffusers folder of the same architecture (offline, the base config "
                 "cannot be fetched)" if _offline() else "check that the file is a complete SD1.x/2.x checkpoint")
-        raise ModelLoadError(f"cannot load checkpoint {path.name}: {_first_line(err)}", hint) from err
+        raise ModelLoadError(f"cannot load checkpoint {path.name}: {first_line(err)}", hint) from err
     return pipe, {"id": str(path), "path": str(path.resolve()), "revision": _file_hash(path)}
 
 
@@ -190,7 +190,7 @@ def _from_hub(model_id: str, revision: str | None, allow_pickle: bool, torch_dty
         try:
             pipe = cls.from_pretrained(model_id, **kwargs)
         except Exception as err:  # noqa: BLE001
-            raise ModelLoadError(f"cannot download model {model_id!r}: {_first_line(err)}",
+            raise ModelLoadError(f"cannot download model {model_id!r}: {first_line(err)}",
                                  "check the id and your network, or use a local folder or --model shapes") from err
     return pipe, {"id": model_id, "path": None, "revision": _hub_revision(model_id, revision)}
 
@@ -226,8 +226,3 @@ def _file_hash(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 24), b""):
             h.update(chunk)
     return "sha256:" + h.hexdigest()[:16]
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
