@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attention.layers import AttentionLayer, discover_layers
-from ..attention.processors import installed_processors
+from ..attention.processors import attention_input, attention_output, installed_processors
 from ..attention.steps import StepRange
 from ..errors import BadInput
 
@@ -470,21 +470,12 @@ def _additive(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def _sdpa_attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb):
     """diffusers' ``AttnProcessor2_0`` step by step (same operations, same order, so the same result), also
     returning the queries and keys (batch, heads, tokens, head_dim) and the prepared mask."""
-    residual = hidden_states
-    if attn.spatial_norm is not None:
-        hidden_states = attn.spatial_norm(hidden_states, temb)
-    input_ndim = hidden_states.ndim
-    if input_ndim == 4:
-        batch_size, channel, height, width = hidden_states.shape
-        hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
-    batch_size, sequence_length, _ = (
-        hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
-    )
+    batch_size = hidden_states.shape[0]
+    hidden_states, residual, spatial_shape = attention_input(attn, hidden_states, temb)
+    sequence_length = (hidden_states if encoder_hidden_states is None else encoder_hidden_states).shape[1]
     if attention_mask is not None:
         attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
         attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
-    if attn.group_norm is not None:
-        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
     query = attn.to_q(hidden_states)
     if encoder_hidden_states is None:
         encoder_hidden_states = hidden_states
@@ -492,8 +483,7 @@ def _sdpa_attention(attn, hidden_states, encoder_hidden_states, attention_mask, 
         encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
     key = attn.to_k(encoder_hidden_states)
     value = attn.to_v(encoder_hidden_states)
-    inner_dim = key.shape[-1]
-    head_dim = inner_dim // attn.heads
+    head_dim = key.shape[-1] // attn.heads
     query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
     key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
     value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
@@ -501,18 +491,9 @@ def _sdpa_attention(attn, hidden_states, encoder_hidden_states, attention_mask, 
         query = attn.norm_q(query)
     if attn.norm_k is not None:
         key = attn.norm_k(key)
-    hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0,
-                                                   is_causal=False)
-    hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
-    hidden_states = hidden_states.to(query.dtype)
-    hidden_states = attn.to_out[0](hidden_states)
-    hidden_states = attn.to_out[1](hidden_states)
-    if input_ndim == 4:
-        hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
-    if attn.residual_connection:
-        hidden_states = hidden_states + residual
-    hidden_states = hidden_states / attn.rescale_output_factor
-    return hidden_states, query, key, attention_mask
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+    out = attention_output(attn, out.to(query.dtype), residual, spatial_shape)
+    return out, query, key, attention_mask
 
 
 def _select_layers(registry, layers, kind: str, latent_hw) -> list[AttentionLayer]:

@@ -24,17 +24,8 @@ def shared_map_attention(attn, hidden_states: torch.Tensor, qk_rows: torch.Tenso
     each batch row to its position in ``qk_rows``. With ``qk_rows = arange(B)`` and ``qk_gather = arange(B)``
     this is plain self-attention.
     """
-    residual = hidden_states
-    if attn.spatial_norm is not None:
-        hidden_states = attn.spatial_norm(hidden_states, temb)
-    spatial_shape = None
-    if hidden_states.ndim == 4:
-        batch, channels, height, width = hidden_states.shape
-        spatial_shape = (channels, height, width)
-        hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
+    hidden_states, residual, spatial_shape = attention_input(attn, hidden_states, temb)
     batch, tokens, _ = hidden_states.shape
-    if attn.group_norm is not None:
-        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
 
     qk_source = hidden_states.index_select(0, qk_rows)
     query = attn.to_q(qk_source)
@@ -60,7 +51,30 @@ def shared_map_attention(attn, hidden_states: torch.Tensor, qk_rows: torch.Tenso
         mask = mask.view(batch, heads, -1, mask.shape[-1])
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False,
                                          scale=attn.scale)
-    out = out.transpose(1, 2).reshape(batch, -1, heads * head_dim).to(value.dtype)
+    return attention_output(attn, out.to(value.dtype), residual, spatial_shape)
+
+
+def attention_input(attn, hidden_states: torch.Tensor, temb: torch.Tensor | None = None):
+    """The start of every diffusers attention processor: spatial norm, 4-D maps to token sequences, group norm.
+    Returns (tokens, residual, spatial shape or None)."""
+    residual = hidden_states
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    spatial_shape = None
+    if hidden_states.ndim == 4:
+        batch, channels, height, width = hidden_states.shape
+        spatial_shape = (channels, height, width)
+        hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    return hidden_states, residual, spatial_shape
+
+
+def attention_output(attn, out: torch.Tensor, residual: torch.Tensor, spatial_shape) -> torch.Tensor:
+    """The end of every diffusers attention processor: merge heads of (batch, heads, tokens, head_dim), output
+    projection, back to 4-D maps, residual and rescaling."""
+    batch, heads, _, head_dim = out.shape
+    out = out.transpose(1, 2).reshape(batch, -1, heads * head_dim)
     out = attn.to_out[0](out)
     out = attn.to_out[1](out)
     if spatial_shape is not None:
