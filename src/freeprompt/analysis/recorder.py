@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attention.layers import AttentionLayer, discover_layers
-from ..attention.processors import attention_input, attention_output, installed_processors
+from ..attention.processors import attention_input, attention_output, installed_processors, queries_keys
 from ..attention.steps import StepRange
 from ..errors import BadInput
 
@@ -397,30 +397,15 @@ def _queries_keys(attn, hidden_states, encoder_hidden_states, attention_mask, te
     """Queries and keys (rows, heads, tokens, head_dim) of the chosen rows, prepared exactly as diffusers'
     ``AttnProcessor2_0`` prepares them, and the additive mask (rows, heads, 1 or q, keys) if any."""
     batch = hidden_states.shape[0]
-    hs = hidden_states[rows]
-    if attn.spatial_norm is not None:
-        hs = attn.spatial_norm(hs, temb[rows] if temb is not None else None)
-    if hs.ndim == 4:
-        b, c, h, w = hs.shape
-        hs = hs.view(b, c, h * w).transpose(1, 2)
-    if attn.group_norm is not None:
-        hs = attn.group_norm(hs.transpose(1, 2)).transpose(1, 2)
-    query = attn.to_q(hs)
+    hs, _, _ = attention_input(attn, hidden_states[rows], temb[rows] if temb is not None else None)
     if encoder_hidden_states is None:
         context = hs
     else:
         context = encoder_hidden_states[rows]
         if attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
-    key = attn.to_k(context)
+    query, key = queries_keys(attn, hs, context)
     heads = attn.heads
-    head_dim = key.shape[-1] // heads
-    query = query.view(query.shape[0], -1, heads, head_dim).transpose(1, 2)
-    key = key.view(key.shape[0], -1, heads, head_dim).transpose(1, 2)
-    if attn.norm_q is not None:
-        query = attn.norm_q(query)
-    if attn.norm_k is not None:
-        key = attn.norm_k(key)
     mask = None
     if attention_mask is not None:
         full = attn.prepare_attention_mask(attention_mask, key.shape[2], batch)

@@ -28,20 +28,9 @@ def shared_map_attention(attn, hidden_states: torch.Tensor, qk_rows: torch.Tenso
     batch, tokens, _ = hidden_states.shape
 
     qk_source = hidden_states.index_select(0, qk_rows)
-    query = attn.to_q(qk_source)
-    key = attn.to_k(qk_source)
-    value = attn.to_v(hidden_states)
+    query, key = queries_keys(attn, qk_source, qk_source)
     heads = attn.heads
-    head_dim = value.shape[-1] // heads
-
-    def split_heads(x: torch.Tensor) -> torch.Tensor:
-        return x.view(x.shape[0], -1, heads, head_dim).transpose(1, 2)
-
-    query, key, value = split_heads(query), split_heads(key), split_heads(value)
-    if attn.norm_q is not None:
-        query = attn.norm_q(query)
-    if attn.norm_k is not None:
-        key = attn.norm_k(key)
+    value = split_heads(attn.to_v(hidden_states), heads)
     query = query.index_select(0, qk_gather)
     key = key.index_select(0, qk_gather)
 
@@ -68,6 +57,23 @@ def attention_input(attn, hidden_states: torch.Tensor, temb: torch.Tensor | None
     if attn.group_norm is not None:
         hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
     return hidden_states, residual, spatial_shape
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(batch, tokens, heads * head_dim) -> (batch, heads, tokens, head_dim)."""
+    return x.view(x.shape[0], -1, heads, x.shape[-1] // heads).transpose(1, 2)
+
+
+def queries_keys(attn, hidden_states: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries of ``hidden_states`` and keys of ``context``, split into heads and normalised as diffusers'
+    ``AttnProcessor2_0`` does: (batch, heads, tokens, head_dim)."""
+    query = split_heads(attn.to_q(hidden_states), attn.heads)
+    key = split_heads(attn.to_k(context), attn.heads)
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    return query, key
 
 
 def attention_output(attn, out: torch.Tensor, residual: torch.Tensor, spatial_shape) -> torch.Tensor:
