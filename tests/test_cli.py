@@ -162,3 +162,15 @@ def test_photo_options_are_checked_before_loading(model_dir, tmp_path, capsys, e
     code, _, err = run(["edit", "--model", str(model_dir), "--image", str(photo), "--source", "a car", "--target",
                         "a blue car", "--out", str(tmp_path / "o"), *extra], capsys)
     assert code == 2 and expected in err.lower() and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("module", ["freeprompt", "freeprompt.cli.main"])
+def test_module_entry_points_have_every_command(module):
+    """`python -m freeprompt` (and the form `accelerate launch -m ...` uses) registers all subcommands."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for command in ("edit", "layers", "bench", "probe"):
+        assert command in result.stdout, (command, result.stdout)

@@ -68,4 +68,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run as `python -m freeprompt.cli.main` this file is `__main__`, while the command modules register on
+    # the `app` of the importable `freeprompt.cli.main`: call that module's main, not this copy's.
+    from freeprompt.cli.main import main as package_main
+
+    package_main()

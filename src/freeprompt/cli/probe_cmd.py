@@ -6,7 +6,7 @@
     freeprompt probe report probe/results --out probe/report --data probe/data/color
     freeprompt probe run probe.toml          # all of it from one config (or --preset shapes|paper)
 
-``collect`` resumes where a killed run stopped; ``accelerate launch -m freeprompt.cli.main probe collect ...``
+``collect`` resumes where a killed run stopped; ``accelerate launch -m freeprompt probe collect ...``
 (or ``--num-shards K --shard-index i`` per process) splits the shards across processes.
 """
 
