@@ -236,3 +236,34 @@ def test_cli_collect_train_report(tiny_pipe, tmp_path):
     assert "cross_color" in report and "self_color" in report
     assert (tmp_path / "run" / "report" / "mean_maps.self_color.png").exists()
     assert sorted(os.listdir(tmp_path / "run" / "results")) == ["cross_color.json", "self_color.json"]
+
+
+def test_launcher_environment_splits_the_work_and_process_0_waits(tiny_pipe, reference_run, tmp_path, monkeypatch):
+    """Under torchrun / accelerate launch (WORLD_SIZE, RANK) each process takes its shards; process 0 of
+    `probe run` waits until the others' shard files exist, then the dataset equals a one-process run."""
+    import threading
+
+    from freeprompt.analysis.datasets import distributed_position
+    from freeprompt.cli.probe_cmd import _wait_for_datasets
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert distributed_position() == (2, 1)
+    assert distributed_position(3, 2) == (3, 2)  # explicit values win
+    monkeypatch.setenv("RANK", "0")
+    assert collect(tiny_pipe, small_spec(), tmp_path, OPTIONS, model_info=MODEL)["shards_owned"] == [0]
+    waited = threading.Event()
+
+    def wait():
+        _wait_for_datasets([tmp_path], echo=lambda line: None, poll_s=0.05)
+        waited.set()
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    assert not waited.wait(0.3)  # shard 1 is missing: still waiting
+    collect(tiny_pipe, small_spec(), tmp_path, OPTIONS, model_info=MODEL, num_shards=2, shard_index=1)
+    waiter.join(timeout=30)
+    assert waited.is_set()
+    assert same(contents(tmp_path), contents(reference_run[0]))
+    monkeypatch.delenv("WORLD_SIZE")
+    assert distributed_position() == (1, 0)

@@ -31,7 +31,7 @@ written atomically (temporary name, then ``os.replace``) as ``shard-0000k.batch-
 batches are merged into the shard when all exist. A killed collection restarts at the first missing batch,
 losing at most the batch in flight; since batch boundaries are fixed, the result is the same as that of an
 uninterrupted run. Processes split the shards (``num_shards`` K, ``shard_index`` i: shards with k % K == i;
-under ``accelerate launch`` these default to accelerate's process count and index).
+under torchrun or ``accelerate launch`` these default to the launcher's WORLD_SIZE and RANK).
 """
 
 from __future__ import annotations
@@ -200,18 +200,13 @@ class CollectOptions:
 
 
 def distributed_position(num_shards: int | None = None, shard_index: int | None = None) -> tuple[int, int]:
-    """(num_shards, shard_index): given values, else accelerate's (num_processes, process_index) when launched
-    with ``accelerate launch`` / torchrun, else (1, 0)."""
+    """(num_shards, shard_index): the given values, else the launcher's WORLD_SIZE and RANK (set by torchrun and by
+    ``accelerate launch`` for several processes), else (1, 0). Processes share work only through the shard files,
+    so no process group is needed."""
     if num_shards is None and shard_index is None:
-        launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or any(k.startswith("ACCELERATE_") for k in os.environ)
-        if launched:
-            try:
-                from accelerate import PartialState
-
-                state = PartialState()
-                return int(state.num_processes), int(state.process_index)
-            except ImportError:
-                pass
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1:
+            return world, int(os.environ.get("RANK", "0"))
         return 1, 0
     num_shards = 1 if num_shards is None else int(num_shards)
     shard_index = 0 if shard_index is None else int(shard_index)

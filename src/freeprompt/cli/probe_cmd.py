@@ -6,8 +6,9 @@
     freeprompt probe report probe/results --out probe/report --data probe/data/color
     freeprompt probe run probe.toml          # all of it from one config (or --preset shapes|paper)
 
-``collect`` resumes where a killed run stopped; ``accelerate launch -m freeprompt probe collect ...``
-(or ``--num-shards K --shard-index i`` per process) splits the shards across processes.
+``collect`` and ``run`` resume where a killed run stopped. ``torchrun --nproc_per_node N -m freeprompt probe run
+...`` (or ``accelerate launch --multi_gpu --num_processes N -m freeprompt ...``, or ``--num-shards K --shard-index i``
+per process) splits the shards across processes; in ``run``, process 0 trains and reports when all are written.
 """
 
 from __future__ import annotations
@@ -56,9 +57,12 @@ def _load(model: str, device: str, dtype: str, allow_pickle: bool = False):
     from ..models.loading import load_pipeline
 
     if device == "auto" and distributed_position()[0] > 1:
-        from accelerate import PartialState
+        import os
 
-        device = str(PartialState().device)
+        import torch
+
+        if torch.cuda.is_available():  # one GPU per process, as torchrun / accelerate launch number them
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
     return load_pipeline(model, device=device, dtype=dtype, allow_pickle=allow_pickle)
 
 
@@ -84,8 +88,8 @@ def collect_cmd(
     record_steps: Optional[str] = typer.Option(None, help="fraction range of steps to average, e.g. 0:0.5 [all]"),
     self_max_tokens: int = typer.Option(256, help="self maps of larger layers are block-pooled to this many tokens"),
     store_dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16 [cross float32, self float16]"),
-    num_shards: Optional[int] = typer.Option(None, help="processes splitting the work [accelerate's, else 1]"),
-    shard_index: Optional[int] = typer.Option(None, help="this process's index [accelerate's, else 0]"),
+    num_shards: Optional[int] = typer.Option(None, help="processes splitting the work [the launcher's WORLD_SIZE, else 1]"),
+    shard_index: Optional[int] = typer.Option(None, help="this process's index [the launcher's RANK, else 0]"),
     device: str = typer.Option("auto", help="auto, cuda, mps or cpu"),
     dtype: str = typer.Option("fp32", help="fp32, fp16 or bf16"),
     allow_pickle: bool = typer.Option(False, help="allow pickle checkpoints"),
@@ -277,11 +281,9 @@ def run_config(config: dict, out: Optional[Path] = None, seeds_override: Optiona
              + (f" ({summary['samples_per_minute']:.1f} samples/min)" if summary["samples_per_minute"] else ""))
     processes, index = distributed_position()
     if processes > 1:
-        from accelerate import PartialState
-
-        PartialState().wait_for_everyone()
         if index != 0:
-            return root / "report" / "report.md"
+            return root / "report" / "report.md"  # process 0 trains and reports once every shard is written
+        _wait_for_datasets([root / "data" / name for name in names], echo)
     for name in names:
         write_index_quiet(root / "data" / name)
     results, mean_map_sets = [], {}
@@ -302,6 +304,20 @@ def run_config(config: dict, out: Optional[Path] = None, seeds_override: Optiona
         else:
             mean_map_sets[exp["train"]] = (train_ds, None)
     return write_report(results, root / "report", datasets=mean_map_sets)
+
+
+def _wait_for_datasets(folders: list[Path], echo, poll_s: float = 5.0) -> None:
+    """Process 0 of a multi-process run waits until the other processes have written their shards."""
+    import time
+
+    from ..analysis.datasets import write_index
+
+    pending = [f for f in folders if not write_index(f, quiet=True)]
+    if pending:
+        echo(f"waiting for other processes to finish {', '.join(f.name for f in pending)}")
+    while pending:
+        time.sleep(poll_s)
+        pending = [f for f in pending if not write_index(f, quiet=True)]
 
 
 def write_index_quiet(folder: Path) -> None:
