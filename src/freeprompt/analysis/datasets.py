@@ -48,7 +48,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import BadInput
+from ..errors import BadInput, first_line
 from .recorder import layer_layout, pooled_grid, record_attention, word_token_indices
 from .words import Vocabulary, check_word_list, get_vocabulary
 
@@ -255,7 +255,7 @@ def _read_header(path: Path) -> tuple[dict, dict[str, list[int]]]:
             raw = f.metadata() or {}
             shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for bad files
-        raise ValueError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+        raise ValueError(first_line(err)) from None
     if raw.get("format") != FORMAT:
         raise ValueError("not a freeprompt probe-dataset file")
     try:
@@ -614,7 +614,7 @@ class ProbeDataset:
                 with safe_open(str(s.path), "pt") as f:
                     bad = [k for k in f.keys() if k in s.checksums and _crc(f.get_tensor(k)) != s.checksums[k]]
             except Exception as err:  # noqa: BLE001
-                bad = [str(err).splitlines()[0]]
+                bad = [first_line(err)]
             if bad:
                 reason = f"{s.path.name}: checksum mismatch in {bad[0]}"
                 warnings.warn(f"skipping corrupt shard {reason}", CorruptShard, stacklevel=2)

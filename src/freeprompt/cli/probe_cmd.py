@@ -19,7 +19,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import BadInput
+from ..errors import BadInput, first_line
 from .main import app
 
 probe_app = typer.Typer(no_args_is_help=True, help="Probing analysis: collect attention maps, train probes, report.")
@@ -221,7 +221,7 @@ def _read_config(path: Path) -> dict:
 
         return tomllib.loads(text)
     except (json.JSONDecodeError, ValueError) as err:
-        raise BadInput(f"cannot read config {path}: {str(err).splitlines()[0]}", "fix the file's syntax") from None
+        raise BadInput(f"cannot read config {path}: {first_line(err)}", "fix the file's syntax") from None
 
 
 def preset(name: str) -> dict:
@@ -283,9 +283,10 @@ def run_config(config: dict, out: Optional[Path] = None, seeds_override: Optiona
     if processes > 1:
         if index != 0:
             return root / "report" / "report.md"  # process 0 trains and reports once every shard is written
-        _wait_for_datasets([root / "data" / name for name in names], echo)
-    for name in names:
-        write_index_quiet(root / "data" / name)
+        _wait_for_datasets([root / "data" / name for name in names], echo)  # writes each index once complete
+    else:
+        for name in names:
+            write_index_quiet(root / "data" / name)
     results, mean_map_sets = [], {}
     for exp in experiments:
         train_ds = open_dataset(root / "data" / exp["train"], verify=True)
