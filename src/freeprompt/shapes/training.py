@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import BadInput
+from ..errors import BadInput, first_line
 from . import world
 
 SD1_DOWN = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
@@ -59,6 +59,14 @@ class TrainConfig:
     ema_decay: float = 0.999
     threads: int = 2
     checkpoint_every: int = 200
+    # where to train: "cpu" (the shipped recipe's machine) or "cuda"; random draws stay on the CPU generator, so the
+    # data order and noise are the same on either
+    device: str = "cpu"
+    mixed_precision: str = "no"  # "bf16" autocast on cuda
+    # if > 0: the whole run (rendering, VAE, UNet) is fitted into this many minutes by choosing unet_steps from the
+    # measured speed of the first steps; the chosen count is written to the saved config, so rerunning with it and
+    # time_budget_min 0 repeats the run
+    time_budget_min: float = 0.0
     # sampling defaults written next to the model (what `--model shapes` uses unless told otherwise)
     default_guidance: float = 3.0
     default_steps: int = 50
@@ -88,13 +96,38 @@ def build_models(cfg: TrainConfig):
     return vae, text_encoder, unet
 
 
-def render_dataset(cfg: TrainConfig) -> tuple[np.ndarray, list[str]]:
-    images = np.empty((cfg.num_images, cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
-    captions = []
-    for i in range(cfg.num_images):
-        sample = world.random_sample(cfg.seed * 10_000_000 + i, size=cfg.image_size)
-        images[i] = sample.image
-        captions.append(sample.spec.caption)
+def _render_range(args) -> tuple[np.ndarray, list[str]]:
+    first, count, size = args
+    samples = [world.random_sample(first + i, size=size) for i in range(count)]
+    return np.stack([s.image for s in samples]), [s.spec.caption for s in samples]
+
+
+def render_dataset(cfg: TrainConfig, workers: int = 1) -> tuple[np.ndarray, list[str]]:
+    first = cfg.seed * 10_000_000
+    chunk = 2000
+    jobs = [(first + i, min(chunk, cfg.num_images - i), cfg.image_size) for i in range(0, cfg.num_images, chunk)]
+    if workers > 1:
+        from multiprocessing import get_context
+
+        with get_context("fork").Pool(workers) as pool:  # fork: workers need no re-import of torch
+            parts = pool.map(_render_range, jobs)
+    else:
+        parts = [_render_range(job) for job in jobs]
+    return np.concatenate([p[0] for p in parts]), [c for p in parts for c in p[1]]
+
+
+def load_or_render(cfg: TrainConfig, data_file: Path | None, workers: int = 1) -> tuple[np.ndarray, list[str]]:
+    """The rendered training set; ``data_file`` (.npz) caches it so several runs on one machine render it once."""
+    if data_file and Path(data_file).exists():
+        data = np.load(data_file)
+        images, captions = data["images"], [str(c) for c in data["captions"]]
+        if len(images) == cfg.num_images and images.shape[1] == cfg.image_size:
+            return images, captions
+    images, captions = render_dataset(cfg, workers)
+    if data_file:
+        tmp = Path(str(data_file) + ".tmp.npz")
+        np.savez(tmp, images=images, captions=np.array(captions))
+        os.replace(tmp, data_file)
     return images, captions
 
 
@@ -114,6 +147,11 @@ class EMA:
             s.lerp_(p.detach(), 1 - decay)
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def lr_at(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -124,14 +162,15 @@ def lr_at(step: int, total: int, warmup: int) -> float:
 def train_vae(vae, images: np.ndarray, cfg: TrainConfig, log) -> float:
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    device = next(vae.parameters()).device
     vae.train()
     for step in range(cfg.vae_steps):
         for group in opt.param_groups:
             group["lr"] = cfg.vae_lr * lr_at(step, cfg.vae_steps, 50)
         idx = torch.randint(0, len(images), (cfg.vae_batch,), generator=gen)
-        x = to_tensor(images[idx.numpy()])
+        x = to_tensor(images[idx.numpy()]).to(device)
         posterior = vae.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(device)
         recon = vae.decode(z).sample
         rec = F.l1_loss(recon, x) + F.mse_loss(recon, x)
         kl = posterior.kl().mean() / z[0].numel()
@@ -149,20 +188,47 @@ def train_vae(vae, images: np.ndarray, cfg: TrainConfig, log) -> float:
 
 @torch.no_grad()
 def encode_latents(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
-    out = [vae.encode(to_tensor(images[i : i + batch])).latent_dist.mean for i in range(0, len(images), batch)]
+    device = next(vae.parameters()).device
+    out = [vae.encode(to_tensor(images[i : i + batch]).to(device)).latent_dist.mean
+           for i in range(0, len(images), batch)]
     return torch.cat(out)
 
 
 @torch.no_grad()
 def vae_psnr(vae, images: np.ndarray) -> float:
-    x = to_tensor(images)
+    x = to_tensor(images).to(next(vae.parameters()).device)
     recon = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
     return 10 * math.log10(4.0 / F.mse_loss(recon, x).item())
 
 
-def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Path | None = None) -> Path:
+def load_weights(folder: Path, vae, text_encoder, unet) -> dict:
+    """Start from a trained fixture folder of the same architecture (continued training); returns its
+    freeprompt_fixture.json, so the lineage can be recorded."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    folder = Path(folder)
+    for name, model, cls in (("vae", vae, AutoencoderKL), ("text_encoder", text_encoder, CLIPTextModel),
+                             ("unet", unet, UNet2DConditionModel)):
+        try:
+            state = cls.from_pretrained(folder, subfolder=name).state_dict()
+            model.load_state_dict(state)
+        except RuntimeError:
+            raise BadInput(f"cannot start from {folder / name}: its weights do not fit the configured architecture",
+                           "pass the architecture settings it was trained with (see its freeprompt_fixture.json)") from None
+        except (OSError, ValueError) as exc:
+            raise BadInput(f"cannot start from {folder / name}: {first_line(exc)}",
+                           "pass a trained fixture model folder") from None
+    info = folder / "freeprompt_fixture.json"
+    return json.loads(info.read_text()) if info.exists() else {}
+
+
+def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Path | None = None,
+          data_file: Path | None = None, workers: int = 1, init_from: Path | None = None) -> Path:
     """Train the fixture and save it as a Stable Diffusion folder in ``out_dir``. Resumes from the checkpoint
-    in ``work_dir`` (default: ``out_dir`` + ``.work``) when one exists."""
+    in ``work_dir`` (default: ``out_dir`` + ``.work``) when one exists. ``data_file`` caches the rendered set,
+    ``workers`` renders it in parallel, ``init_from`` continues from a trained fixture's weights (its VAE is
+    kept as it is)."""
     from diffusers import DDPMScheduler, StableDiffusionPipeline
 
     from ..editing.sampler import OFFICIAL_DDIM, ddim_scheduler
@@ -185,15 +251,20 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
         print(f"[{elapsed / 60:5.1f} min] {stage} step {step} loss {loss:.4f}"
               + ("" if extra is None else f" {extra:.2f}"), flush=True)
 
+    device = torch.device(cfg.device)
     vae, text_encoder, unet = build_models(cfg)
+    parent = load_weights(init_from, vae, text_encoder, unet) if init_from else None
+    vae, text_encoder, unet = vae.to(device), text_encoder.to(device), unet.to(device)
     tokenizer = clip_tokenizer()
     t0 = time.time()
-    images, captions = render_dataset(cfg)
+    images, captions = load_or_render(cfg, data_file, workers)
     print(f"rendered {len(images)} images in {time.time() - t0:.0f} s", flush=True)
 
     vae_path = work / "vae.pt"
     if vae_path.exists():
-        vae.load_state_dict(torch.load(vae_path))
+        vae.load_state_dict(torch.load(vae_path, map_location=device))
+        vae.eval()
+    elif init_from:
         vae.eval()
     else:
         train_vae(vae, images, cfg, log)
@@ -201,43 +272,65 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
     held_out = np.stack([world.random_sample(10**9 + i, size=cfg.image_size).image for i in range(256)])
     psnr = vae_psnr(vae, held_out)
     latents = encode_latents(vae, images)
-    scale = float(1.0 / latents.std())
+    # continued training keeps the parent's latent scale, which its UNet was trained on
+    scale = float(parent["latent_scaling_factor"]) if parent else float(1.0 / latents.std())
     vae.register_to_config(scaling_factor=scale)
     latents = latents * scale
     print(f"VAE held-out PSNR {psnr:.2f} dB; latent scaling factor {scale:.4f}", flush=True)
 
     ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
+    ids, empty = ids.to(device), empty.to(device)
     noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_start=OFFICIAL_DDIM["beta_start"],
                                 beta_end=OFFICIAL_DDIM["beta_end"], beta_schedule="scaled_linear")
-    alphas = noise_sched.alphas_cumprod
+    alphas = noise_sched.alphas_cumprod.to(device)
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01, fused=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
     ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     start_step = 0
     ckpt = work / "checkpoint.pt"
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=False, map_location=device)
         unet.load_state_dict(state["unet"]); text_encoder.load_state_dict(state["text"])
         ema_unet.shadow.load_state_dict(state["ema_unet"]); ema_text.shadow.load_state_dict(state["ema_text"])
         opt.load_state_dict(state["opt"]); gen.set_state(state["gen"]); start_step = state["step"]
+        if cfg.time_budget_min:  # the step count fitted by the first attempt fixes the learning-rate schedule
+            cfg.unet_steps, cfg.time_budget_min = state.get("unet_steps", cfg.unet_steps), 0.0
         print(f"resuming at step {start_step}", flush=True)
     unet.train(); text_encoder.train()
-    for step in range(start_step, cfg.unet_steps):
+    budget_s = cfg.time_budget_min * 60
+    timing_from, timing_steps = None, 20
+    step = start_step
+    while step < cfg.unet_steps:
+        if budget_s and step == start_step + 5:
+            _sync(device)
+            timing_from = time.time()
+        if budget_s and timing_from and step == start_step + 5 + timing_steps:
+            _sync(device)
+            per_step = (time.time() - timing_from) / timing_steps
+            fit = int(step + 0.9 * (budget_s - (time.time() - started)) / per_step)
+            cfg.unet_steps = max(step + 1, min(cfg.unet_steps, fit))
+            print(f"{per_step * 1000:.0f} ms per step: unet_steps set to {cfg.unet_steps} for the time budget", flush=True)
+        if budget_s and time.time() - started > budget_s * 1.04:
+            print(f"time budget spent: stopping at step {step} of {cfg.unet_steps}", flush=True)
+            cfg.unet_steps = step
+            break
         for group in opt.param_groups:
             group["lr"] = cfg.unet_lr * lr_at(step, cfg.unet_steps, cfg.warmup)
         idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen)
-        x0 = latents[idx]
-        tokens = ids[idx].clone()
-        drop = torch.rand(cfg.unet_batch, generator=gen) < cfg.caption_dropout
+        x0 = latents[idx.to(device)]
+        tokens = ids[idx.to(device)].clone()
+        drop = (torch.rand(cfg.unet_batch, generator=gen) < cfg.caption_dropout).to(device)
         tokens[drop] = empty
-        t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen).to(device)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        context = text_encoder(tokens)[0]
-        pred = unet(xt, t, encoder_hidden_states=context).sample
+        with autocast:
+            context = text_encoder(tokens)[0]
+            pred = unet(xt, t, encoder_hidden_states=context).sample.float()
         if cfg.snr_gamma > 0:
             snr = alphas[t] / (1 - alphas[t])
             weight = snr.clamp(max=cfg.snr_gamma) / snr
@@ -255,13 +348,15 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"unet": unet.state_dict(), "text": text_encoder.state_dict(),
                         "ema_unet": ema_unet.shadow.state_dict(), "ema_text": ema_text.shadow.state_dict(),
-                        "opt": opt.state_dict(), "gen": gen.get_state(), "step": step + 1}, tmp)
+                        "opt": opt.state_dict(), "gen": gen.get_state(), "step": step + 1,
+                        "unet_steps": cfg.unet_steps}, tmp)
             os.replace(tmp, ckpt)
+        step += 1
     log_file.close()
     minutes = (time.time() - started) / 60
 
     pipe = StableDiffusionPipeline(
-        vae=vae.eval(), text_encoder=ema_text.shadow, tokenizer=tokenizer, unet=ema_unet.shadow,
+        vae=vae.eval().cpu(), text_encoder=ema_text.shadow.cpu(), tokenizer=tokenizer, unet=ema_unet.shadow.cpu(),
         scheduler=ddim_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     staging = out_dir.with_name(out_dir.name + ".partial")
@@ -269,10 +364,13 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
     pipe.to(torch.float16).save_pretrained(staging, safe_serialization=True)
     info = {"config": asdict(cfg), "train_minutes": round(minutes, 1), "vae_psnr_db": round(psnr, 2),
             "latent_scaling_factor": scale, "threads": cfg.threads, "torch": torch.__version__,
+            "hardware": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {cfg.threads} threads",
             "parameters": {name: sum(p.numel() for p in m.parameters())
                            for name, m in (("unet", unet), ("text_encoder", text_encoder), ("vae", vae))},
             "defaults": {"guidance": cfg.default_guidance, "steps": cfg.default_steps, "height": cfg.image_size,
                          "width": cfg.image_size}}
+    if parent is not None:
+        info["continued_from"] = {"folder": str(init_from), **parent}
     (staging / "freeprompt_fixture.json").write_text(json.dumps(info, indent=2))
     shutil.copy(work / "train_log.csv", staging / "train_log.csv")
     if out_dir.exists():

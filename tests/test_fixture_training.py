@@ -1,0 +1,83 @@
+"""The fixture's training script on a toy configuration: the rendered set does not depend on how it is rendered or
+cached, a run writes a loadable Stable Diffusion folder, a time budget cuts the run short and records the steps
+it ran, and continued training starts from a trained folder of the same architecture only."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from freeprompt.errors import BadInput
+from freeprompt.shapes.training import TrainConfig, load_or_render, render_dataset, train
+
+TOY = dict(image_size=32, num_images=48, vae_channels=(16, 16), vae_steps=2, vae_batch=4, text_width=32,
+           text_layers=1, text_heads=2, unet_channels=(16, 16, 32, 32), unet_steps=3, unet_batch=4, warmup=1,
+           threads=1, checkpoint_every=2)
+
+
+def test_parallel_and_cached_rendering_match_serial(tmp_path):
+    cfg = TrainConfig(**{**TOY, "num_images": 2500})  # more than one 2000-image chunk
+    images, captions = render_dataset(cfg)
+    par_images, par_captions = render_dataset(cfg, workers=2)
+    assert np.array_equal(images, par_images) and captions == par_captions
+    cache = tmp_path / "data.npz"
+    load_or_render(cfg, cache)
+    cached_images, cached_captions = load_or_render(cfg, cache)
+    assert np.array_equal(images, cached_images) and captions == cached_captions
+    # a cache of another size is not used
+    other, _ = load_or_render(TrainConfig(**{**TOY, "num_images": 10}), cache)
+    assert len(other) == 10
+
+
+@pytest.fixture(scope="module")
+def toy_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy") / "model"
+    train(out, TrainConfig(**TOY))
+    return out
+
+
+def test_training_writes_a_loadable_model_folder(toy_model):
+    from diffusers import StableDiffusionPipeline
+    from safetensors import safe_open
+
+    info = json.loads((toy_model / "freeprompt_fixture.json").read_text())
+    assert info["config"]["unet_steps"] == 3 and info["hardware"].startswith("cpu")
+    assert info["parameters"]["unet"] > 0
+    with safe_open(str(toy_model / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"F16"}
+    pipe = StableDiffusionPipeline.from_pretrained(toy_model)
+    assert pipe.unet.config.sample_size == 16  # 32 px through a x2 VAE
+    assert pipe.vae.config.scaling_factor == pytest.approx(info["latent_scaling_factor"])
+    with pytest.raises(BadInput, match="already exists"):
+        train(toy_model, TrainConfig(**TOY))
+
+
+def test_time_budget_stops_and_records_the_steps_run(tmp_path):
+    out = tmp_path / "budget"
+    # a budget already spent by the rendering and the VAE: the UNet stops before its 50 steps
+    train(out, TrainConfig(**{**TOY, "unet_steps": 50, "time_budget_min": 1e-4}))
+    steps = json.loads((out / "freeprompt_fixture.json").read_text())["config"]["unet_steps"]
+    assert 0 <= steps < 50
+
+
+def test_continued_training_keeps_the_parent_vae_and_scale(toy_model, tmp_path):
+    from diffusers import AutoencoderKL
+
+    out = tmp_path / "continued"
+    train(out, TrainConfig(**TOY), init_from=toy_model)
+    info = json.loads((out / "freeprompt_fixture.json").read_text())
+    parent = json.loads((toy_model / "freeprompt_fixture.json").read_text())
+    assert info["continued_from"]["config"] == parent["config"]
+    assert info["latent_scaling_factor"] == parent["latent_scaling_factor"]
+    a = AutoencoderKL.from_pretrained(toy_model, subfolder="vae").state_dict()
+    b = AutoencoderKL.from_pretrained(out, subfolder="vae").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_continued_training_refuses_another_architecture(toy_model, tmp_path):
+    with pytest.raises(BadInput, match="do not fit the configured architecture") as err:
+        train(tmp_path / "wider", TrainConfig(**{**TOY, "unet_channels": (32, 32, 32, 32)}), init_from=toy_model)
+    assert "\n" not in str(err.value)
+    with pytest.raises(BadInput, match="cannot start from"):
+        train(tmp_path / "none", TrainConfig(**TOY), init_from=tmp_path / "missing")
