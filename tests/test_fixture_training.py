@@ -81,3 +81,21 @@ def test_continued_training_refuses_another_architecture(toy_model, tmp_path):
     assert "\n" not in str(err.value)
     with pytest.raises(BadInput, match="cannot start from"):
         train(tmp_path / "none", TrainConfig(**TOY), init_from=tmp_path / "missing")
+
+
+def test_step_budget_fits_the_step_count_to_the_time_left(monkeypatch):
+    from freeprompt.shapes import training
+
+    now = {"t": 0.0}
+    monkeypatch.setattr(training.time, "time", lambda: now["t"])
+    budget = training.StepBudget(1.0, started=0.0, device=torch.device("cpu"), first_step=0)
+    assert budget.fit(0, 1000) == 1000
+    now["t"] = 10.0
+    assert budget.fit(5, 1000) == 1000  # the timing starts
+    now["t"] = 12.0  # 20 steps in 2 s: 0.1 s per step, 48 s left, 90 % of them used
+    assert budget.fit(25, 1000) == 25 + 432
+    assert budget.fit(25 + 1, 10) == 10  # only the timed window changes it
+    assert not budget.overrun()
+    now["t"] = 62.5  # past 104 % of the minute
+    assert budget.overrun()
+    assert training.StepBudget(0.0, 0.0, torch.device("cpu"), 0).fit(25, 7) == 7

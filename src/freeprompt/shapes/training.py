@@ -147,9 +147,34 @@ class EMA:
             s.lerp_(p.detach(), 1 - decay)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+class StepBudget:
+    """Fits the UNet's step count into a run's time budget: times steps 5-25 after the start, sets the step count
+    that fits (the learning-rate schedule follows it), and says when the budget is overrun by more than 4 %."""
+
+    def __init__(self, minutes: float, started: float, device: torch.device, first_step: int):
+        self.seconds, self.started, self.device = minutes * 60, started, device
+        self.timed_from, self.timed_steps = first_step + 5, 20
+        self.clock = None
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.time()
+
+    def fit(self, step: int, total: int) -> int:
+        if not self.seconds:
+            return total
+        if step == self.timed_from:
+            self.clock = self._now()
+        elif step == self.timed_from + self.timed_steps and self.clock is not None:
+            now = self._now()
+            per_step = (now - self.clock) / self.timed_steps
+            total = max(step + 1, min(total, int(step + 0.9 * (self.seconds - (now - self.started)) / per_step)))
+            print(f"{per_step * 1000:.0f} ms per step: unet_steps set to {total} for the time budget", flush=True)
+        return total
+
+    def overrun(self) -> bool:
+        return bool(self.seconds) and time.time() - self.started > self.seconds * 1.04
 
 
 def lr_at(step: int, total: int, warmup: int) -> float:
@@ -215,7 +240,7 @@ def load_weights(folder: Path, vae, text_encoder, unet) -> dict:
             model.load_state_dict(state)
         except RuntimeError:
             raise BadInput(f"cannot start from {folder / name}: its weights do not fit the configured architecture",
-                           "pass the architecture settings it was trained with (see its freeprompt_fixture.json)") from None
+                           "pass the settings it was trained with (see its freeprompt_fixture.json)") from None
         except (OSError, ValueError) as exc:
             raise BadInput(f"cannot start from {folder / name}: {first_line(exc)}",
                            "pass a trained fixture model folder") from None
@@ -300,28 +325,19 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
             cfg.unet_steps, cfg.time_budget_min = state.get("unet_steps", cfg.unet_steps), 0.0
         print(f"resuming at step {start_step}", flush=True)
     unet.train(); text_encoder.train()
-    budget_s = cfg.time_budget_min * 60
-    timing_from, timing_steps = None, 20
+    budget = StepBudget(cfg.time_budget_min, started, device, start_step)
     step = start_step
     while step < cfg.unet_steps:
-        if budget_s and step == start_step + 5:
-            _sync(device)
-            timing_from = time.time()
-        if budget_s and timing_from and step == start_step + 5 + timing_steps:
-            _sync(device)
-            per_step = (time.time() - timing_from) / timing_steps
-            fit = int(step + 0.9 * (budget_s - (time.time() - started)) / per_step)
-            cfg.unet_steps = max(step + 1, min(cfg.unet_steps, fit))
-            print(f"{per_step * 1000:.0f} ms per step: unet_steps set to {cfg.unet_steps} for the time budget", flush=True)
-        if budget_s and time.time() - started > budget_s * 1.04:
+        cfg.unet_steps = budget.fit(step, cfg.unet_steps)
+        if budget.overrun():
             print(f"time budget spent: stopping at step {step} of {cfg.unet_steps}", flush=True)
             cfg.unet_steps = step
             break
         for group in opt.param_groups:
             group["lr"] = cfg.unet_lr * lr_at(step, cfg.unet_steps, cfg.warmup)
-        idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen)
-        x0 = latents[idx.to(device)]
-        tokens = ids[idx.to(device)].clone()
+        idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen).to(device)
+        x0 = latents[idx]
+        tokens = ids[idx].clone()
         drop = (torch.rand(cfg.unet_batch, generator=gen) < cfg.caption_dropout).to(device)
         tokens[drop] = empty
         t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen).to(device)
