@@ -39,6 +39,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import threading
 import time
 import warnings
 import zlib
@@ -218,8 +219,13 @@ def distributed_position(num_shards: int | None = None, shard_index: int | None 
 
 # ----------------------------------------------------------------------------------------------- files
 
+def _tmp_beside(path: Path) -> Path:
+    # unique per process and thread: the waiting process 0 and a collecting thread may write the same file
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+
+
 def _atomic_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _tmp_beside(path)
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     os.replace(tmp, path)
 
@@ -234,7 +240,7 @@ def _atomic_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     meta = {"format": FORMAT, **{k: json.dumps(v) for k, v in metadata.items()},
             "checksums": json.dumps({k: _crc(v) for k, v in tensors.items()})}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _tmp_beside(path)
     save_file(tensors, str(tmp), metadata=meta)
     os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files 0600; keep the usual permissions
     os.replace(tmp, path)
@@ -514,7 +520,7 @@ def write_index(root: "str | Path", quiet: bool = False) -> bool:
     if not ds.complete:
         return False
     lines = [json.dumps({**rec, "shard": s.index, "row": r}) for s in ds.shards for r, rec in enumerate(s.items)]
-    tmp = root / f".index.jsonl.tmp-{os.getpid()}"
+    tmp = _tmp_beside(root / "index.jsonl")
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, root / "index.jsonl")
     return True
