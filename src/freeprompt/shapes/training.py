@@ -288,12 +288,10 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
     vae_path = work / "vae.pt"
     if vae_path.exists():
         vae.load_state_dict(torch.load(vae_path, map_location=device))
-        vae.eval()
-    elif init_from:
-        vae.eval()
-    else:
+    elif not init_from:  # continued training keeps the parent's VAE
         train_vae(vae, images, cfg, log)
         torch.save(vae.state_dict(), vae_path)
+    vae.eval()
     held_out = np.stack([world.random_sample(10**9 + i, size=cfg.image_size).image for i in range(256)])
     psnr = vae_psnr(vae, held_out)
     latents = encode_latents(vae, images)
