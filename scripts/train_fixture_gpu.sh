@@ -7,6 +7,8 @@
 #   l32  - x2 VAE (channels 32,64): 32x32x4 latents, the same UNet
 #   l32w - 32x32x4 latents, UNet (64,64,96,96) with 4 heads
 # Usage: RESULTS=out/gpu BUDGET=6.5 DEVICE=cuda bash scripts/train_fixture_gpu.sh
+# VARIANTS picks some of them (e.g. VARIANTS=l32), EXTRA adds training options to each (later options win, e.g.
+# EXTRA="--unet-batch 1024 --unet-lr 1e-3 --compile default" or EXTRA="--init-from carried/l32").
 set -uo pipefail
 RESULTS=${RESULTS:-out/gpu-fixture}
 BUDGET=${BUDGET:-6.5}
@@ -14,9 +16,18 @@ DEVICE=${DEVICE:-cuda}
 WORK=${WORK:-/tmp/fixture-variants}
 IMAGES=${IMAGES:-100000}
 EXTRA=${EXTRA:-}
+VARIANTS=${VARIANTS:-l16 l32 l32w}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 mkdir -p "$RESULTS" "$WORK"
 PY=${PY:-python3}
+declare -A variant=(
+  [l16]=""
+  [l32]="--vae-channels 32,64"
+  [l32w]="--vae-channels 32,64 --unet-channels 64,64,96,96 --unet-heads 4"
+)
+for name in $VARIANTS; do
+  [ -n "${variant[$name]+set}" ] || { echo "error: unknown variant $name (known: ${!variant[*]})" >&2; exit 2; }
+done
 
 $PY - <<PYEOF || exit 1
 from pathlib import Path
@@ -31,18 +42,13 @@ common=(--device "$DEVICE" --time-budget-min "$BUDGET" --num-images "$IMAGES" --
         --unet-batch 256 --unet-lr 6e-4 --vae-steps 2000 --vae-batch 64 --ema-decay 0.9995
         --checkpoint-every 1000000 --threads 4 --overwrite)
 [ "$DEVICE" = cuda ] && common+=(--mixed-precision bf16)
-declare -A variant=(
-  [l16]=""
-  [l32]="--vae-channels 32,64"
-  [l32w]="--vae-channels 32,64 --unet-channels 64,64,96,96 --unet-heads 4"
-)
-for name in "${!variant[@]}"; do
+for name in $VARIANTS; do
   # shellcheck disable=SC2086
   $PY scripts/train_fixture.py --out "$WORK/$name" --work "$WORK/$name.work" "${common[@]}" ${variant[$name]} $EXTRA \
     > "$WORK/$name.log" 2>&1 &
 done
 wait
-for name in "${!variant[@]}"; do
+for name in $VARIANTS; do
   echo "=== $name"; grep -v "^\[.*unet step\|Writing model\|should be kept" "$WORK/$name.log" | tail -15
   grep "unet step" "$WORK/$name.log" | awk 'NR % 20 == 1' | tail -12
   grep "unet step" "$WORK/$name.log" | tail -2

@@ -63,6 +63,9 @@ class TrainConfig:
     # data order and noise are the same on either
     device: str = "cpu"
     mixed_precision: str = "no"  # "bf16" autocast on cuda
+    # torch.compile mode for the UNet and text-encoder forward ("" = off; "default", "reduce-overhead", ...): a GPU
+    # step of these small models used ~2 % of an H100's bf16 throughput, the rest being launch and memory overhead
+    compile: str = ""
     # if > 0: the whole run (rendering, VAE, UNet) is fitted into this many minutes by choosing unet_steps from the
     # measured speed of the first steps; the chosen count is written to the saved config, so rerunning with it and
     # time_budget_min 0 repeats the run
@@ -143,8 +146,8 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         decay = min(self.decay, (1 + step) / (10 + step))  # warm start so early weights fade quickly
-        for s, p in zip(self.shadow.parameters(), model.parameters()):
-            s.lerp_(p.detach(), 1 - decay)
+        # one fused call instead of one kernel per tensor: on a GPU, per-tensor launches were a visible part of a step
+        torch._foreach_lerp_(list(self.shadow.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
 
 
 class StepBudget:
@@ -323,6 +326,10 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
             cfg.unet_steps, cfg.time_budget_min = state.get("unet_steps", cfg.unet_steps), 0.0
         print(f"resuming at step {start_step}", flush=True)
     unet.train(); text_encoder.train()
+    # compiled wrappers share the modules' parameters; the plain modules stay the ones saved, averaged and resumed
+    unet_forward, text_forward = unet, text_encoder
+    if cfg.compile:
+        unet_forward, text_forward = torch.compile(unet, mode=cfg.compile), torch.compile(text_encoder, mode=cfg.compile)
     budget = StepBudget(cfg.time_budget_min, started, device, start_step)
     step = start_step
     while step < cfg.unet_steps:
@@ -343,8 +350,8 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         with autocast:
-            context = text_encoder(tokens)[0]
-            pred = unet(xt, t, encoder_hidden_states=context).sample.float()
+            context = text_forward(tokens)[0]
+            pred = unet_forward(xt, t, encoder_hidden_states=context).sample.float()
         if cfg.snr_gamma > 0:
             snr = alphas[t] / (1 - alphas[t])
             weight = snr.clamp(max=cfg.snr_gamma) / snr
