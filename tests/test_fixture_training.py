@@ -129,6 +129,8 @@ def test_compiled_forward_trains_the_same_weights(toy_model, tmp_path, monkeypat
         return real_compile(model, backend="eager")
 
     monkeypatch.setattr(torch, "compile", eager_compile)
+    with pytest.raises(BadInput, match="unknown compile mode 'fast'"):
+        train(tmp_path / "fast", TrainConfig(**TOY, compile="fast"))
     out = tmp_path / "compiled"
     train(out, TrainConfig(**TOY, compile="default"))
     assert modes == ["default", "default"]  # the UNet and the text encoder

@@ -28,6 +28,7 @@ from . import world
 
 SD1_DOWN = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
 SD1_UP = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
+COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
 @dataclass
@@ -263,6 +264,8 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
     from ..models.tokenizer import clip_tokenizer
 
     out_dir = Path(out_dir)
+    if cfg.compile not in COMPILE_MODES:
+        raise BadInput(f"unknown compile mode {cfg.compile!r}", "use one of: " + ", ".join(m for m in COMPILE_MODES if m))
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise BadInput(f"model folder {out_dir} already exists", "pass --overwrite to replace it or choose another --out")
     work = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".work")
