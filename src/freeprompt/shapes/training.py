@@ -42,6 +42,13 @@ class TrainConfig:
     vae_batch: int = 24
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6
+    # structure channel: latent channel 0 is pulled towards +-scale where objects are / are not (weight 0 = off).
+    # Why: an object appears where the initial noise already resembles it in latent space; with colours as the
+    # main latent difference, a colour swap moves the object whatever the attention does
+    # (benchmarks/colour_noise_placement.py). A shared object component makes every colour's latent signature
+    # alike, so the noise decides *where* by structure and the colour word decides *what colour*.
+    vae_structure_weight: float = 0.0
+    vae_structure_scale: float = 3.0
     # text encoder
     text_width: int = 64
     text_layers: int = 3
@@ -188,8 +195,19 @@ def lr_at(step: int, total: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def structure_masks(images: np.ndarray) -> np.ndarray:
+    """Where objects are (bool N x H x W): pixels away from their scene's background. The scene is read from the
+    top-left pixel, which objects never cover (they keep a margin from the border)."""
+    size = images.shape[1]
+    plain, park = (world.background(scene, size).astype(np.int16) for scene in ("plain", "park"))
+    is_plain = (images[:, 0, 0] == plain[0, 0]).all(axis=-1)
+    backgrounds = np.where(is_plain[:, None, None, None], plain, park)
+    return np.abs(images.astype(np.int16) - backgrounds).max(axis=-1) > 24
+
+
 def train_vae(vae, images: np.ndarray, cfg: TrainConfig, log) -> float:
     gen = torch.Generator().manual_seed(cfg.seed + 1)
+    factor = 2 ** (len(cfg.vae_channels) - 1)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     device = next(vae.parameters()).device
     vae.train()
@@ -204,6 +222,10 @@ def train_vae(vae, images: np.ndarray, cfg: TrainConfig, log) -> float:
         rec = F.l1_loss(recon, x) + F.mse_loss(recon, x)
         kl = posterior.kl().mean() / z[0].numel()
         loss = rec + cfg.vae_kl_weight * kl * z[0].numel()
+        if cfg.vae_structure_weight:
+            masks = torch.from_numpy(structure_masks(images[idx.numpy()])).float()[:, None].to(device)
+            target = cfg.vae_structure_scale * (2 * F.avg_pool2d(masks, factor) - 1)
+            loss = loss + cfg.vae_structure_weight * F.mse_loss(posterior.mean[:, :1], target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)

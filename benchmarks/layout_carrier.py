@@ -1,0 +1,115 @@
+"""Which attention maps carry a model's layout through a colour swap? Runs the first N colour swaps of
+`freeprompt bench shapes` four ways from the same seed and scores them with the same oracle:
+
+- ``plain``: the target prompt, no editing;
+- ``fpe``: Free-Prompt-Editing (the target uses the source's self-attention maps; default layers, steps 0:0.8);
+- ``cross``: the target uses the source's cross-attention maps (softmax(Q_src K_src^T) V_tgt in every
+  cross-attention layer, every step: prompt-to-prompt's word-swap replacement, which a colour swap allows
+  because source and target prompts align token by token);
+- ``fpe+cross``: both.
+
+On a model where ``cross`` keeps the object in place and ``fpe`` does not, the layout is decided where the colour
+word is read (cross-attention and what follows it), not in self-attention, and FPE has nothing to transfer.
+A diagnostic for the shapes fixture's model card, not a method freeprompt ships.
+
+    python benchmarks/layout_carrier.py --model shapes --n 20 --out benchmarks/results/layout_carrier_v1
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from freeprompt.attention.layers import discover_layers
+from freeprompt.attention.processors import (attention_input, attention_output, installed_processors,
+                                             queries_keys, split_heads)
+from freeprompt.editing.generated import edit
+from freeprompt.evaluation.shapes_bench import edit_items, score_edit
+from freeprompt.models.loading import load_pipeline
+
+METHODS = ("plain", "fpe", "cross", "fpe+cross")
+
+
+class SourceCrossAttentionMaps:
+    """Cross-attention in which each batch row attends with the queries and keys of row ``rows[b]`` and its own
+    values (the values are its own prompt's text)."""
+
+    def __init__(self, original, rows: list[int]):
+        self.original, self.rows = original, torch.tensor(rows)
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *a, **k):
+        if encoder_hidden_states is None or hidden_states.shape[0] != len(self.rows):
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *a, **k)
+        tokens, residual, spatial_shape = attention_input(attn, hidden_states, temb)
+        query, key = queries_keys(attn, tokens, encoder_hidden_states)
+        value = split_heads(attn.to_v(encoder_hidden_states), attn.heads)
+        rows = self.rows.to(query.device)
+        out = F.scaled_dot_product_attention(query[rows], key[rows], value, scale=attn.scale)
+        return attention_output(attn, out.to(value.dtype), residual, spatial_shape)
+
+
+def run(pipe, item, method: str, steps: int, guidance: float) -> dict:
+    fpe = method in ("fpe", "fpe+cross")
+    kw = dict(seed=item.seed, steps=steps, guidance=guidance, self_replace="0:0.8" if fpe else "0:0", progress=False)
+    replacements = {}
+    if "cross" in method:
+        # batch rows: [uncond source, uncond target, cond source, cond target]; the conditional target takes the
+        # conditional source's maps, as FPE edits the conditional half only
+        rows = [0, 1, 2, 2] if guidance > 1 else [0, 0]
+        for layer in discover_layers(pipe.unet).select("all", "cross", (16, 16)):
+            replacements[layer.processor_key] = SourceCrossAttentionMaps(pipe.unet.attn_processors[layer.processor_key],
+                                                                         rows)
+    with installed_processors(pipe.unet, replacements):
+        result = edit(pipe, item.source_prompt, [item.target_prompt], **kw)
+    src, tgt = (np.asarray(img.convert("RGB")) for img in result.images)
+    return score_edit(src, tgt, item)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="shapes")
+    ap.add_argument("--n", type=int, default=20, help="colour swaps (the first N of the shapes benchmark)")
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    pipe = load_pipeline(args.model, device="cpu").pipe
+    items = edit_items(n_color=args.n, n_shape=0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows, started = [], time.time()
+    for item in items:
+        for method in METHODS:
+            rows.append({"id": item.id, "method": method, "source_prompt": item.source_prompt,
+                         "target_prompt": item.target_prompt, **run(pipe, item, method, args.steps, args.guidance)})
+        print(f"{item.id} done after {time.time() - started:.0f} s", flush=True)
+    summary = {}
+    for method in METHODS:
+        sel = [r for r in rows if r["method"] == method]
+        ious = [r["iou"] for r in sel]
+        summary[method] = {"n": len(sel), "target_colour": sum(bool(r["attribute_ok"]) for r in sel),
+                           "joint": sum(bool(r["joint"]) for r in sel), "iou_median": float(np.median(ious)),
+                           "iou_mean": float(np.mean(ious))}
+    result = {"model": args.model, "steps": args.steps, "guidance": args.guidance, "items": len(items),
+              "seconds": round(time.time() - started), "summary": summary}
+    for name, text in (("summary.json", json.dumps(result, indent=2) + "\n"),):
+        tmp = args.out / f".{name}.tmp{os.getpid()}"
+        tmp.write_text(text)
+        os.replace(tmp, args.out / name)
+    with open(args.out / "items.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
