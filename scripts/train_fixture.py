@@ -7,6 +7,8 @@
         --vae-channels 32,64 --unet-batch 256
     # the same with torch.compile'd forwards (fewer kernel launches per step on a GPU)
     python scripts/train_fixture.py --out DIR --device cuda --mixed-precision bf16 --compile default ...
+    # the latest checkpoint of a run (also while it trains) as a model folder, to score it
+    python scripts/train_fixture.py --export-checkpoint DIR.work --out SNAPSHOT
 """
 
 import argparse
@@ -15,7 +17,7 @@ import sys
 from pathlib import Path
 
 from freeprompt.errors import FreepromptError
-from freeprompt.shapes.training import TrainConfig, train
+from freeprompt.shapes.training import TrainConfig, export_checkpoint, train
 
 
 def _ints(text: str) -> tuple:
@@ -30,6 +32,8 @@ if __name__ == "__main__":
     parser.add_argument("--data-file", type=Path, default=None, help="cache of the rendered training set (.npz)")
     parser.add_argument("--workers", type=int, default=1, help="processes that render the training set")
     parser.add_argument("--init-from", type=Path, default=None, help="continue from this trained fixture folder")
+    parser.add_argument("--export-checkpoint", type=Path, default=None, metavar="WORK",
+                        help="write the latest checkpoint in this work folder to --out as a model folder, and stop")
     parsers = {"int": int, "float": float, "str": str, "tuple": _ints}
     for field in dataclasses.fields(TrainConfig):
         if field.type in parsers:
@@ -37,6 +41,9 @@ if __name__ == "__main__":
     args = parser.parse_args()
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     try:
+        if args.export_checkpoint:
+            export_checkpoint(args.export_checkpoint, args.out, overwrite=args.overwrite)
+            sys.exit(0)
         train(args.out, TrainConfig(**overrides), overwrite=args.overwrite, work_dir=args.work,
               data_file=args.data_file, workers=args.workers, init_from=args.init_from)
     except FreepromptError as exc:

@@ -61,6 +61,26 @@ def test_time_budget_stops_and_records_the_steps_run(tmp_path):
     assert 0 <= steps < 50
 
 
+def test_exported_checkpoint_is_the_runs_model(toy_model, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from freeprompt.shapes.training import export_checkpoint
+
+    out = export_checkpoint(toy_model.with_name(toy_model.name + ".work"), tmp_path / "snapshot")
+    info = json.loads((out / "freeprompt_fixture.json").read_text())
+    assert info["checkpoint_step"] == 3  # the last checkpoint is written at the run's last step
+    final, snapshot = (StableDiffusionPipeline.from_pretrained(p) for p in (toy_model, out))
+    # the same EMA weights and latent scale as the finished run saved
+    for name in ("unet", "text_encoder", "vae"):
+        a, b = getattr(final, name).state_dict(), getattr(snapshot, name).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert snapshot.vae.config.scaling_factor == final.vae.config.scaling_factor
+    with pytest.raises(BadInput, match="already exists"):
+        export_checkpoint(toy_model.with_name(toy_model.name + ".work"), out)
+    with pytest.raises(BadInput, match="no checkpoint"):
+        export_checkpoint(tmp_path / "nowhere", tmp_path / "x")
+
+
 def test_continued_training_keeps_the_parent_vae_and_scale(toy_model, tmp_path):
     from diffusers import AutoencoderKL
 
@@ -163,7 +183,8 @@ def test_structure_weight_puts_objects_on_latent_channel_0():
 
     from freeprompt.shapes.training import build_models, encode_latents, structure_masks, train_vae
 
-    cfg = TrainConfig(**{**TOY, "num_images": 64, "vae_steps": 60, "vae_batch": 8, "vae_structure_weight": 1.0})
+    cfg = TrainConfig(**{**TOY, "num_images": 64, "vae_steps": 60, "vae_batch": 8, "vae_structure_weight": 1.0,
+                         "vae_structure_start": 0.0})
     vae, _, _ = build_models(cfg)
     images, _ = render_dataset(cfg)
     train_vae(vae, images, cfg, lambda *a: None)
