@@ -47,8 +47,8 @@ class TrainConfig:
     # main latent difference, a colour swap moves the object whatever the attention does
     # (benchmarks/colour_noise_placement.py). A shared object component makes every colour's latent signature
     # alike, so the noise decides *where* by structure and the colour word decides *what colour*.
-    vae_structure_weight: float = 0.0
-    vae_structure_scale: float = 3.0
+    vae_structure_weight: float = 0.1
+    vae_structure_scale: float = 4.0
     # the term is off for this fraction of the VAE steps, then ramps up over a fifth of them. Why: switched on from
     # step 0 the decoder reads the whole mask from channel 0 while channels 1-3 are still noise, learns to ignore
     # them, and the colour is never encoded (posterior collapse: held-out PSNR 18.7 dB, every colour's latent the
