@@ -95,7 +95,7 @@ def test_ground_truth_consistency(size):
             inner = oracle._erode(m)
             if inner.any():
                 assert np.median(_nearest_dist(s.image[inner], c)) < 1  # flat colour inside
-            assert 0.25 <= spec.size <= 0.55 and abs(spec.rotation) <= world.MAX_ROTATION[spec.shape]
+            assert 0.28 <= spec.size <= 0.65 and abs(spec.rotation) <= world.MAX_ROTATION[spec.shape]
         # outside the objects the image is the clean background (up to anti-aliasing at edges)
         bg = world.background(s.spec.scene, size)
         far = ~oracle._dilate(oracle._dilate(oracle._dilate(union)))
@@ -134,8 +134,8 @@ def test_layouts_respected():
     for _ in range(50):
         assert world.sample_spec(rng, template="left").objects[0].center[0] <= 0.38
         assert world.sample_spec(rng, template="right").objects[0].center[0] >= 0.62
-        assert world.sample_spec(rng, template="big").objects[0].size >= 0.45
-        assert world.sample_spec(rng, template="small").objects[0].size <= 0.32
+        assert world.sample_spec(rng, template="big").objects[0].size >= 0.55
+        assert world.sample_spec(rng, template="small").objects[0].size <= 0.38
 
 
 def test_unknown_words_raise():

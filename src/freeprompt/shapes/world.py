@@ -56,7 +56,7 @@ class Layout:
     """What a template implies about the picture."""
 
     scene: str = "plain"
-    size: tuple[float, float] = (0.28, 0.52)  # object extent, fraction of the image side
+    size: tuple[float, float] = (0.36, 0.60)  # object extent, fraction of the image side
     x: tuple[float, float] = (0.0, 1.0)  # allowed centre range (further clipped so the object fits)
     y: tuple[float, float] = (0.0, 1.0)
     pair: bool = False
@@ -65,12 +65,12 @@ class Layout:
 TEMPLATE_LAYOUTS: dict[str, Layout] = {
     "simple": Layout(),
     "photo": Layout(),
-    "big": Layout(size=(0.45, 0.55)),
-    "small": Layout(size=(0.25, 0.32)),
+    "big": Layout(size=(0.55, 0.65)),
+    "small": Layout(size=(0.30, 0.38)),
     "left": Layout(x=(0.0, 0.38)),
     "right": Layout(x=(0.62, 1.0)),
-    "park": Layout(scene="park", size=(0.30, 0.48), y=(0.52, 0.76)),
-    "pair": Layout(size=(0.25, 0.36), pair=True),
+    "park": Layout(scene="park", size=(0.36, 0.52), y=(0.52, 0.76)),
+    "pair": Layout(size=(0.28, 0.40), pair=True),
 }
 
 # Mixture used when sample_spec(template=None): mostly the simple caption.
