@@ -28,11 +28,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from freeprompt.shapes import world
-from freeprompt.shapes.training import TrainConfig, build_models, encode_latents, load_or_render, train_vae, vae_psnr
+from freeprompt.shapes.training import (
+    TrainConfig,
+    build_models,
+    encode_latents,
+    held_out_psnr,
+    latent_factor,
+    load_or_render,
+    train_vae,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from colour_noise_placement import colour_signatures  # noqa: E402
+from colour_noise_placement import colour_signatures
 
 
 def main() -> None:
@@ -58,12 +65,10 @@ def main() -> None:
     minutes = (time.time() - start) / 60
     vae.eval()
     with torch.no_grad():
-        held_out = np.stack([world.random_sample(10**9 + i).image for i in range(256)])
-        psnr = vae_psnr(vae, held_out)
+        psnr = held_out_psnr(vae, cfg)
         scaling = float(1 / encode_latents(vae, images[:4000]).std())
         vae.register_to_config(scaling_factor=scaling)
-        factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        signatures = colour_signatures(SimpleNamespace(vae=vae, vae_scale_factor=factor), per_colour=30)
+        signatures = colour_signatures(SimpleNamespace(vae=vae, vae_scale_factor=latent_factor(cfg)), per_colour=30)
     names = list(signatures)
     cosines = {f"{a}/{b}": float(F.cosine_similarity(signatures[a], signatures[b], dim=0))
                for i, a in enumerate(names) for b in names[i + 1:]}

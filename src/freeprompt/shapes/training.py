@@ -210,9 +210,14 @@ def structure_masks(images: np.ndarray) -> np.ndarray:
     return np.abs(images.astype(np.int16) - backgrounds).max(axis=-1) > 24
 
 
+def latent_factor(cfg: TrainConfig) -> int:
+    """Pixels per latent pixel along a side: the VAE halves the resolution once per block after the first."""
+    return 2 ** (len(cfg.vae_channels) - 1)
+
+
 def train_vae(vae, images: np.ndarray, cfg: TrainConfig, log) -> float:
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    factor = 2 ** (len(cfg.vae_channels) - 1)
+    factor = latent_factor(cfg)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     device = next(vae.parameters()).device
     vae.train()
@@ -256,6 +261,12 @@ def vae_psnr(vae, images: np.ndarray) -> float:
     x = to_tensor(images).to(next(vae.parameters()).device)
     recon = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
     return 10 * math.log10(4.0 / F.mse_loss(recon, x).item())
+
+
+def held_out_psnr(vae, cfg: TrainConfig) -> float:
+    """VAE PSNR on 256 renders whose seeds (from 10**9) no training set reaches, so runs compare on one set."""
+    held_out = np.stack([world.random_sample(10**9 + i, size=cfg.image_size).image for i in range(256)])
+    return vae_psnr(vae, held_out)
 
 
 def load_weights(folder: Path, vae, text_encoder, unet) -> dict:
@@ -376,8 +387,7 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
         train_vae(vae, images, cfg, log)
         torch.save(vae.state_dict(), vae_path)
     vae.eval()
-    held_out = np.stack([world.random_sample(10**9 + i, size=cfg.image_size).image for i in range(256)])
-    psnr = vae_psnr(vae, held_out)
+    psnr = held_out_psnr(vae, cfg)
     latents = encode_latents(vae, images)
     # continued training keeps the parent's latent scale, which its UNet was trained on
     scale = float(parent["latent_scaling_factor"]) if parent else float(1.0 / latents.std())
