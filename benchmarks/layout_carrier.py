@@ -13,6 +13,7 @@ word is read (cross-attention and what follows it), not in self-attention, and F
 A diagnostic for the shapes fixture's model card, not a method freeprompt ships.
 
     python benchmarks/layout_carrier.py --model shapes --n 20 --out benchmarks/results/layout_carrier_v1
+    python benchmarks/layout_carrier.py --ids color-006,color-008 --methods fpe,fpe+cross --out DIR
 """
 
 from __future__ import annotations
@@ -79,26 +80,38 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20, help="colour swaps (the first N of the shapes benchmark)")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--ids", default="", help="only these bench item ids (comma-separated, e.g. color-006,color-008)")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        ap.error(f"unknown method(s) {', '.join(unknown)}: use {', '.join(METHODS)}")
     torch.set_num_threads(1)
     pipe = load_pipeline(args.model, device="cpu").pipe
     items = edit_items(n_color=args.n, n_shape=0)
+    if args.ids:
+        wanted, bench = args.ids.split(","), edit_items(n_color=max(args.n, 80), n_shape=0)
+        missing = sorted(set(wanted) - {item.id for item in bench})
+        if missing:
+            ap.error(f"unknown item id(s) {', '.join(missing)}: use colour-swap ids of `freeprompt bench shapes`")
+        items = [item for item in bench if item.id in wanted]
     args.out.mkdir(parents=True, exist_ok=True)
     rows, started = [], time.time()
     for item in items:
-        for method in METHODS:
+        for method in methods:
             rows.append({"id": item.id, "method": method, "source_prompt": item.source_prompt,
                          "target_prompt": item.target_prompt, **run(pipe, item, method, args.steps, args.guidance)})
         print(f"{item.id} done after {time.time() - started:.0f} s", flush=True)
     summary = {}
-    for method in METHODS:
+    for method in methods:
         sel = [r for r in rows if r["method"] == method]
         ious = [r["iou"] for r in sel]
         summary[method] = {"n": len(sel), "target_colour": sum(bool(r["attribute_ok"]) for r in sel),
                            "joint": sum(bool(r["joint"]) for r in sel), "iou_median": float(np.median(ious)),
                            "iou_mean": float(np.mean(ious))}
-    result = {"model": args.model, "steps": args.steps, "guidance": args.guidance, "items": len(items),
+    result = {"model": args.model, "item_ids": [item.id for item in items], "steps": args.steps, "guidance": args.guidance, "items": len(items),
               "seconds": round(time.time() - started), "summary": summary}
     for name, text in (("summary.json", json.dumps(result, indent=2) + "\n"),):
         tmp = args.out / f".{name}.tmp{os.getpid()}"
