@@ -8,7 +8,8 @@ can hold it: at step 0 both branches see the same latents and the same maps, so 
 (through cross-attention and what follows it) can move the predicted object.
 A diagnostic for the shapes fixture's model card, not a method freeprompt ships.
 
-    python benchmarks/first_step_divergence.py --model shapes --n 80 --out benchmarks/results/first_step_divergence_v4.json
+    python benchmarks/first_step_divergence.py --model shapes --n 80 \
+        --out benchmarks/results/first_step_divergence_v4.json
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from freeprompt.editing.generated import edit
-from freeprompt.editing.sampler import ddim_scheduler
+from freeprompt.editing.generated import DEFAULT_SELF_REPLACE, edit
+from freeprompt.editing.sampler import ddim_scheduler, decode
 from freeprompt.evaluation.shapes_bench import edit_items, score_edit
 from freeprompt.models.loading import load_pipeline
 from freeprompt.shapes import oracle
@@ -51,14 +52,6 @@ class CleanImagePredictions:
         self.handle.remove()
 
 
-@torch.no_grad()
-def object_masks(pipe, latents: torch.Tensor) -> list[np.ndarray]:
-    vae = pipe.vae
-    images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
-    pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    return [oracle.object_mask(p) for p in pixels]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="shapes")
@@ -74,7 +67,7 @@ def main() -> None:
     alphas = ddim_scheduler(pipe.scheduler.config).alphas_cumprod
     rows, started = [], time.time()
     for item in edit_items(n_color=args.n, n_shape=0):
-        for method, self_replace in (("fpe", "0:0.8"), ("plain", "0:0")):
+        for method, self_replace in (("fpe", DEFAULT_SELF_REPLACE), ("plain", "0:0")):
             recorder = CleanImagePredictions(pipe.unet, alphas, args.guidance)
             try:
                 result = edit(pipe, item.source_prompt, [item.target_prompt], seed=item.seed, steps=args.steps,
@@ -83,10 +76,11 @@ def main() -> None:
                 recorder.close()
             src, tgt = (np.asarray(img.convert("RGB")) for img in result.images)
             final = score_edit(src, tgt, item)
-            ious = {}
-            for k in probes:
-                a, b = object_masks(pipe, recorder.x0[k])
-                ious[k] = round(oracle.mask_iou(a, b), 4)
+            # one VAE call for every probed step: rows (source, target) per step, in probe order
+            with torch.no_grad():
+                images = decode(pipe, torch.cat([recorder.x0[k] for k in probes]))
+            masks = [oracle.object_mask(np.asarray(img.convert("RGB"))) for img in images]
+            ious = {k: round(oracle.mask_iou(masks[2 * i], masks[2 * i + 1]), 4) for i, k in enumerate(probes)}
             rows.append({"id": item.id, "method": method, "final_iou": final["iou"], "joint": final["joint"],
                          "x0_object_iou": ious})
         print(f"{item.id} done after {time.time() - started:.0f} s", flush=True)

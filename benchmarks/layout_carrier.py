@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from freeprompt.attention.layers import discover_layers
 from freeprompt.attention.processors import (attention_input, attention_output, installed_processors,
                                              queries_keys, split_heads)
-from freeprompt.editing.generated import edit
+from freeprompt.editing.generated import DEFAULT_SELF_REPLACE, edit
 from freeprompt.evaluation.shapes_bench import edit_items, score_edit
 from freeprompt.models.loading import load_pipeline
 
@@ -59,7 +59,8 @@ class SourceCrossAttentionMaps:
 
 def run(pipe, item, method: str, steps: int, guidance: float) -> dict:
     fpe = method in ("fpe", "fpe+cross")
-    kw = dict(seed=item.seed, steps=steps, guidance=guidance, self_replace="0:0.8" if fpe else "0:0", progress=False)
+    kw = dict(seed=item.seed, steps=steps, guidance=guidance, progress=False,
+              self_replace=DEFAULT_SELF_REPLACE if fpe else "0:0")
     replacements = {}
     if "cross" in method:
         # batch rows: [uncond source, uncond target, cond source, cond target]; the conditional target takes the
@@ -90,13 +91,14 @@ def main() -> None:
         ap.error(f"unknown method(s) {', '.join(unknown)}: use {', '.join(METHODS)}")
     torch.set_num_threads(1)
     pipe = load_pipeline(args.model, device="cpu").pipe
-    items = edit_items(n_color=args.n, n_shape=0)
+    # --ids picks from the bench's full list of colour swaps, --n otherwise takes its first N
+    items = edit_items(n_color=max(args.n, 80) if args.ids else args.n, n_shape=0)
     if args.ids:
-        wanted, bench = args.ids.split(","), edit_items(n_color=max(args.n, 80), n_shape=0)
-        missing = sorted(set(wanted) - {item.id for item in bench})
+        wanted = args.ids.split(",")
+        missing = sorted(set(wanted) - {item.id for item in items})
         if missing:
             ap.error(f"unknown item id(s) {', '.join(missing)}: use colour-swap ids of `freeprompt bench shapes`")
-        items = [item for item in bench if item.id in wanted]
+        items = [item for item in items if item.id in wanted]
     args.out.mkdir(parents=True, exist_ok=True)
     rows, started = [], time.time()
     for item in items:
@@ -111,8 +113,9 @@ def main() -> None:
         summary[method] = {"n": len(sel), "target_colour": sum(bool(r["attribute_ok"]) for r in sel),
                            "joint": sum(bool(r["joint"]) for r in sel), "iou_median": float(np.median(ious)),
                            "iou_mean": float(np.mean(ious))}
-    result = {"model": args.model, "item_ids": [item.id for item in items], "steps": args.steps, "guidance": args.guidance, "items": len(items),
-              "seconds": round(time.time() - started), "summary": summary}
+    result = {"model": args.model, "item_ids": [item.id for item in items], "steps": args.steps,
+              "guidance": args.guidance, "items": len(items), "seconds": round(time.time() - started),
+              "summary": summary}
     for name, text in (("summary.json", json.dumps(result, indent=2) + "\n"),):
         tmp = args.out / f".{name}.tmp{os.getpid()}"
         tmp.write_text(text)

@@ -39,7 +39,7 @@ from freeprompt.shapes.training import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from colour_noise_placement import colour_signatures
+from colour_noise_placement import colour_signatures  # noqa: E402
 
 
 def main() -> None:
