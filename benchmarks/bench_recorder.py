@@ -27,11 +27,11 @@ import sys
 import time
 from pathlib import Path
 
+from freeprompt.analysis.words import PAPER_COLORS as COLORS
 from freeprompt.io.outputs import write_json
 from freeprompt.io.runinfo import cuda_available, device_description
 
 ROOT = Path(__file__).resolve().parents[1]
-COLORS = ("red", "blue", "green", "yellow", "brown", "pink", "purple", "black", "white", "orange")
 
 
 def _pipeline(args):

@@ -25,11 +25,9 @@ import torch
 
 from freeprompt.editing.generated import DEFAULT_SELF_REPLACE, edit
 from freeprompt.editing.sampler import ddim_scheduler, decode
-from freeprompt.evaluation.shapes_bench import edit_items, score_edit
+from freeprompt.evaluation.shapes_bench import LOST_IOU, edit_items, score_edit
 from freeprompt.models.loading import load_pipeline
 from freeprompt.shapes import oracle
-
-LOST_IOU = 0.3
 
 
 class CleanImagePredictions:

@@ -6,7 +6,11 @@
 - ``cross``: the target uses the source's cross-attention maps (softmax(Q_src K_src^T) V_tgt in every
   cross-attention layer, every step: prompt-to-prompt's word-swap replacement, which a colour swap allows
   because source and target prompts align token by token);
-- ``fpe+cross``: both.
+- ``fpe+cross``: both;
+- ``plain+shared-start``, ``fpe+shared-start``: the target branch's latents are overwritten with the source's after
+  each of the first ``--shared-steps`` steps, so the target starts from the source's trajectory (the layout the
+  source's first predictions chose) and only then reads its own prompt. ``plain+shared-start`` is the control
+  that says how much of the kept layout is the shared start alone.
 
 On a model where ``cross`` keeps the object in place and ``fpe`` does not, the layout is decided where the colour
 word is read (cross-attention and what follows it), not in self-attention, and FPE has nothing to transfer.
@@ -14,6 +18,7 @@ A diagnostic for the shapes fixture's model card, not a method freeprompt ships.
 
     python benchmarks/layout_carrier.py --model shapes --n 20 --out benchmarks/results/layout_carrier_v1
     python benchmarks/layout_carrier.py --ids color-006,color-008 --methods fpe,fpe+cross --out DIR
+    python benchmarks/layout_carrier.py --n 80 --methods plain+shared-start,fpe+shared-start --shared-steps 1 --out DIR
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from freeprompt.editing.generated import DEFAULT_SELF_REPLACE, edit
 from freeprompt.evaluation.shapes_bench import edit_items, score_edit
 from freeprompt.models.loading import load_pipeline
 
-METHODS = ("plain", "fpe", "cross", "fpe+cross")
+METHODS = ("plain", "fpe", "cross", "fpe+cross", "plain+shared-start", "fpe+shared-start")
 
 
 class SourceCrossAttentionMaps:
@@ -57,10 +62,22 @@ class SourceCrossAttentionMaps:
         return attention_output(attn, out.to(value.dtype), residual, spatial_shape)
 
 
-def run(pipe, item, method: str, steps: int, guidance: float) -> dict:
-    fpe = method in ("fpe", "fpe+cross")
+def source_trajectory_for(shared_steps: int):
+    """An ``after_step`` hook: after each of the first ``shared_steps`` steps every target row takes the source's
+    latents (row 0)."""
+    def after_step(i: int, latents: torch.Tensor) -> torch.Tensor:
+        if i < shared_steps:
+            latents = latents[:1].expand_as(latents).clone()
+        return latents
+    return after_step
+
+
+def run(pipe, item, method: str, steps: int, guidance: float, shared_steps: int = 1) -> dict:
+    fpe = method.startswith("fpe")
     kw = dict(seed=item.seed, steps=steps, guidance=guidance, progress=False,
               self_replace=DEFAULT_SELF_REPLACE if fpe else "0:0")
+    if method.endswith("shared-start"):
+        kw["after_step"] = source_trajectory_for(shared_steps)
     replacements = {}
     if "cross" in method:
         # batch rows: [uncond source, uncond target, cond source, cond target]; the conditional target takes the
@@ -83,8 +100,12 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--ids", default="", help="only these bench item ids (comma-separated, e.g. color-006,color-008)")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
+    ap.add_argument("--shared-steps", type=int, default=1,
+                    help="steps after which the *shared-start methods give the target the source's latents")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    if args.shared_steps < 1 or args.shared_steps >= args.steps:
+        ap.error(f"--shared-steps {args.shared_steps} must be between 1 and --steps - 1 ({args.steps - 1})")
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -104,7 +125,8 @@ def main() -> None:
     for item in items:
         for method in methods:
             rows.append({"id": item.id, "method": method, "source_prompt": item.source_prompt,
-                         "target_prompt": item.target_prompt, **run(pipe, item, method, args.steps, args.guidance)})
+                         "target_prompt": item.target_prompt, **run(pipe, item, method, args.steps, args.guidance,
+                                                            args.shared_steps)})
         print(f"{item.id} done after {time.time() - started:.0f} s", flush=True)
     summary = {}
     for method in methods:
@@ -114,7 +136,8 @@ def main() -> None:
                            "joint": sum(bool(r["joint"]) for r in sel), "iou_median": float(np.median(ious)),
                            "iou_mean": float(np.mean(ious))}
     result = {"model": args.model, "item_ids": [item.id for item in items], "steps": args.steps,
-              "guidance": args.guidance, "items": len(items), "seconds": round(time.time() - started),
+              "guidance": args.guidance, "shared_steps": args.shared_steps, "items": len(items),
+              "seconds": round(time.time() - started),
               "summary": summary}
     for name, text in (("summary.json", json.dumps(result, indent=2) + "\n"),):
         tmp = args.out / f".{name}.tmp{os.getpid()}"

@@ -90,6 +90,12 @@ def bad_cases(model_dir, tmp_path):
         "unparsable layers": (edit_args(model_dir, out, "--layers", "four-ten"), "layer spec"),
         "layer out of range": (edit_args(model_dir, out, "--layers", "4-17"), "1-16"),
         "height not multiple of 8": (edit_args(model_dir, out, "--height", "60"), "multiple of 8"),
+        "zero height": (["edit", "--model", str(model_dir), "--source", "a car", "--target", "a red car", "--out",
+                         str(out), "--steps", "2", "--height", "0", "--width", "64", "--quiet"], "height 0"),
+        "zero steps": (["edit", "--model", str(model_dir), "--source", "a car", "--target", "a red car", "--out",
+                        str(out), "--steps", "0", "--quiet"], "between 1 and 1000"),
+        "too many steps": (["edit", "--model", str(model_dir), "--source", "a car", "--target", "a red car", "--out",
+                            str(out), "--steps", "1001", "--quiet"], "between 1 and 1000"),
         "missing model": (edit_args(tmp_path / "nope", out), "does not exist"),
         "partial model": (edit_args(partial, out), "no weights"),
         "not a SD folder": (edit_args(not_sd, out), "model_index.json"),
@@ -99,7 +105,8 @@ def bad_cases(model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["empty source", "blank target", "range above 1", "range reversed", "unparsable layers",
-                                  "layer out of range", "height not multiple of 8", "missing model", "partial model",
+                                  "layer out of range", "height not multiple of 8", "zero height", "zero steps",
+                                  "too many steps", "missing model", "partial model",
                                   "not a SD folder", "unwritable out"])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(model_dir, tmp_path, capsys, case):
     argv, expected = bad_cases(model_dir, tmp_path)[case]
@@ -155,6 +162,7 @@ def test_edit_a_photo_writes_reconstruction_and_reuses_the_cached_inversion(mode
 @pytest.mark.parametrize("extra,expected", [
     (["--inversion", "magic"], "inversion"),
     (["--resize", "squash"], "resize"),
+    (["--negative", "blurry"], "--negative and --image"),
 ])
 def test_photo_options_are_checked_before_loading(model_dir, tmp_path, capsys, extra, expected):
     photo = tmp_path / "p.png"
@@ -174,3 +182,26 @@ def test_module_entry_points_have_every_command(module):
     assert result.returncode == 0, result.stderr
     for command in ("edit", "layers", "bench", "probe"):
         assert command in result.stdout, (command, result.stdout)
+
+
+@pytest.mark.parametrize("kind", ["host", "cuda", "mps", "other"])
+def test_out_of_memory_is_a_one_line_error_and_other_failures_internal(kind, monkeypatch, capsys):
+    import torch
+
+    import freeprompt.models.loading as loading
+
+    error = {"host": MemoryError(),
+             "cuda": torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+             "mps": RuntimeError("MPS backend out of memory (MPS allocated: 9.5 GB, other allocations: 1 GB)"),
+             "other": RuntimeError("shape mismatch")}[kind]
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(loading, "load_pipeline", fail)
+    code, _, err = run(["layers", "--model", "anything"], capsys)
+    assert err.count("\n") == 1 and "Traceback" not in err
+    if kind == "other":
+        assert code == 1 and err.startswith("freeprompt: internal error: RuntimeError: shape mismatch")
+    else:
+        assert code == 2 and err.startswith("freeprompt: error: out of memory;")

@@ -84,6 +84,8 @@ def test_exported_checkpoint_is_the_runs_model(toy_model, tmp_path):
 def test_continued_training_keeps_the_parent_vae_and_scale(toy_model, tmp_path):
     from diffusers import AutoencoderKL
 
+    from freeprompt.shapes.training import export_checkpoint
+
     out = tmp_path / "continued"
     train(out, TrainConfig(**TOY), init_from=toy_model)
     info = json.loads((out / "freeprompt_fixture.json").read_text())
@@ -93,6 +95,11 @@ def test_continued_training_keeps_the_parent_vae_and_scale(toy_model, tmp_path):
     a = AutoencoderKL.from_pretrained(toy_model, subfolder="vae").state_dict()
     b = AutoencoderKL.from_pretrained(out, subfolder="vae").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the work folder holds the parent's VAE too, so the run can be exported (and resumed) like any other
+    exported = export_checkpoint(out.with_name(out.name + ".work"), tmp_path / "exported")
+    c = AutoencoderKL.from_pretrained(exported, subfolder="vae")
+    assert all(torch.equal(a[k], v) for k, v in c.state_dict().items())
+    assert c.config.scaling_factor == parent["latent_scaling_factor"]
 
 
 def test_continued_training_refuses_another_architecture(toy_model, tmp_path):

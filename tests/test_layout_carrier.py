@@ -1,6 +1,8 @@
 """The cross-attention map sharing of benchmarks/layout_carrier.py (a diagnostic for the fixture's model card)
 against a map-materialising reference: each row's map softmax(Q K^T / sqrt(d)) built explicitly, the target's
-replaced by its source's, applied to the target's own values."""
+replaced by its source's, applied to the target's own values. And its shared-start methods: after each of the
+first K steps the target row holds the source's latents, then follows its own prompt (checked on the latents the
+UNet receives in the sampling loop)."""
 
 import importlib.util
 from pathlib import Path
@@ -51,3 +53,33 @@ def test_self_attention_calls_go_to_the_original_processor():
     processor = _script().SourceCrossAttentionMaps(original=lambda *a, **k: calls.append(a) or "original",
                                                    rows=[0, 1, 2, 2])
     assert processor(object(), torch.zeros(4, 3, 8)) == "original" and len(calls) == 1
+
+
+def _unet_inputs(pipe, after_step, steps: int) -> list[torch.Tensor]:
+    from freeprompt.editing.generated import edit
+
+    inputs = []
+    hook = pipe.unet.register_forward_hook(lambda module, args, out: inputs.append(args[0].clone()))
+    try:
+        edit(pipe, "a red circle", ["a blue circle"], seed=5, steps=steps, guidance=3.0, progress=False,
+             self_replace="0:0", after_step=after_step, decode=False)
+    finally:
+        hook.remove()
+    assert len(inputs) == steps
+    # guided batch rows: [source, target, source, target]
+    return [x.chunk(2)[0] for x in inputs]
+
+
+def test_target_takes_the_source_latents_for_the_shared_steps_only(tiny_pipe64):
+    steps, shared = 5, 2
+    inputs = _unet_inputs(tiny_pipe64, _script().source_trajectory_for(shared), steps)
+    for i, rows in enumerate(inputs):
+        apart = (rows[0] - rows[1]).abs().max().item()
+        if i <= shared:  # step 0 starts from the same noise; steps 1..K follow overwritten latents
+            assert apart == 0.0, (i, apart)
+        else:
+            assert apart > 1e-4, (i, apart)
+    # without the hook the target has left the source by step 1 already
+    plain = _unet_inputs(tiny_pipe64, None, steps)
+    assert (plain[1][0] - plain[1][1]).abs().max().item() > 1e-4
+    assert torch.equal(plain[0], inputs[0])

@@ -181,6 +181,12 @@ def test_bad_input(tiny_pipe, reference_run, tmp_path):
     assert not (tmp_path / "x").exists()  # nothing written before every word was found
     with pytest.raises(BadInput, match="no meta.json"):
         open_dataset(tmp_path)
+    with pytest.raises(BadInput, match="covers none of the 10 steps"):
+        collect(tiny_pipe, small_spec(), tmp_path / "empty_range",
+                CollectOptions(steps=10, batch_size=2, shard_size=4, record_steps="0:0.05"), model_info=MODEL)
+    with pytest.raises(BadInput, match="between 1 and 1000"):
+        collect(tiny_pipe, small_spec(), tmp_path / "too_many", CollectOptions(steps=1001), model_info=MODEL)
+    assert not (tmp_path / "empty_range").exists() and not (tmp_path / "too_many").exists()
 
 
 def test_cli_collect_train_report(tiny_pipe, tmp_path):
@@ -236,6 +242,14 @@ def test_cli_collect_train_report(tiny_pipe, tmp_path):
     assert "cross_color" in report and "self_color" in report
     assert (tmp_path / "run" / "report" / "mean_maps.self_color.png").exists()
     assert sorted(os.listdir(tmp_path / "run" / "results")) == ["cross_color.json", "self_color.json"]
+    from freeprompt.cli.probe_cmd import run_config
+
+    one_number = {**config, "seeds": 3, "experiments": config["experiments"][:1]}
+    lines = []
+    run_config(one_number, out=tmp_path / "run1", quiet=True, echo=lines.append)
+    assert "color: generated 6" in lines[0]  # 3 seeds x 2 colours
+    with pytest.raises(BadInput, match="seeds must be a number or a table"):
+        run_config({**config, "seeds": [2, 2]}, out=tmp_path / "run2", quiet=True, echo=lines.append)
 
 
 def test_launcher_environment_splits_the_work_and_process_0_waits(tiny_pipe, reference_run, tmp_path, monkeypatch):

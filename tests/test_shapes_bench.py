@@ -60,6 +60,29 @@ def test_summary_and_markdown():
     assert "| fpe | color | 1 |" in sb.markdown(sb.summarise(rows))
 
 
+def test_breakdown_groups_colour_swaps_by_shape_and_by_each_colour_involved():
+    def row(method, src, tgt, shape, iou, joint, kind="color"):
+        return {"kind": kind, "method": method, "source_prompt": f"a {src} {shape}",
+                "target_prompt": f"a {tgt} {shape}", "iou": str(iou), "joint": str(joint)}
+
+    rows = [row("fpe", "red", "white", "star", 0.1, False), row("plain", "red", "white", "star", 0.0, False),
+            row("fpe", "white", "blue", "circle", 0.9, True), row("plain", "white", "blue", "circle", 0.5, False),
+            row("fpe", "green", "blue", "star", 0.9, True), row("plain", "green", "blue", "star", 0.2, False),
+            row("fpe", "red", "red", "moon", 0.0, False, kind="shape")]  # not a colour swap: left out
+    groups = sb.breakdown(rows)
+    by_shape = {e["shape"]: e for e in groups["shape"]}
+    assert set(by_shape) == {"star", "circle"}
+    assert by_shape["star"]["fpe"] == {"n": 2, "joint": 0.5, "lost": 1, "iou_mean": pytest.approx(0.5)}
+    assert by_shape["star"]["plain"]["lost"] == 2 and by_shape["circle"]["plain"]["joint"] == 0.0
+    by_colour = {e["colour"]: e for e in groups["colour"]}
+    # each swap counts for its source colour and its target colour
+    assert [by_colour[c]["fpe"]["n"] for c in ("white", "blue", "red", "green")] == [2, 2, 1, 1]
+    assert by_colour["blue"]["fpe"]["joint"] == 1.0 and by_colour["white"]["plain"]["lost"] == 1
+    assert [e["colour"] for e in groups["colour"]] == [c for c in world.COLORS if c in by_colour]
+    text = sb.breakdown_markdown(groups)
+    assert "| star | 2 | 50% | 1 | 0.50 | 0% | 2 | 0.10 |" in text
+
+
 def test_unknown_words_are_one_line_errors():
     with pytest.raises(BadInput, match="unknown colour word.*teal"):
         sb.edit_items(2, 2, colors=["red", "teal"])
@@ -82,7 +105,19 @@ def test_bench_command_writes_items_summary_and_resumes(tiny_model_dir, tmp_path
     rows = list(csv.DictReader(open(out / "items.csv")))
     assert len(rows) == 6 and {r["method"] for r in rows} == {"fpe", "plain"}
     assert "| fpe | color | 2 |" in (out / "summary.md").read_text()
+    assert "Colour swaps by the object" in (out / "summary.md").read_text()
     assert json.loads((out / "run.json").read_text())["generation"]["samples"] == 2
     before = (out / "items.csv").read_bytes()
     main(argv)
     assert (out / "items.csv").read_bytes() == before
+    # other settings in the same folder would be summarised under the wrong parameters: refused in one line
+    for changed, name in ((["--steps", "3"], "steps"), (["--color-edits", "1"], "items")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, *changed])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"other settings ({name})" in err and err.count("\n") == 1
+    assert (out / "items.csv").read_bytes() == before
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv[:5], str(tmp_path / "t"), "--templates", ""])
+    assert exit_info.value.code == 2 and "no caption template given" in capsys.readouterr().err

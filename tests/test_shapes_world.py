@@ -98,7 +98,7 @@ def test_ground_truth_consistency(size):
             assert 0.28 <= spec.size <= 0.65 and abs(spec.rotation) <= world.MAX_ROTATION[spec.shape]
         # outside the objects the image is the clean background (up to anti-aliasing at edges)
         bg = world.background(s.spec.scene, size)
-        far = ~oracle._dilate(oracle._dilate(oracle._dilate(union)))
+        far = ~oracle.dilate(oracle.dilate(oracle.dilate(union)))
         assert np.array_equal(s.image[far], bg[far])
 
 

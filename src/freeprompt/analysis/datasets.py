@@ -39,7 +39,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import threading
 import time
 import warnings
 import zlib
@@ -50,6 +49,7 @@ from typing import Callable
 import torch
 
 from ..errors import BadInput, first_line
+from ..io.outputs import temporary_beside, write_json
 from .recorder import layer_layout, pooled_grid, record_attention, word_token_indices
 from .words import Vocabulary, check_word_list, get_vocabulary
 
@@ -219,15 +219,8 @@ def distributed_position(num_shards: int | None = None, shard_index: int | None 
 
 # ----------------------------------------------------------------------------------------------- files
 
-def _tmp_beside(path: Path) -> Path:
-    # unique per process and thread: the waiting process 0 and a collecting thread may write the same file
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-
-
 def _atomic_json(path: Path, data) -> None:
-    tmp = _tmp_beside(path)
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_json(path, data, indent=1)
 
 
 def _crc(t: torch.Tensor) -> int:
@@ -240,7 +233,7 @@ def _atomic_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     meta = {"format": FORMAT, **{k: json.dumps(v) for k, v in metadata.items()},
             "checksums": json.dumps({k: _crc(v) for k, v in tensors.items()})}
-    tmp = _tmp_beside(path)
+    tmp = temporary_beside(path)
     save_file(tensors, str(tmp), metadata=meta)
     os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files 0600; keep the usual permissions
     os.replace(tmp, path)
@@ -356,13 +349,12 @@ def collect(
     module docstring). Returns a summary: items done now and before, shards, time, samples per minute."""
     from ..editing.generated import latent_shape
     from ..editing.prompts import encode_prompts
-    from ..editing.sampler import ddim_scheduler, initial_latents, sample
+    from ..editing.sampler import check_steps, ddim_scheduler, initial_latents, sample
 
     options = options or CollectOptions()
     if options.batch_size < 1 or options.shard_size < 1:
         raise BadInput("batch size and shard size must be at least 1", "use e.g. --batch-size 8 --shard-size 256")
-    if options.steps < 1:
-        raise BadInput(f"steps must be at least 1, got {options.steps}", "use e.g. --steps 50")
+    check_steps(options.steps, pipe.scheduler.config)
     root = Path(out)
     num_shards, shard_index = distributed_position(num_shards, shard_index)
     items = spec.items()
@@ -386,6 +378,14 @@ def collect(
             shapes[layer.name] = [ph * pw, ph * pw]
         words = [SELF_WORD]
     expected = {f"{w}/{n}": shapes[n] for w in words for n in names}
+    record_steps = None
+    if options.record_steps:  # checked before anything is written, so a fixed range can reuse the folder
+        from ..attention.steps import StepRange
+
+        record_steps = StepRange.parse(options.record_steps).steps(options.steps)
+        if not record_steps:
+            raise BadInput(f"the step range {options.record_steps!r} covers none of the {options.steps} steps",
+                           "widen --record-steps (e.g. 0:0.5) or use more --steps")
     meta = _meta_for(pipe, spec, options, model_info, names, latent_hw, shapes, words)
     store_dtype = getattr(torch, meta["collect"]["store_dtype"])
 
@@ -410,11 +410,6 @@ def collect(
              "in_flight": None, "skipped_files": []}
     guided = options.guidance > 1.0
     device, dtype = pipe.unet.device, pipe.unet.dtype
-    record_steps = None
-    if options.record_steps:
-        from ..attention.steps import StepRange
-
-        record_steps = StepRange.parse(options.record_steps).steps(options.steps)
     scheduler = ddim_scheduler(pipe.scheduler.config)
     start, generated = time.perf_counter(), 0
     bar = None
@@ -520,7 +515,7 @@ def write_index(root: "str | Path", quiet: bool = False) -> bool:
     if not ds.complete:
         return False
     lines = [json.dumps({**rec, "shard": s.index, "row": r}) for s in ds.shards for r, rec in enumerate(s.items)]
-    tmp = _tmp_beside(root / "index.jsonl")
+    tmp = temporary_beside(root / "index.jsonl")
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, root / "index.jsonl")
     return True

@@ -165,6 +165,14 @@ def mean_maps(dataset, path: "str | Path", word: str | None = "target", layers=N
     return Path(path)
 
 
+def mean_map_entry(dataset, word: str | None) -> tuple[str, tuple]:
+    """``write_report``'s key and value for a dataset's mean maps: a cross-attention dataset's maps of one word
+    (``<name>.<word>``), a self-attention dataset's as a whole (``<name>``)."""
+    if dataset.kind == "cross":
+        return f"{dataset.name}.{word}", (dataset, word)
+    return dataset.name, (dataset, None)
+
+
 def write_report(results: "dict | list[dict]", out: "str | Path", datasets: dict | None = None,
                  probes: tuple[str, ...] | None = None, pngs: bool = True) -> Path:
     """Tables (CSV, Markdown, heatmap PNG) for every result and probe, mean-map grids for ``datasets``

@@ -19,7 +19,7 @@ def _words(text: Optional[str]) -> Optional[list[str]]:
 
 @bench_app.command("shapes")
 def shapes(
-    out: Path = typer.Option(..., "--out", "-o", help="results folder (resumes if it holds earlier results)"),
+    out: Path = typer.Option(..., "--out", "-o", help="results folder (resumes an earlier run with the same settings)"),
     model: str = typer.Option("shapes", "--model", "-m", help="a model trained on the shapes world"),
     color_edits: int = typer.Option(80, help="number of colour-swap edits"),
     shape_edits: int = typer.Option(40, help="number of shape-swap edits"),
@@ -44,19 +44,26 @@ def shapes(
     from ..shapes import world
 
     check_writable(out)
-    template_list = _words(templates)
+    template_list = _words(templates) or []
+    supported = ", ".join(t for t in world.TEMPLATES if t != "pair")
     unknown = [t for t in template_list if t not in world.TEMPLATES or t == "pair"]
-    if unknown:
-        raise BadInput(f"unknown or unsupported template(s) {', '.join(unknown)}",
-                       f"use {', '.join(t for t in world.TEMPLATES if t != 'pair')}")
+    if unknown or not template_list:
+        problem = f"unknown or unsupported template(s) {', '.join(unknown)}" if unknown else "no caption template given"
+        raise BadInput(problem, f"use {supported}")
     items = sb.edit_items(color_edits, shape_edits, seed, _words(colors), _words(shape_words), tuple(template_list))
     loaded = load_pipeline(model, device=device)
-    steps = steps or loaded.defaults.get("steps", 50)
-    guidance = guidance if guidance is not None else loaded.defaults.get("guidance", 7.5)
-    bar = tqdm(total=len(items), desc="edits", unit="item")
-    rows = sb.run_edits(loaded.pipe, items, out, steps, guidance, self_replace, layers,
-                        progress=lambda n, total: bar.update(n - bar.n))
-    bar.close()
+    steps, guidance = loaded.setting("steps", steps, 50), loaded.setting("guidance", guidance, 7.5)
+    bars = []  # opened at the first finished item, so a refused folder prints only its one-line error
+
+    def progress(n: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc="edits", unit="item"))
+        bars[0].update(n - bars[0].n)
+
+    rows = sb.run_edits(loaded.pipe, items, out, steps, guidance, self_replace, layers, progress=progress,
+                        model=model)
+    for bar in bars:
+        bar.close()
     gen = sb.generation_check(loaded.pipe, generation, steps, guidance, colors=_words(colors),
                               shapes=_words(shape_words)) if generation else None
     params = {"model": loaded.info, "steps": steps, "guidance": guidance, "self_replace": self_replace, "layers": layers,

@@ -9,8 +9,7 @@ import typer
 
 from ..errors import BadInput
 from .main import app
-
-MODEL_HELP = "hub id, local diffusers folder, .safetensors file, or 'shapes' (the bundled fixture)"
+from .options import CONFIG_HELP, DEFAULT_MODEL, MODEL_HELP, REVISION_HELP
 
 
 @app.command()
@@ -18,7 +17,7 @@ def edit(
     source: str = typer.Option(..., "--source", "-s", help="source prompt"),
     target: list[str] = typer.Option(..., "--target", "-t", help="target prompt (repeat for several)"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
-    model: str = typer.Option("stable-diffusion-v1-5/stable-diffusion-v1-5", "--model", "-m", help=MODEL_HELP),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
     seed: int = typer.Option(0, help="seed of the initial noise shared by source and targets"),
     latents: Optional[Path] = typer.Option(None, help="initial noise from a .safetensors file instead of --seed"),
     steps: Optional[int] = typer.Option(None, help="denoising steps [default: 50, or the model's recommendation]"),
@@ -34,13 +33,14 @@ def edit(
     device: str = typer.Option("auto", help="auto, cuda, mps or cpu"),
     dtype: str = typer.Option("fp32", help="fp32, fp16 or bf16"),
     allow_pickle: bool = typer.Option(False, help="allow pickle checkpoints (.ckpt/.bin), which can run code"),
-    config: Optional[str] = typer.Option(None, help="diffusers folder or hub id with the config of a single-file model"),
-    revision: Optional[str] = typer.Option(None, help="hub revision (branch, tag or commit)"),
+    config: Optional[str] = typer.Option(None, help=CONFIG_HELP),
+    revision: Optional[str] = typer.Option(None, help=REVISION_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     image: Optional[Path] = typer.Option(None, "--image", "-i", help="edit this photo instead of a generated image"),
     inversion: str = typer.Option("direct", help="with --image: direct, ddim, null-text or negative-prompt"),
     resize: str = typer.Option("crop", help="with --image: crop (centre), pad (white) or fit (stretch) to the model size"),
-    cache_dir: Optional[Path] = typer.Option(None, help="with --image: inversion cache [default: ~/.cache/freeprompt]"),
+    cache_dir: Optional[Path] = typer.Option(None, help="with --image: inversion cache [default: "
+                                             "$FREEPROMPT_CACHE/inversions, else ~/.cache/freeprompt/inversions]"),
     no_cache: bool = typer.Option(False, "--no-cache", help="with --image: always invert afresh"),
 ):
     """Edit a generated image (or a photo with --image): the targets reuse the source's self-attention maps
@@ -64,6 +64,9 @@ def edit(
         check_resize_mode(resize)
         if latents is not None:
             raise BadInput("--latents and --image exclude each other", "the noise of a photo comes from its inversion")
+        if negative:
+            raise BadInput("--negative and --image exclude each other",
+                           "a photo's unconditional branch comes from its inversion; drop --negative")
     start = time.perf_counter()
     loaded = load_pipeline(model, device=device, dtype=dtype, allow_pickle=allow_pickle, revision=revision,
                            config=config)
@@ -82,10 +85,9 @@ def edit(
     noise = _read_latents(latents) if latents else None
     result = run_edit(
         pipe, source, target, seed=seed, latents=noise,
-        steps=steps or loaded.defaults.get("steps", 50),
-        guidance=guidance if guidance is not None else loaded.defaults.get("guidance", 7.5),
+        steps=loaded.setting("steps", steps, 50), guidance=loaded.setting("guidance", guidance, 7.5),
         negative_prompt=negative, self_replace=self_replace, layers=layers, edit_unconditional=edit_uncond,
-        height=height or loaded.defaults.get("height"), width=width or loaded.defaults.get("width"),
+        height=loaded.setting("height", height), width=loaded.setting("width", width),
         progress=not quiet,
     )
     result.timings["load_s"] = load_s
@@ -97,18 +99,20 @@ def edit(
 
 @app.command()
 def layers(
-    model: str = typer.Option("stable-diffusion-v1-5/stable-diffusion-v1-5", "--model", "-m", help=MODEL_HELP),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
     height: Optional[int] = typer.Option(None, help="image height [default: the model's]"),
     width: Optional[int] = typer.Option(None, help="image width [default: the model's]"),
     select: Optional[str] = typer.Option(None, help="mark the self-attention layers a --layers spec selects"),
     allow_pickle: bool = typer.Option(False, help="allow pickle checkpoints"),
+    config: Optional[str] = typer.Option(None, help=CONFIG_HELP),
+    revision: Optional[str] = typer.Option(None, help=REVISION_HELP),
 ):
     """Print the attention layers of a model's UNet: kind, index in forward order, place, token grid."""
     from ..attention import discover_layers
     from ..editing.generated import latent_shape
     from ..models.loading import load_pipeline
 
-    pipe = load_pipeline(model, device="cpu", allow_pickle=allow_pickle).pipe
+    pipe = load_pipeline(model, device="cpu", allow_pickle=allow_pickle, revision=revision, config=config).pipe
     shape = latent_shape(pipe, height, width)
     registry = discover_layers(pipe.unet)
     chosen = {layer.name for layer in registry.select(select, "self", shape[2:])} if select else set()
@@ -127,13 +131,12 @@ def _edit_photo(loaded, image_path, source, targets, *, inversion, resize, cache
     from ..editing.real import edit_real
 
     pipe = loaded.pipe
-    shape = latent_shape(pipe, height or loaded.defaults.get("height"), width or loaded.defaults.get("width"))
+    shape = latent_shape(pipe, loaded.setting("height", height), loaded.setting("width", width))
     size = (shape[3] * pipe.vae_scale_factor, shape[2] * pipe.vae_scale_factor)
     photo = load_image(image_path, size, resize)
     cache = None if no_cache else InversionCache(cache_dir)
     result = edit_real(pipe, photo, source, targets, inversion=inversion,
-                       steps=steps or loaded.defaults.get("steps", 50),
-                       guidance=guidance if guidance is not None else loaded.defaults.get("guidance", 7.5),
+                       steps=loaded.setting("steps", steps, 50), guidance=loaded.setting("guidance", guidance, 7.5),
                        self_replace=self_replace, layers=layers, edit_unconditional=edit_uncond, cache=cache,
                        model_key=f"{loaded.info.get('id')}@{loaded.info.get('revision')}", progress=not quiet)
     result.params["resize"] = resize

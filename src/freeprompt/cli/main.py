@@ -13,7 +13,7 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 import click  # noqa: E402
 import typer  # noqa: E402
 
-from ..errors import FreepromptError  # noqa: E402
+from ..errors import FreepromptError, first_line  # noqa: E402
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Free-Prompt-Editing and attention analysis for Stable Diffusion models.")
@@ -52,19 +52,23 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("freeprompt: interrupted", file=sys.stderr)
         sys.exit(130)
-    except MemoryError:
-        if debug:
-            raise
-        print("freeprompt: error: out of memory; use a smaller --height/--width, fewer targets or --dtype fp16",
-              file=sys.stderr)
-        sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - a bug: still one line unless --debug
         if debug:
             raise
-        first = (str(exc).strip().splitlines() or [""])[0]
-        print(f"freeprompt: internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        if _out_of_memory(exc):
+            print("freeprompt: error: out of memory; use a smaller --height/--width, fewer targets or --dtype fp16",
+                  file=sys.stderr)
+            sys.exit(2)
+        print(f"freeprompt: internal error: {type(exc).__name__}: {first_line(exc)} (rerun with --debug for the "
+              "traceback)", file=sys.stderr)
         sys.exit(1)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Host memory, or an accelerator's: torch raises ``torch.OutOfMemoryError`` (a RuntimeError) for CUDA and a
+    RuntimeError naming it for MPS."""
+    return (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+            or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()))
 
 
 if __name__ == "__main__":

@@ -21,11 +21,10 @@ import typer
 
 from ..errors import BadInput, first_line
 from .main import app
+from .options import CONFIG_HELP, DEFAULT_MODEL, MODEL_HELP, REVISION_HELP
 
 probe_app = typer.Typer(no_args_is_help=True, help="Probing analysis: collect attention maps, train probes, report.")
 app.add_typer(probe_app, name="probe")
-
-MODEL_HELP = "hub id, local diffusers folder, .safetensors file, or 'shapes' (the bundled fixture)"
 
 DEFAULT_EXPERIMENTS = [
     {"name": "cross_color", "train": "color"},
@@ -52,7 +51,8 @@ def _vocabulary(vocab: str, colors: Optional[str], animals: Optional[str], objec
     )
 
 
-def _load(model: str, device: str, dtype: str, allow_pickle: bool = False):
+def _load(model: str, device: str, dtype: str, allow_pickle: bool = False, revision: Optional[str] = None,
+          config: Optional[str] = None):
     from ..analysis.datasets import distributed_position
     from ..models.loading import load_pipeline
 
@@ -63,14 +63,14 @@ def _load(model: str, device: str, dtype: str, allow_pickle: bool = False):
 
         if torch.cuda.is_available():  # one GPU per process, as torchrun / accelerate launch number them
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
-    return load_pipeline(model, device=device, dtype=dtype, allow_pickle=allow_pickle)
+    return load_pipeline(model, device=device, dtype=dtype, allow_pickle=allow_pickle, revision=revision, config=config)
 
 
 @probe_app.command("collect")
 def collect_cmd(
     dataset: str = typer.Argument(..., help="color, color_object, animal, complex, self_color or self_animal"),
     out: Path = typer.Option(..., "--out", "-o", help="dataset folder (created; an existing one is resumed)"),
-    model: str = typer.Option("stable-diffusion-v1-5/stable-diffusion-v1-5", "--model", "-m", help=MODEL_HELP),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
     vocab: str = typer.Option("paper", help="word lists: paper or shapes"),
     colors: Optional[str] = typer.Option(None, help="colour list: a,b,c or @file (one word per line)"),
     animals: Optional[str] = typer.Option(None, help="animal list: a,b,c or @file"),
@@ -93,17 +93,18 @@ def collect_cmd(
     device: str = typer.Option("auto", help="auto, cuda, mps or cpu"),
     dtype: str = typer.Option("fp32", help="fp32, fp16 or bf16"),
     allow_pickle: bool = typer.Option(False, help="allow pickle checkpoints"),
+    config: Optional[str] = typer.Option(None, help=CONFIG_HELP),
+    revision: Optional[str] = typer.Option(None, help=REVISION_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ):
     """Generate a prompt family and store its attention maps (resumable, shardable)."""
     from ..analysis.datasets import CollectOptions, build_spec, collect
 
     spec = build_spec(dataset, _vocabulary(vocab, colors, animals, objects, noun), seeds, first_seed)
-    loaded = _load(model, device, dtype, allow_pickle)
+    loaded = _load(model, device, dtype, allow_pickle, revision, config)
     options = CollectOptions(
-        steps=steps or loaded.defaults.get("steps", 50),
-        guidance=guidance if guidance is not None else loaded.defaults.get("guidance", 7.5),
-        height=height or loaded.defaults.get("height"), width=width or loaded.defaults.get("width"),
+        steps=loaded.setting("steps", steps, 50), guidance=loaded.setting("guidance", guidance, 7.5),
+        height=loaded.setting("height", height), width=loaded.setting("width", width),
         batch_size=batch_size, shard_size=shard_size, layers=layers, record_steps=record_steps,
         self_max_tokens=self_max_tokens, store_dtype=store_dtype)
     summary = collect(loaded.pipe, spec, out, options, model_info=loaded.info, num_shards=num_shards,
@@ -131,12 +132,11 @@ def _probe_config(epochs, batch_size, lr, test_fraction, seed, max_features, hid
 
 def _write_result(result: dict, out: Path) -> Path:
     from ..analysis.report import _slug
+    from ..io.outputs import write_json
 
     path = out if out.suffix == ".json" else out / f"{_slug(result['experiment'])}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(path)
+    write_json(path, result, indent=1)
     return path
 
 
@@ -194,16 +194,14 @@ def report_cmd(
 ):
     """Write CSV/Markdown tables, heatmaps and mean-map grids; report.md gathers them."""
     from ..analysis.datasets import open_dataset
-    from ..analysis.report import load_results, write_report
+    from ..analysis.report import load_results, mean_map_entry, write_report
 
     loaded = [r for path in results for r in load_results(path)]
     datasets = {}
     for folder in data:
         ds = open_dataset(folder)
-        if ds.kind == "cross":
-            datasets[f"{ds.name}.{ds.word(word)}"] = (ds, ds.word(word))
-        else:
-            datasets[ds.name] = (ds, None)
+        key, entry = mean_map_entry(ds, ds.word(word) if ds.kind == "cross" else None)
+        datasets[key] = entry
     report = write_report(loaded, out, datasets=datasets, pngs=png)
     typer.echo(f"wrote {report} ({len(loaded)} result(s))")
 
@@ -217,7 +215,10 @@ def _read_config(path: Path) -> dict:
     try:
         if path.suffix == ".json":
             return json.loads(text)
-        import tomllib
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10: the same parser from PyPI
+            import tomli as tomllib
 
         return tomllib.loads(text)
     except (json.JSONDecodeError, ValueError) as err:
@@ -228,7 +229,7 @@ def preset(name: str) -> dict:
     """The whole protocol over a vocabulary: every dataset, the eight default experiments."""
     if name not in ("paper", "shapes"):
         raise BadInput(f"unknown preset {name!r}", "use paper or shapes")
-    return {"model": "shapes" if name == "shapes" else "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    return {"model": "shapes" if name == "shapes" else DEFAULT_MODEL,
             "vocabulary": name, "out": f"probe-{name}", "experiments": DEFAULT_EXPERIMENTS}
 
 
@@ -241,7 +242,7 @@ def run_config(config: dict, out: Optional[Path] = None, seeds_override: Optiona
     """Collect every dataset the experiments need, train them, write the report; returns the report path."""
     from ..analysis.datasets import CollectOptions, build_spec, collect, distributed_position, open_dataset
     from ..analysis.probes import ProbeConfig, run_probes
-    from ..analysis.report import write_report
+    from ..analysis.report import mean_map_entry, write_report
 
     unknown = sorted(set(config) - KNOWN_KEYS)
     if unknown:
@@ -257,7 +258,10 @@ def run_config(config: dict, out: Optional[Path] = None, seeds_override: Optiona
         for key in ("train", "test"):
             if exp.get(key) and exp[key] not in names:
                 names.append(exp[key])
-    seeds = dict(config.get("seeds") or {})
+    seeds = config.get("seeds") or {}
+    if not isinstance(seeds, (dict, int)) or isinstance(seeds, bool):
+        raise BadInput(f"config: seeds must be a number or a table of dataset = number, got {seeds!r}",
+                       "write e.g. seeds = 200 or seeds = {color = 200, animal = 100}")
     try:
         options = CollectOptions(**(config.get("collect") or {}))
         probe_config = ProbeConfig(**(config.get("probe") or {}))
@@ -273,7 +277,7 @@ def run_config(config: dict, out: Optional[Path] = None, seeds_override: Optiona
         if getattr(options, key) is None:
             setattr(options, key, loaded.defaults.get(key))
     for name in names:
-        count = seeds_override or seeds.get(name)
+        count = seeds_override or (seeds if isinstance(seeds, int) else seeds.get(name))
         spec = build_spec(name, vocab, count, int(config.get("first_seed", 0)))
         summary = collect(loaded.pipe, spec, root / "data" / name, options, model_info=loaded.info,
                           progress=not quiet)
@@ -299,11 +303,8 @@ def run_config(config: dict, out: Optional[Path] = None, seeds_override: Optiona
                             log=None if quiet else (lambda line: echo("  " + line)))
         _write_result(result, root / "results")
         results.append(result)
-        word = train_ds.word(exp.get("word", "target"))
-        if train_ds.kind == "cross":
-            mean_map_sets[f"{exp['train']}.{word}"] = (train_ds, word)
-        else:
-            mean_map_sets[exp["train"]] = (train_ds, None)
+        key, entry = mean_map_entry(train_ds, train_ds.word(exp.get("word", "target")))
+        mean_map_sets[key] = entry
     return write_report(results, root / "report", datasets=mean_map_sets)
 
 

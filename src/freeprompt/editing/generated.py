@@ -11,7 +11,7 @@ import torch
 from ..attention import BatchLayout, EditControl, FPEPolicy, StepRange, discover_layers, free_prompt_editing
 from ..errors import BadInput
 from .prompts import check_prompt, encode_prompts
-from .sampler import ddim_scheduler, initial_latents, sample
+from .sampler import check_steps, ddim_scheduler, initial_latents, sample, step_bar
 from .sampler import decode as decode_latents
 
 DEFAULT_LAYERS = "<=32x32"  # the official code's rule: self-attention layers with at most 32x32 tokens
@@ -38,8 +38,8 @@ class EditResult:
 
 def latent_shape(pipe, height: int | None, width: int | None) -> tuple[int, int, int, int]:
     factor = pipe.vae_scale_factor
-    height = height or pipe.unet.config.sample_size * factor
-    width = width or pipe.unet.config.sample_size * factor
+    height = pipe.unet.config.sample_size * factor if height is None else height
+    width = pipe.unet.config.sample_size * factor if width is None else width
     multiple = max(8, factor)
     for name, value in (("height", height), ("width", width)):
         if value <= 0 or value % multiple:
@@ -85,8 +85,7 @@ def edit(
     empty_ok = allow_empty_source and source == ""
     prompts = [source if empty_ok else check_prompt(pipe.tokenizer, source, "source prompt")]
     prompts += [check_prompt(pipe.tokenizer, t, f"target prompt {i + 1}") for i, t in enumerate(targets)]
-    if steps < 1:
-        raise BadInput(f"steps must be at least 1, got {steps}", "use e.g. --steps 50")
+    check_steps(steps, pipe.scheduler.config)
     step_range = StepRange.parse(self_replace)
     shape = latent_shape(pipe, height, width)
     registry = discover_layers(pipe.unet)
@@ -108,7 +107,7 @@ def edit(
     timings["encode_s"] = time.perf_counter() - start
 
     scheduler = ddim_scheduler(pipe.scheduler.config)
-    bar = progress if callable(progress) else _progress_bar(progress, steps)
+    bar = step_bar(progress, steps, "denoising")
     start = time.perf_counter()
     embeddings_at = None
     if uncond_at is not None and guided:
@@ -155,11 +154,3 @@ def _given_latents(latents: torch.Tensor, shape) -> torch.Tensor:
         raise BadInput(f"the given latents have shape {tuple(latents.shape)} but this model and size need "
                        f"{tuple(shape)}", "pass latents of that shape or change --height/--width")
     return latents
-
-
-def _progress_bar(enabled: bool, total: int):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return lambda it: tqdm(it, total=total, desc="denoising", unit="step", leave=False)

@@ -40,7 +40,7 @@ from typing import Callable
 import torch
 
 from ..errors import BadInput, first_line
-from .sampler import ddim_scheduler
+from .sampler import check_steps, ddim_scheduler, step_bar
 
 METHODS = ("direct", "ddim", "null-text", "negative-prompt")
 CACHE_FORMAT = "freeprompt-inversion-1"  # bump when what is stored or how it is computed changes
@@ -243,18 +243,17 @@ def invert(pipe, image, source: str, method: str = "direct", steps: int = 50, gu
     from .images import image_to_latents
 
     check_method(method)
-    if steps < 1:
-        raise BadInput(f"steps must be at least 1, got {steps}", "use e.g. --steps 50")
+    check_steps(steps, pipe.scheduler.config)
     if not isinstance(source, str):
         raise BadInput("the source prompt is not text", "give a string (\"\" is allowed for real images)")
     start = time.perf_counter()
     latents0 = image_to_latents(pipe, image)
     cond = encode_text(pipe, source)
-    bar = _bar(progress, steps, "inverting")
+    bar = step_bar(progress, steps, "inverting")
     trajectory = ddim_invert(pipe, latents0, cond, steps=steps, progress=bar).float().cpu()
     uncond, info = None, {}
     if method == "null-text":
-        bar = _bar(progress, steps, "null-text")
+        bar = step_bar(progress, steps, "null-text")
         uncond, info = null_text_optimise(pipe, trajectory, cond, encode_text(pipe, ""), guidance, progress=bar,
                                           **(null_text_options or {}))
     elif method == "negative-prompt":
@@ -308,20 +307,13 @@ def measure_reconstruction(pipe, inversion: InversionResult, image) -> Inversion
     return inversion
 
 
-def _bar(progress, total: int, desc: str):
-    if callable(progress):
-        return progress
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return lambda it: tqdm(it, total=total, desc=desc, unit="step", leave=False)
-
-
 # ---------------------------------------------------------------- the cache
 
 class CacheWarning(UserWarning):
     """A cache entry could not be used and is being recomputed."""
+
+
+CACHE_FIX = "give a writable --cache-dir (or set FREEPROMPT_CACHE), or pass --no-cache"
 
 
 def default_cache_dir() -> Path:
@@ -345,7 +337,7 @@ class InversionCache:
                 raise OSError("permission denied")
         except OSError as err:
             raise BadInput(f"cannot use {self.folder} as the inversion cache ({first_line(err)})",
-                           "set FREEPROMPT_CACHE to a writable folder, or turn the cache off") from None
+                           CACHE_FIX) from None
 
     @staticmethod
     def key(image, *, model_key: str, method: str, steps: int, guidance: float, source: str, dtype=None) -> str:
@@ -420,7 +412,7 @@ class InversionCache:
                     os.remove(tmp)
         except OSError as err:
             raise BadInput(f"cannot write the inversion cache in {self.folder} ({first_line(err)})",
-                           "set FREEPROMPT_CACHE to a writable folder, or turn the cache off") from None
+                           CACHE_FIX) from None
         return path
 
 

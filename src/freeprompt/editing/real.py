@@ -20,6 +20,7 @@ from .generated import DEFAULT_LAYERS, DEFAULT_SELF_REPLACE, EditResult, edit, l
 from .images import psnr, to_rgb
 from .inversion import METHODS, InversionCache, InversionResult, check_method, invert, measure_reconstruction
 from .prompts import PromptTruncated, check_prompt
+from .sampler import check_steps
 
 
 def edit_real(
@@ -50,8 +51,7 @@ def edit_real(
     check_method(inversion)
     if not isinstance(source, str):
         raise BadInput("the source prompt is not text", "give a string (\"\" is allowed for real images)")
-    if steps < 1:
-        raise BadInput(f"steps must be at least 1, got {steps}", "use e.g. --steps 50")
+    check_steps(steps, pipe.scheduler.config)
     targets = [targets] if isinstance(targets, str) else list(targets)
     if not targets:  # checked before the (possibly long) inversion; edit() checks them again
         raise BadInput("no target prompt given", "give at least one target prompt")
@@ -66,7 +66,7 @@ def edit_real(
         latent_shape(pipe, height, width)
     except BadInput as err:
         raise BadInput(f"the image is {width}x{height}, which this model cannot use ({err.problem})",
-                       "resize it, e.g. load_image(path, (512, 512)) or --size 512") from None
+                       "resize it, e.g. load_image(path, (512, 512)) or --height/--width 512") from None
     if cache is not None and not model_key:
         raise BadInput("an inversion cache needs a model key", "pass model_key (the model's id and revision)")
     image = to_rgb(image)  # transparency flattened on white, as load_image does

@@ -7,6 +7,8 @@ from typing import Callable
 import torch
 from diffusers import DDIMScheduler
 
+from ..errors import BadInput
+
 # The official FPE code's scheduler: SD's training betas, no clipping, final alpha from the schedule.
 OFFICIAL_DDIM = dict(
     beta_start=0.00085,
@@ -25,10 +27,30 @@ def ddim_scheduler(pipe_scheduler_config=None) -> DDIMScheduler:
     return DDIMScheduler.from_config(pipe_scheduler_config, **OFFICIAL_DDIM)
 
 
+def check_steps(steps: int, scheduler_config=None) -> int:
+    """Denoising steps a DDIM schedule can take: 1 up to the model's training steps."""
+    train = (scheduler_config or {}).get("num_train_timesteps", 1000)
+    if not 1 <= steps <= train:
+        raise BadInput(f"steps must be between 1 and {train} (the model's training steps), got {steps}",
+                       "use e.g. --steps 50")
+    return steps
+
+
 def initial_latents(seed: int, shape: tuple[int, ...], device, dtype) -> torch.Tensor:
     """Seeded noise, drawn on the CPU so that a seed means the same noise on every device."""
     generator = torch.Generator("cpu").manual_seed(int(seed))
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+
+
+def step_bar(progress: bool | Callable, total: int, desc: str) -> Callable | None:
+    """A step loop's progress wrapper: ``progress`` itself if callable, a tqdm bar if true, else None."""
+    if callable(progress):
+        return progress
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return lambda it: tqdm(it, total=total, desc=desc, unit="step", leave=False)
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ rate "attribute reached AND IoU >= 0.8" is the headline. Methods: ``fpe`` (Free-
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import time
@@ -19,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..editing.images import psnr
 from ..errors import BadInput
 from ..shapes import oracle, world
 
 JOINT_IOU = 0.8
+LOST_IOU = 0.3  # below this the edited object is elsewhere (or gone): the structure was not kept at all
 FIELDS = ["id", "kind", "method", "seed", "source_prompt", "target_prompt", "source_ok", "target_found", "attribute_ok",
           "iou", "joint", "background_psnr", "source_area", "target_area", "target_shape_read"]
 
@@ -88,7 +91,7 @@ def score_edit(source: np.ndarray, target: np.ndarray, item: EditItem) -> dict:
     attribute_ok = found if item.kind == "color" else tgt_shape == item.tgt_shape
     iou = oracle.mask_iou(src_mask, tgt_mask)
     objects = oracle.object_mask(source) | oracle.object_mask(target) | src_mask | tgt_mask
-    outside = ~_dilate(objects)
+    outside = ~oracle.dilate(objects)
     return {
         "source_ok": bool(src_shape == item.src_shape),
         "target_found": found,
@@ -102,24 +105,21 @@ def score_edit(source: np.ndarray, target: np.ndarray, item: EditItem) -> dict:
     }
 
 
-def _dilate(mask: np.ndarray) -> np.ndarray:
-    p = np.pad(mask, 1)
-    return mask | p[:-2, 1:-1] | p[2:, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:]
-
-
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    if a.size == 0:
-        return float("nan")
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    return float("nan") if a.size == 0 else psnr(a, b)  # nan: the objects cover the whole image
 
 
 def run_edits(pipe, items: list[EditItem], out_dir: Path, steps: int, guidance: float, self_replace: str, layers: str,
-              methods=("fpe", "plain"), progress=None, examples: int = 8) -> list[dict]:
-    """Run every item with every method; resumable: rows already in items.csv are skipped."""
+              methods=("fpe", "plain"), progress=None, examples: int = 8, model: str = "") -> list[dict]:
+    """Run every item with every method; resumable: rows already in items.csv are skipped, provided the folder's
+    settings.json says they were made with the same model, settings and item list."""
     from ..editing.generated import edit
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    settings = {"model": model, "dtype": str(pipe.unet.dtype).removeprefix("torch."), "steps": steps,
+                "guidance": guidance, "self_replace": self_replace, "layers": layers, "methods": list(methods),
+                "items": [[item.id, item.seed, item.source_prompt, item.target_prompt] for item in items]}
+    _claim_folder(out_dir, settings)
     csv_path = out_dir / "items.csv"
     rows = _read_rows(csv_path)
     done = {(r["id"], r["method"]) for r in rows}
@@ -142,6 +142,25 @@ def run_edits(pipe, items: list[EditItem], out_dir: Path, steps: int, guidance: 
     if strip:
         _example_sheet(strip, out_dir / "examples.png")
     return rows
+
+
+def _claim_folder(out_dir: Path, settings: dict) -> None:
+    """Refuse to resume into a folder whose results were made with other settings (they would be summarised
+    under this run's parameters); otherwise record this run's settings."""
+    from ..io.outputs import write_json
+
+    path = out_dir / "settings.json"
+    settings = json.loads(json.dumps(settings))
+    if path.exists():
+        saved = json.loads(path.read_text())
+        changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+        if changed:
+            raise BadInput(f"{out_dir} holds benchmark results made with other settings ({', '.join(changed)})",
+                           "choose a new --out folder, or delete that one to start over")
+    elif (out_dir / "items.csv").exists():
+        raise BadInput(f"{out_dir} holds benchmark results without a settings.json, so they cannot be resumed",
+                       "choose a new --out folder, or delete that one to start over")
+    write_json(path, settings)
 
 
 def generation_check(pipe, n: int, steps: int, guidance: float, seed: int = 1, colors=None, shapes=None) -> dict:
@@ -179,6 +198,55 @@ def summarise(rows: list[dict]) -> list[dict]:
                 "joint": truth("joint"), "background_psnr_median": float(np.median(bg)) if bg else float("nan"),
             })
     return table
+
+
+def _word_in(prompt: str, vocabulary) -> str:
+    return next((w for w in prompt.split() if w in vocabulary), "")
+
+
+def breakdown(rows: list[dict]) -> dict[str, list[dict]]:
+    """The colour swaps grouped by the object's shape and by each colour involved (as source or target colour):
+    which objects and colours a method keeps in place. Per group and method: n, joint rate, edits with IoU below
+    ``LOST_IOU``, mean IoU."""
+    swaps = [r for r in rows if r["kind"] == "color"]
+    methods = sorted({r["method"] for r in swaps}, key=lambda m: (m != "fpe", m))
+    keys_of = {
+        "shape": (world.SHAPES, lambda r: {_word_in(r["source_prompt"], world.SHAPES)}),
+        "colour": (world.COLORS, lambda r: {_word_in(r[k], world.COLORS) for k in ("source_prompt", "target_prompt")}),
+    }
+    result = {}
+    for grouping, (vocabulary, keys) in keys_of.items():
+        table = []
+        for word in vocabulary:
+            entry = {grouping: word}
+            for method in methods:
+                sel = [r for r in swaps if r["method"] == method and word in keys(r)]
+                if sel:
+                    ious = [float(r["iou"]) for r in sel]
+                    entry[method] = {"n": len(sel), "joint": float(np.mean([str(r["joint"]) == "True" for r in sel])),
+                                     "lost": sum(i < LOST_IOU for i in ious), "iou_mean": float(np.mean(ious))}
+            if len(entry) > 1:
+                table.append(entry)
+        result[grouping] = table
+    return result
+
+
+def breakdown_markdown(groups: dict[str, list[dict]]) -> str:
+    parts = []
+    for grouping, table in groups.items():
+        if not table:
+            continue
+        methods = [m for m in table[0] if m != grouping]
+        head = f"| {grouping} | n | " + " | ".join(f"{m} joint | {m} IoU<{LOST_IOU} | {m} IoU mean" for m in methods)
+        lines = [f"Colour swaps by {'the object' if grouping == 'shape' else 'colour (source or target)'}:", "",
+                 head + " |", "|---|---|" + "---|---|---|" * len(methods)]
+        for entry in table:
+            cells = [f"{entry[m]['joint']:.0%} | {entry[m]['lost']} | {entry[m]['iou_mean']:.2f}" if m in entry
+                     else "- | - | -" for m in methods]
+            n = next(entry[m]["n"] for m in methods if m in entry)
+            lines.append(f"| {entry[grouping]} | {n} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
 
 
 def markdown(table: list[dict], generation: dict | None = None) -> str:
@@ -225,15 +293,15 @@ def _example_sheet(strip, path: Path) -> None:
 
 
 def write_report(out_dir: Path, rows: list[dict], generation: dict | None, params: dict) -> str:
-    from ..io.outputs import write_json
+    from ..io.outputs import write_json, write_text_atomic
     from ..io.runinfo import package_versions
 
-    table = summarise(rows)
+    table, groups = summarise(rows), breakdown(rows)
     text = markdown(table, generation)
-    tmp = out_dir / "summary.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, out_dir / "summary.md")
-    write_json(out_dir / "run.json", {"params": params, "summary": table, "generation": generation,
+    if any(groups.values()):
+        text += "\n" + breakdown_markdown(groups)
+    write_text_atomic(out_dir / "summary.md", text)
+    write_json(out_dir / "run.json", {"params": params, "summary": table, "breakdown": groups, "generation": generation,
                                       "versions": package_versions(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     return text
 

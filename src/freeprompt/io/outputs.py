@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,10 +57,21 @@ def atomic_folder(out_dir: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_json(path: Path, data: dict) -> None:
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+def temporary_beside(path: Path) -> Path:
+    """A temporary name next to ``path``, unique per process and thread (several may write the same file)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` under a temporary name, then rename: readers see the old file or the new one, never half."""
+    tmp = temporary_beside(path)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict, indent: int = 2) -> None:
+    write_text_atomic(path, json.dumps(data, indent=indent, default=str) + "\n")
 
 
 def labelled_grid(images: list[Image.Image], labels: list[str]) -> Image.Image:

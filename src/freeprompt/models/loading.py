@@ -30,6 +30,11 @@ class LoadedModel:
     info: dict = field(default_factory=dict)  # what run.json records: id, path, revision, device, dtype
     defaults: dict = field(default_factory=dict)  # sampling defaults the model folder recommends
 
+    def setting(self, name: str, given, fallback=None):
+        """The value the user gave (``None``: not given, while 0 stays 0 and is checked where it is used), else
+        the model folder's recommendation, else ``fallback``."""
+        return given if given is not None else self.defaults.get(name, fallback)
+
 
 def fixture_path(name: str) -> Path:
     return Path(str(resources.files("freeprompt") / "fixtures" / name))

@@ -20,10 +20,21 @@ SIZES = {
 }
 
 
+def clip_text_encoder(width: int, layers: int, heads: int):
+    """A randomly initialised ``CLIPTextModel`` for the real CLIP BPE tokenizer: its 49,408 tokens, its start and
+    end ids, 77 positions."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=width, intermediate_size=width * 4, num_hidden_layers=layers,
+        num_attention_heads=heads, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+        pad_token_id=49407,
+    ))
+
+
 def random_pipeline(size: str = "tiny", seed: int = 0, torch_dtype=torch.float32):
     """A StableDiffusionPipeline with random weights and the real CLIP tokenizer."""
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     from ..editing.sampler import ddim_scheduler
     from .tokenizer import clip_tokenizer
@@ -41,11 +52,7 @@ def random_pipeline(size: str = "tiny", seed: int = 0, torch_dtype=torch.float32
         layers_per_block=1 if size == "tiny" else 2, norm_num_groups=cfg["vae_groups"],
         sample_size=cfg["sample_size"] * 8, scaling_factor=0.18215,
     )
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=49408, hidden_size=cfg["text_width"], intermediate_size=cfg["text_width"] * 4,
-        num_hidden_layers=cfg["text_layers"], num_attention_heads=cfg["text_heads"], max_position_embeddings=77,
-        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-    ))
+    text_encoder = clip_text_encoder(cfg["text_width"], cfg["text_layers"], cfg["text_heads"])
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet, scheduler=ddim_scheduler(),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,

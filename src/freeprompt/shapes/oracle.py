@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .world import BACKGROUND_COLORS, COLORS, SHAPES, _check
+from .world import BACKGROUND_COLORS, COLORS, SHAPES, _check, bbox
 
 _REFS = np.array([COLORS[c] for c in COLORS] + list(BACKGROUND_COLORS.values()), np.float32)
 _N_PAL = len(COLORS)  # labels >= _N_PAL are background
@@ -113,7 +113,8 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return lab == sizes.argmax()
 
 
-def _dilate(mask: np.ndarray) -> np.ndarray:
+def dilate(mask: np.ndarray) -> np.ndarray:
+    """The mask grown by one pixel (4-neighbourhood)."""
     p = np.pad(mask, 1)
     return mask | p[:-2, 1:-1] | p[2:, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:]
 
@@ -157,14 +158,6 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
-
-
-def bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(x0, y0, x1, y1), exclusive ends; None for an empty mask."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return None
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
 # ---------------------------------------------------------------- shape features
@@ -323,7 +316,7 @@ def training_masks(seed: int, n: int, small_frac: float = 0.3) -> tuple[list[np.
             if u < 0.4:
                 m = _stretch(m, *rng.uniform(0.87, 1.15, size=2), rng.uniform(0, 180))
             elif u < 0.5:
-                m = _dilate(m)
+                m = dilate(m)
             elif u < 0.6 and _erode(m).sum() >= 6:
                 m = _erode(m)
         masks.append(m)

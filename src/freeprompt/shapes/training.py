@@ -24,10 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BadInput, first_line
+from ..models.random import SD1_DOWN, SD1_UP, clip_text_encoder
 from . import world
-
-SD1_DOWN = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
-SD1_UP = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
 COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
@@ -90,7 +88,6 @@ class TrainConfig:
 
 def build_models(cfg: TrainConfig):
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(cfg.seed)
     n = len(cfg.vae_channels)
@@ -99,11 +96,7 @@ def build_models(cfg: TrainConfig):
         down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
         layers_per_block=1, norm_num_groups=16, sample_size=cfg.image_size,
     )
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=49408, hidden_size=cfg.text_width, intermediate_size=cfg.text_width * 4,
-        num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads, max_position_embeddings=77,
-        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-    ))
+    text_encoder = clip_text_encoder(cfg.text_width, cfg.text_layers, cfg.text_heads)
     unet = UNet2DConditionModel(
         sample_size=cfg.image_size // 2 ** (n - 1), in_channels=4, out_channels=4, layers_per_block=2,
         block_out_channels=tuple(cfg.unet_channels), down_block_types=SD1_DOWN, up_block_types=SD1_UP,
@@ -383,14 +376,20 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
     vae_path = work / "vae.pt"
     if vae_path.exists():
         vae.load_state_dict(torch.load(vae_path, map_location=device))
-    elif not init_from:  # continued training keeps the parent's VAE
-        train_vae(vae, images, cfg, log)
-        torch.save(vae.state_dict(), vae_path)
+    else:
+        if not init_from:  # continued training keeps the parent's VAE
+            train_vae(vae, images, cfg, log)
+        torch.save(vae.state_dict(), vae_path)  # the parent's too: resuming and exporting read the VAE from here
     vae.eval()
     psnr = held_out_psnr(vae, cfg)
     latents = encode_latents(vae, images)
-    # continued training keeps the parent's latent scale, which its UNet was trained on
-    scale = float(parent["latent_scaling_factor"]) if parent else float(1.0 / latents.std())
+    ckpt = work / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=False, map_location=device) if ckpt.exists() else None
+    # the UNet keeps the latent scale it was trained on: a resumed run's, or a continued fixture's
+    if state is not None and "latent_scaling_factor" in state:
+        scale = float(state["latent_scaling_factor"])
+    else:
+        scale = float(parent["latent_scaling_factor"]) if parent else float(1.0 / latents.std())
     vae.register_to_config(scaling_factor=scale)
     latents = latents * scale
     print(f"VAE held-out PSNR {psnr:.2f} dB; latent scaling factor {scale:.4f}", flush=True)
@@ -407,9 +406,7 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
     ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     start_step = 0
-    ckpt = work / "checkpoint.pt"
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False, map_location=device)
+    if state is not None:
         unet.load_state_dict(state["unet"]); text_encoder.load_state_dict(state["text"])
         ema_unet.shadow.load_state_dict(state["ema_unet"]); ema_text.shadow.load_state_dict(state["ema_text"])
         opt.load_state_dict(state["opt"]); gen.set_state(state["gen"]); start_step = state["step"]

@@ -279,10 +279,11 @@ def _coverage(obj: ObjectSpec, size: int) -> np.ndarray:
     return np.asarray(layer.reduce(SUPERSAMPLE), dtype=np.float32) / 255.0
 
 
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+def bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1), exclusive ends; None for an empty mask."""
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
-        return (0, 0, 0, 0)
+        return None
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
@@ -296,7 +297,7 @@ def render(spec: SceneSpec, size: int = 64) -> Sample:
     for o, a in reversed(list(zip(spec.objects, covs))):  # later objects are drawn on top
         m = (a >= 0.5) & ~occluder
         occluder |= m
-        truths.append(ObjectTruth(o.shape, o.color, m, _bbox(m)))
+        truths.append(ObjectTruth(o.shape, o.color, m, bbox(m) or (0, 0, 0, 0)))
     return Sample(np.clip(np.rint(img), 0, 255).astype(np.uint8), spec, truths[::-1])
 
 
