@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 from freeprompt.editing.generated import DEFAULT_SELF_REPLACE, edit
 from freeprompt.editing.sampler import ddim_scheduler, decode
 from freeprompt.evaluation.shapes_bench import LOST_IOU, edit_items, score_edit
+from freeprompt.io.outputs import write_json
 from freeprompt.models.loading import load_pipeline
 from freeprompt.shapes import oracle
 
@@ -86,8 +86,8 @@ def main() -> None:
     summary = {}
     for method in ("fpe", "plain"):
         sel = [r for r in rows if r["method"] == method]
-        groups = {"kept (final IoU >= 0.3)": [r for r in sel if r["final_iou"] >= LOST_IOU],
-                  "lost (final IoU < 0.3)": [r for r in sel if r["final_iou"] < LOST_IOU]}
+        groups = {f"kept (final IoU >= {LOST_IOU})": [r for r in sel if r["final_iou"] >= LOST_IOU],
+                  f"lost (final IoU < {LOST_IOU})": [r for r in sel if r["final_iou"] < LOST_IOU]}
         summary[method] = {name: {
             "n": len(group),
             "x0_object_iou_median_by_step": {k: float(np.median([r["x0_object_iou"][k] for r in group]))
@@ -100,9 +100,7 @@ def main() -> None:
               "probe_steps": probes, "seconds": round(time.time() - started), "torch": torch.__version__,
               "summary": summary, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, args.out)
+    write_json(args.out, result, indent=1)
     print(json.dumps(summary, indent=2))
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from freeprompt.attention.processors import (attention_input, attention_output, 
                                              queries_keys, split_heads)
 from freeprompt.editing.generated import DEFAULT_SELF_REPLACE, edit
 from freeprompt.evaluation.shapes_bench import edit_items, score_edit
+from freeprompt.io.outputs import write_json
 from freeprompt.models.loading import load_pipeline
 
 METHODS = ("plain", "fpe", "cross", "fpe+cross", "plain+shared-start", "fpe+shared-start")
@@ -139,10 +139,7 @@ def main() -> None:
               "guidance": args.guidance, "shared_steps": args.shared_steps, "items": len(items),
               "seconds": round(time.time() - started),
               "summary": summary}
-    for name, text in (("summary.json", json.dumps(result, indent=2) + "\n"),):
-        tmp = args.out / f".{name}.tmp{os.getpid()}"
-        tmp.write_text(text)
-        os.replace(tmp, args.out / name)
+    write_json(args.out / "summary.json", result)
     with open(args.out / "items.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -49,7 +49,7 @@ from typing import Callable
 import torch
 
 from ..errors import BadInput, first_line
-from ..io.outputs import temporary_beside, write_json
+from ..io.outputs import temporary_beside, write_json, write_text_atomic
 from .recorder import layer_layout, pooled_grid, record_attention, word_token_indices
 from .words import Vocabulary, check_word_list, get_vocabulary
 
@@ -218,10 +218,6 @@ def distributed_position(num_shards: int | None = None, shard_index: int | None 
 
 
 # ----------------------------------------------------------------------------------------------- files
-
-def _atomic_json(path: Path, data) -> None:
-    write_json(path, data, indent=1)
-
 
 def _crc(t: torch.Tensor) -> int:
     return zlib.crc32(t.contiguous().view(torch.uint8).numpy().tobytes())
@@ -399,7 +395,7 @@ def collect(
             raise BadInput(f"{meta_file} is not valid JSON (corrupt)", "delete the folder and collect again") from None
         _compatible(old, meta, root)
     else:
-        _atomic_json(meta_file, meta)
+        write_json(meta_file, meta, indent=1)
 
     size, bsize = options.shard_size, options.batch_size
     total_shards = (len(items) + size - 1) // size
@@ -455,7 +451,7 @@ def collect(
                         bad_file(part, str(err))
                 state["in_flight"] = {"shard": k, "batch": j, "items": [batch_ids[0], batch_ids[-1]]}
                 state["updated"] = time.time()
-                _atomic_json(progress_file, state)
+                write_json(progress_file, state, indent=1)
                 batch = [records[i] for i in batch_ids]
                 tokens = {w: [r["tokens"][w] for r in batch] for w in spec.words} if spec.kind == "cross" else None
                 rec.reset(tokens=tokens)
@@ -478,13 +474,13 @@ def collect(
             state["shards_done"].append(k)
             state["in_flight"] = None
             state["updated"] = time.time()
-            _atomic_json(progress_file, state)
+            write_json(progress_file, state, indent=1)
     if bar:
         bar.close()
     elapsed = time.perf_counter() - start
     state["in_flight"] = None
     state["updated"] = time.time()
-    _atomic_json(progress_file, state)
+    write_json(progress_file, state, indent=1)
     complete = write_index(root, quiet=True)
     return {"dataset": spec.name, "out": str(root), "items_total": len(items), "items_owned": state["items_owned"],
             "items_generated": generated, "items_reused": state["items_done"] - generated,
@@ -515,9 +511,7 @@ def write_index(root: "str | Path", quiet: bool = False) -> bool:
     if not ds.complete:
         return False
     lines = [json.dumps({**rec, "shard": s.index, "row": r}) for s in ds.shards for r, rec in enumerate(s.items)]
-    tmp = temporary_beside(root / "index.jsonl")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, root / "index.jsonl")
+    write_text_atomic(root / "index.jsonl", "\n".join(lines) + "\n")
     return True
 
 

@@ -269,13 +269,9 @@ def run_config(config: dict, out: Optional[Path] = None, seeds_override: Optiona
         raise BadInput(f"config: {err}", "see CollectOptions / ProbeConfig for the known keys") from None
     loaded = _load(config.get("model", "shapes"), config.get("device", "auto"), config.get("dtype", "fp32"),
                    bool(config.get("allow_pickle", False)))
-    if "steps" not in (config.get("collect") or {}):
-        options.steps = loaded.defaults.get("steps", options.steps)
-    if "guidance" not in (config.get("collect") or {}):
-        options.guidance = loaded.defaults.get("guidance", options.guidance)
-    for key in ("height", "width"):
-        if getattr(options, key) is None:
-            setattr(options, key, loaded.defaults.get(key))
+    given = config.get("collect") or {}
+    for key in ("steps", "guidance", "height", "width"):  # the config's value, else the model's, else the default
+        setattr(options, key, loaded.setting(key, given.get(key), getattr(options, key)))
     for name in names:
         count = seeds_override or (seeds if isinstance(seeds, int) else seeds.get(name))
         spec = build_spec(name, vocab, count, int(config.get("first_seed", 0)))
