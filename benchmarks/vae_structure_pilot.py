@@ -48,6 +48,9 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=TrainConfig.vae_structure_scale)
     ap.add_argument("--start", type=float, default=TrainConfig.vae_structure_start)
     ap.add_argument("--steps", type=int, default=TrainConfig.vae_steps)
+    ap.add_argument("--crop", type=int, default=TrainConfig.vae_crop, help="train on crops of this side (0: whole)")
+    ap.add_argument("--crop-until", type=float, default=TrainConfig.vae_crop_until,
+                    help="fraction of the steps on crops before whole images")
     ap.add_argument("--images", type=int, default=TrainConfig.num_images, help="training renders")
     ap.add_argument("--data-file", type=Path, help="cache of the rendered training set (.npz)")
     ap.add_argument("--threads", type=int, default=1)
@@ -57,6 +60,7 @@ def main() -> None:
 
     cfg = TrainConfig(vae_structure_weight=args.weight, vae_structure_scale=args.scale,
                       vae_structure_start=args.start, vae_steps=args.steps, num_images=args.images,
+                      vae_crop=args.crop, vae_crop_until=args.crop_until,
                       threads=args.threads)
     vae, _, _ = build_models(cfg)
     start = time.time()
@@ -74,6 +78,7 @@ def main() -> None:
                for i, a in enumerate(names) for b in names[i + 1:]}
     values = list(cosines.values())
     report = {"weight": args.weight, "scale": args.scale, "start": args.start, "steps": args.steps,
+              "crop": args.crop, "crop_until": args.crop_until,
               "minutes": round(minutes, 1), "threads": args.threads, "torch": torch.__version__,
               "held_out_psnr_db": round(psnr, 2), "latent_scaling_factor": scaling,
               "cosine_min": min(values), "cosine_median": float(np.median(values)),

@@ -190,8 +190,10 @@ def test_structure_weight_puts_objects_on_latent_channel_0():
 
     from freeprompt.shapes.training import build_models, encode_latents, structure_masks, train_vae
 
+    # every step on 16 px crops of the 32 px renders: a crop whose mask were cut elsewhere than its image would teach
+    # channel 0 the wrong places, and the whole-image check below would fail
     cfg = TrainConfig(**{**TOY, "num_images": 64, "vae_steps": 60, "vae_batch": 8, "vae_structure_weight": 1.0,
-                         "vae_structure_start": 0.0})
+                         "vae_structure_start": 0.0, "vae_crop": 16, "vae_crop_until": 1.0})
     vae, _, _ = build_models(cfg)
     images, _ = render_dataset(cfg)
     train_vae(vae, images, cfg, lambda *a: None)
@@ -201,3 +203,28 @@ def test_structure_weight_puts_objects_on_latent_channel_0():
     # pulled towards +3 on objects and -3 on the background; 60 toy steps get it part of the way (without the
     # term the toy VAE's channel 0 separates them by less than 1)
     assert on > 1.5 and off < -0.5, (on, off)
+
+
+def test_random_crops_are_windows_on_the_latent_grid():
+    from freeprompt.shapes.training import random_crops
+
+    size, side, factor = 16, 8, 4
+    rows, cols = np.mgrid[0:size, 0:size]
+    images = np.repeat(np.stack([rows, cols, np.zeros_like(rows)], -1)[None], 200, 0).astype(np.uint8)
+    masks = (rows + cols)[None].repeat(200, 0) % 3 == 0
+    crops, crop_masks = random_crops(images, masks, side, factor, torch.Generator().manual_seed(0))
+    assert crops.shape == (200, side, side, 3) and crop_masks.shape == (200, side, side)
+    offsets = set()
+    for crop, crop_mask in zip(crops, crop_masks):
+        y, x = int(crop[0, 0, 0]), int(crop[0, 0, 1])  # the window's corner, read from the coordinate image
+        assert y % factor == 0 and x % factor == 0
+        assert np.array_equal(crop, images[0, y:y + side, x:x + side])
+        assert np.array_equal(crop_mask, masks[0, y:y + side, x:x + side])
+        offsets.add((y, x))
+    assert offsets == {(y, x) for y in (0, 4, 8) for x in (0, 4, 8)}  # every window on the grid is drawn
+
+
+def test_vae_crop_off_the_latent_grid_is_refused(tmp_path):
+    with pytest.raises(BadInput, match="not on the latent grid"):
+        train(tmp_path / "model", TrainConfig(**{**TOY, "vae_crop": 15}))
+    assert not (tmp_path / "model.work").exists()
