@@ -22,6 +22,7 @@ import numpy as np
 
 from ..editing.images import psnr
 from ..errors import BadInput
+from ..io.outputs import labelled_grid, write_json, write_text_atomic
 from ..shapes import oracle, world
 
 JOINT_IOU = 0.8
@@ -147,8 +148,6 @@ def run_edits(pipe, items: list[EditItem], out_dir: Path, steps: int, guidance: 
 def _claim_folder(out_dir: Path, settings: dict) -> None:
     """Refuse to resume into a folder whose results were made with other settings (they would be summarised
     under this run's parameters); otherwise record this run's settings."""
-    from ..io.outputs import write_json
-
     path = out_dir / "settings.json"
     settings = json.loads(json.dumps(settings))
     if path.exists():
@@ -278,8 +277,6 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def _example_sheet(strip, path: Path) -> None:
-    from ..io.outputs import labelled_grid
-
     rows = []
     for item, method, images in strip:
         rows.append(labelled_grid(images, [f"{item.source_prompt}", f"{method}: {item.target_prompt}"]))
@@ -293,7 +290,6 @@ def _example_sheet(strip, path: Path) -> None:
 
 
 def write_report(out_dir: Path, rows: list[dict], generation: dict | None, params: dict) -> str:
-    from ..io.outputs import write_json, write_text_atomic
     from ..io.runinfo import package_versions
 
     table, groups = summarise(rows), breakdown(rows)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from ..errors import BadInput, first_line
 from ..models.random import SD1_DOWN, SD1_UP, clip_text_encoder
 from . import world
+
 COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
@@ -214,13 +215,16 @@ def latent_factor(cfg: TrainConfig) -> int:
     return 2 ** (len(cfg.vae_channels) - 1)
 
 
-def random_crops(images: np.ndarray, masks: np.ndarray, side: int, factor: int, gen: torch.Generator):
-    """One random side x side window per image (and its mask), at offsets on the latent grid so the pooled
-    structure target stays aligned with the latent pixels."""
+def random_crops(images: np.ndarray, masks: np.ndarray | None, side: int, factor: int, gen: torch.Generator):
+    """One random side x side window per image (and its mask, if given), at offsets on the latent grid so the
+    pooled structure target stays aligned with the latent pixels."""
     size = images.shape[1]
     offsets = (torch.randint(0, (size - side) // factor + 1, (len(images), 2), generator=gen) * factor).tolist()
-    crops = [(im[y:y + side, x:x + side], m[y:y + side, x:x + side]) for im, m, (x, y) in zip(images, masks, offsets)]
-    return np.stack([c[0] for c in crops]), np.stack([c[1] for c in crops])
+
+    def cut(arrays):
+        return np.stack([a[y:y + side, x:x + side] for a, (x, y) in zip(arrays, offsets)])
+
+    return cut(images), None if masks is None else cut(masks)
 
 
 def train_vae(vae, images: np.ndarray, cfg: TrainConfig, log) -> float:
@@ -234,7 +238,10 @@ def train_vae(vae, images: np.ndarray, cfg: TrainConfig, log) -> float:
             group["lr"] = cfg.vae_lr * lr_at(step, cfg.vae_steps, 50)
         idx = torch.randint(0, len(images), (cfg.vae_batch,), generator=gen)
         batch = images[idx.numpy()]
-        masks = structure_masks(batch)  # from whole images: the scene is read from their corner
+        ramp = min(1.0, max(0.0, (step / cfg.vae_steps - cfg.vae_structure_start) / 0.2))
+        structure = cfg.vae_structure_weight * ramp
+        # from whole images, before any crop: the scene is read from their corner
+        masks = structure_masks(batch) if structure else None
         if 0 < cfg.vae_crop < cfg.image_size and step < cfg.vae_crop_until * cfg.vae_steps:
             batch, masks = random_crops(batch, masks, cfg.vae_crop, factor, gen)
         x = to_tensor(batch).to(device)
@@ -244,11 +251,10 @@ def train_vae(vae, images: np.ndarray, cfg: TrainConfig, log) -> float:
         rec = F.l1_loss(recon, x) + F.mse_loss(recon, x)
         kl = posterior.kl().mean() / z[0].numel()
         loss = rec + cfg.vae_kl_weight * kl * z[0].numel()
-        ramp = min(1.0, max(0.0, (step / cfg.vae_steps - cfg.vae_structure_start) / 0.2))
-        if cfg.vae_structure_weight and ramp:
+        if structure:
             target = torch.from_numpy(masks).float()[:, None].to(device)
             target = cfg.vae_structure_scale * (2 * F.avg_pool2d(target, factor) - 1)
-            loss = loss + ramp * cfg.vae_structure_weight * F.mse_loss(posterior.mean[:, :1], target)
+            loss = loss + structure * F.mse_loss(posterior.mean[:, :1], target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
