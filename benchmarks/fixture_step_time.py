@@ -1,0 +1,104 @@
+"""Seconds per training step of the shapes fixture's text encoder + UNet (forward, backward, AdamW) and of its VAE,
+on this machine, for each UNet memory format of `TrainConfig.unet_memory_format`. Medians of repeats, all in one
+run, so the ratios compare like with like. Synthetic batches: the arithmetic is that of a real step.
+
+    OMP_NUM_THREADS=2 python benchmarks/fixture_step_time.py --threads 2 --out benchmarks/results/fixture_step_time_<machine>.json
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from freeprompt.io.outputs import write_text_atomic
+from freeprompt.shapes.training import (
+    MEMORY_FORMATS,
+    TrainConfig,
+    build_models,
+    latent_factor,
+)
+
+
+def _median_seconds(step, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def unet_step_seconds(cfg: TrainConfig, memory_format: str, warmup: int, repeats: int) -> float:
+    _, text_encoder, unet = build_models(cfg)
+    fmt = MEMORY_FORMATS[memory_format]
+    unet.to(memory_format=fmt)
+    opt = torch.optim.AdamW(list(unet.parameters()) + list(text_encoder.parameters()), lr=1e-4)
+    side, batch = cfg.image_size // latent_factor(cfg), cfg.unet_batch
+
+    def step():
+        x = torch.randn(batch, 4, side, side).contiguous(memory_format=fmt)
+        context = text_encoder(torch.randint(0, 49406, (batch, 77)))[0]
+        pred = unet(x, torch.randint(0, 1000, (batch,)), encoder_hidden_states=context).sample
+        opt.zero_grad(set_to_none=True)
+        F.mse_loss(pred, x).backward()
+        opt.step()
+
+    return _median_seconds(step, warmup, repeats)
+
+
+def vae_step_seconds(cfg: TrainConfig, warmup: int, repeats: int) -> float:
+    vae, _, _ = build_models(cfg)
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-4)
+
+    def step():
+        x = torch.rand(cfg.vae_batch, 3, cfg.image_size, cfg.image_size) * 2 - 1
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.mean + posterior.std * torch.randn_like(posterior.mean)).sample
+        opt.zero_grad(set_to_none=True)
+        (F.l1_loss(recon, x) + F.mse_loss(recon, x)).backward()
+        opt.step()
+
+    return _median_seconds(step, warmup, repeats)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = TrainConfig()
+    unet = {fmt: round(unet_step_seconds(cfg, fmt, args.warmup, args.repeats), 3) for fmt in MEMORY_FORMATS}
+    vae = round(vae_step_seconds(cfg, args.warmup, args.repeats), 3)
+    result = {
+        "cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__, "repeats": args.repeats,
+        "unet_batch": cfg.unet_batch, "vae_batch": cfg.vae_batch,
+        "unet_step_s": unet, "vae_step_s": vae,
+        "channels_last_over_contiguous": round(unet["channels_last"] / unet["contiguous"], 3),
+        # the recipe's stages at these speeds (rendering, latent encoding and saving add ~1-3 min)
+        "recipe_minutes": {"vae": round(vae * cfg.vae_steps / 60, 1),
+                           **{f"unet_{fmt}": round(s * cfg.unet_steps / 60, 1) for fmt, s in unet.items()}},
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        write_text_atomic(args.out, text + "\n")
