@@ -7,7 +7,6 @@ run, so the ratios compare like with like. Synthetic batches: the arithmetic is 
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from freeprompt.io.outputs import write_text_atomic
+from freeprompt.io.runinfo import cpu_model
 from freeprompt.shapes.training import (
     MEMORY_FORMATS,
     TrainConfig,
@@ -68,16 +68,6 @@ def vae_step_seconds(cfg: TrainConfig, warmup: int, repeats: int) -> float:
     return _median_seconds(step, warmup, repeats)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -90,7 +80,7 @@ if __name__ == "__main__":
     unet = {fmt: round(unet_step_seconds(cfg, fmt, args.warmup, args.repeats), 3) for fmt in MEMORY_FORMATS}
     vae = round(vae_step_seconds(cfg, args.warmup, args.repeats), 3)
     result = {
-        "cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__, "repeats": args.repeats,
+        "cpu": cpu_model(), "threads": args.threads, "torch": torch.__version__, "repeats": args.repeats,
         "unet_batch": cfg.unet_batch, "vae_batch": cfg.vae_batch,
         "unet_step_s": unet, "vae_step_s": vae,
         "channels_last_over_contiguous": round(unet["channels_last"] / unet["contiguous"], 3),
