@@ -22,9 +22,10 @@ def package_versions() -> dict[str, str | None]:
 def cpu_model() -> str:
     """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module knows."""
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or platform.machine()
@@ -38,7 +39,7 @@ def device_description(device: str) -> str:
 
     if str(device).startswith("cuda"):
         return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+    return f"{cpu_model()} CPU, {os.cpu_count()} cores"
 
 
 def cuda_available() -> bool:
