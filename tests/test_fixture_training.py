@@ -9,7 +9,18 @@ import pytest
 import torch
 
 from freeprompt.errors import BadInput
-from freeprompt.shapes.training import TrainConfig, build_models, load_or_render, render_dataset, train
+from freeprompt.shapes import world
+from freeprompt.shapes.training import (
+    TrainConfig,
+    build_models,
+    colour_token_ids,
+    colour_word_positions,
+    epsilon_loss,
+    load_or_render,
+    render_dataset,
+    swap_colour_words,
+    train,
+)
 
 TOY = dict(image_size=32, num_images=48, vae_channels=(16, 16), vae_steps=2, vae_batch=4, text_width=32,
            text_layers=1, text_heads=2, unet_channels=(16, 16, 32, 32), unet_steps=3, unet_batch=4, warmup=1,
@@ -188,7 +199,12 @@ def test_structure_masks_match_the_rendered_truth():
 def test_structure_weight_puts_objects_on_latent_channel_0():
     import torch.nn.functional as F
 
-    from freeprompt.shapes.training import build_models, encode_latents, structure_masks, train_vae
+    from freeprompt.shapes.training import (
+        build_models,
+        encode_latents,
+        structure_masks,
+        train_vae,
+    )
 
     # every step on 16 px crops of the 32 px renders: a crop whose mask were cut elsewhere than its image would teach
     # channel 0 the wrong places, and the whole-image check below would fail
@@ -249,3 +265,73 @@ def test_channels_last_training_matches_contiguous(toy_model, tmp_path):
 
     assert share_apart(last, contiguous) < 0.01
     assert share_apart(contiguous, initial) > 0.5
+
+
+def test_colour_words_are_swapped_for_another_colour():
+    from freeprompt.models.tokenizer import clip_tokenizer
+
+    tok = clip_tokenizer()
+    captions = ["a red circle", "a photo of a blue star", "a white moon standing in the park", "a big pink cross", ""]
+    ids = tok(captions, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    colour_ids = colour_token_ids(tok)
+    pos, colour = colour_word_positions(ids, colour_ids)
+    assert colour.tolist() == [list(world.COLORS).index(c) for c in ("red", "blue", "white", "pink")] + [-1]
+    gen = torch.Generator().manual_seed(0)
+    seen = {i: [] for i in range(4)}
+    for _ in range(300):
+        tokens = ids.clone()
+        changed = swap_colour_words(tokens, pos, colour, colour_ids, torch.ones(5, dtype=torch.bool), gen)
+        assert changed.tolist() == [True] * 4 + [False]
+        assert torch.equal(tokens[4], ids[4])  # an empty caption has no colour to swap
+        for i in range(4):  # reference: the caption with its colour word replaced, tokenised afresh
+            new = list(world.COLORS)[colour_ids.tolist().index(tokens[i, pos[i]].item())]
+            old = list(world.COLORS)[colour[i]]
+            reference = tok(captions[i].replace(old, new), padding="max_length", max_length=77,
+                            return_tensors="pt").input_ids[0]
+            assert new != old and torch.equal(tokens[i], reference)
+            seen[i].append(new)
+    for i in range(4):  # every other colour is drawn (300 draws of 9: each ~33, none absent)
+        assert len(set(seen[i])) == len(world.COLORS) - 1
+    tokens = ids.clone()
+    none = swap_colour_words(tokens, pos, colour, colour_ids, torch.zeros(5, dtype=torch.bool), gen)
+    assert not none.any() and torch.equal(tokens, ids)
+
+
+def test_structure_only_rows_count_latent_channel_0():
+    g = torch.Generator().manual_seed(1)
+    pred, noise = torch.randn(3, 4, 5, 5, generator=g), torch.randn(3, 4, 5, 5, generator=g)
+    weight = torch.tensor([0.5, 1.0, 2.0])
+    rows = torch.tensor([False, True, False])
+    reference = 0.0
+    for i in range(3):
+        err = (pred[i] - noise[i]) ** 2
+        reference += weight[i] * (err[0].mean() if rows[i] else err.mean()) / 3
+    assert epsilon_loss(pred, noise, weight, rows).item() == pytest.approx(reference.item(), rel=1e-6)
+    assert epsilon_loss(pred, noise, weight).item() == pytest.approx(
+        (weight * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean().item(), rel=1e-6)
+    assert epsilon_loss(pred, noise).item() == pytest.approx(torch.nn.functional.mse_loss(pred, noise).item(), rel=1e-6)
+
+
+def test_colour_swap_training_scores_swapped_rows_on_the_structure_channel(tmp_path, monkeypatch):
+    from freeprompt.shapes import training
+
+    for bad in (1.0, -0.1):
+        with pytest.raises(BadInput, match="outside"):
+            train(tmp_path / "bad", TrainConfig(**TOY, colour_swap_fraction=bad))
+    with pytest.raises(BadInput, match="structure channel"):
+        train(tmp_path / "bad", TrainConfig(**{**TOY, "colour_swap_fraction": 0.5, "vae_structure_weight": 0.0}))
+    masks = []
+
+    def recording_loss(pred, noise, weight=None, structure_only=None):
+        masks.append(structure_only)
+        return epsilon_loss(pred, noise, weight, structure_only)
+
+    monkeypatch.setattr(training, "epsilon_loss", recording_loss)
+    out = tmp_path / "swapped"
+    train(out, TrainConfig(**{**TOY, "unet_steps": 8, "unet_batch": 8}, colour_swap_fraction=0.5))
+    assert json.loads((out / "freeprompt_fixture.json").read_text())["config"]["colour_swap_fraction"] == 0.5
+    swapped = torch.cat(masks)
+    assert len(masks) == 8 and 0 < swapped.sum() < len(swapped)  # about 0.5 x 0.9 of 64 rows
+    masks.clear()
+    train(tmp_path / "plain", TrainConfig(**{**TOY, "unet_steps": 2}))
+    assert masks == [None, None]  # off: the shipped recipe's loss and random draws

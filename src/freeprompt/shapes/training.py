@@ -75,6 +75,11 @@ class TrainConfig:
     # min-SNR weighting (Hang et al. 2023): caps the weight of nearly clean timesteps, so the few steps a CPU can
     # afford go to the noisy ones where layout and shape are decided. 0 = plain epsilon MSE.
     snr_gamma: float = 5.0
+    # share of UNet rows whose caption names another colour than the image's, scored on latent channel 0 (the
+    # structure channel) only: a colour edit asks the model to denoise a red object's latents under "blue", which
+    # plain training never shows it; these rows teach it to keep the object's place there. 0 = off (the shipped
+    # recipe; no random draws are added, so its runs stay as they were)
+    colour_swap_fraction: float = 0.0
     ema_decay: float = 0.999
     threads: int = 2
     checkpoint_every: int = 200
@@ -292,6 +297,49 @@ def held_out_psnr(vae, cfg: TrainConfig) -> float:
     return vae_psnr(vae, held_out)
 
 
+def colour_token_ids(tokenizer) -> torch.Tensor:
+    """The CLIP token of each world colour, in world.COLORS order (each colour is one token)."""
+    ids = [tokenizer(colour).input_ids[1:-1] for colour in world.COLORS]
+    if any(len(i) != 1 for i in ids):
+        raise RuntimeError("every world colour must be a single CLIP token")
+    return torch.tensor([i[0] for i in ids])
+
+
+def colour_word_positions(ids: torch.Tensor, colour_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each caption's token row: where its (first) colour word is and which colour it names; -1, -1 when the
+    caption names none (an empty caption)."""
+    match = ids.unsqueeze(-1) == colour_ids  # rows, positions, colours
+    hit = match.any(-1)
+    pos = hit.int().argmax(1)
+    colour = match[torch.arange(len(ids)), pos].int().argmax(-1)
+    none = ~hit.any(1)
+    return pos.masked_fill(none, -1), colour.masked_fill(none, -1)
+
+
+def swap_colour_words(tokens: torch.Tensor, pos: torch.Tensor, colour: torch.Tensor, colour_ids: torch.Tensor,
+                      rows: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Replace the colour word of the chosen ``rows`` (where one exists) by another colour, uniformly; returns the
+    mask of rows that were changed. Draws one number per row whether chosen or not, so the draws do not depend
+    on the data."""
+    shift = torch.randint(1, len(colour_ids), (len(tokens),), generator=gen).to(tokens.device)
+    rows = rows & (pos >= 0)
+    new_colour = (colour + shift) % len(colour_ids)
+    tokens[rows, pos[rows]] = colour_ids.to(tokens.device)[new_colour[rows]]
+    return rows
+
+
+def epsilon_loss(pred: torch.Tensor, noise: torch.Tensor, weight: torch.Tensor | None = None,
+                 structure_only: torch.Tensor | None = None) -> torch.Tensor:
+    """Epsilon MSE averaged per row, times the row's timestep weight; rows in ``structure_only`` count latent
+    channel 0 only (their caption does not describe the colour channels)."""
+    if structure_only is None:
+        per_row = (pred - noise).pow(2).mean(dim=(1, 2, 3))
+    else:
+        err = (pred - noise).pow(2).mean(dim=(2, 3))
+        per_row = torch.where(structure_only, err[:, 0], err.mean(1))
+    return per_row.mean() if weight is None else (weight * per_row).mean()
+
+
 def load_weights(folder: Path, vae, text_encoder, unet) -> dict:
     """Start from a trained fixture folder of the same architecture (continued training); returns its
     freeprompt_fixture.json, so the lineage can be recorded."""
@@ -383,6 +431,11 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
     if cfg.vae_crop % latent_factor(cfg) or cfg.vae_crop < 0:
         raise BadInput(f"VAE crop {cfg.vae_crop} is not on the latent grid",
                        f"pass a multiple of {latent_factor(cfg)}, or 0 for whole images")
+    if not 0 <= cfg.colour_swap_fraction < 1:
+        raise BadInput(f"colour swap fraction {cfg.colour_swap_fraction} is outside [0, 1)", "pass e.g. 0.25, or 0 for off")
+    if cfg.colour_swap_fraction and not cfg.vae_structure_weight and not init_from:
+        raise BadInput("colour-swapped captions train the structure channel, which this VAE would not have",
+                       "keep --vae-structure-weight above 0 or pass --colour-swap-fraction 0")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise BadInput(f"model folder {out_dir} already exists", "pass --overwrite to replace it or choose another --out")
     work = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".work")
@@ -432,6 +485,8 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
     ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
     ids, empty = ids.to(device), empty.to(device)
+    colour_ids = colour_token_ids(tokenizer)
+    colour_pos, colour_of = colour_word_positions(ids, colour_ids.to(device))
     noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_start=OFFICIAL_DDIM["beta_start"],
                                 beta_end=OFFICIAL_DDIM["beta_end"], beta_schedule="scaled_linear")
     alphas = noise_sched.alphas_cumprod.to(device)
@@ -471,6 +526,10 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
         tokens = ids[idx].clone()
         drop = (torch.rand(cfg.unet_batch, generator=gen) < cfg.caption_dropout).to(device)
         tokens[drop] = empty
+        swapped = None
+        if cfg.colour_swap_fraction:
+            chosen = (torch.rand(cfg.unet_batch, generator=gen) < cfg.colour_swap_fraction).to(device) & ~drop
+            swapped = swap_colour_words(tokens, colour_pos[idx], colour_of[idx], colour_ids, chosen, gen)
         t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen).to(device)
         noise = torch.randn(x0.shape, generator=gen).to(device)
         a = alphas[t].view(-1, 1, 1, 1)
@@ -478,12 +537,11 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
         with autocast:
             context = text_forward(tokens)[0]
             pred = unet_forward(xt, t, encoder_hidden_states=context).sample.float()
+        weight = None
         if cfg.snr_gamma > 0:
             snr = alphas[t] / (1 - alphas[t])
             weight = snr.clamp(max=cfg.snr_gamma) / snr
-            loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
-        else:
-            loss = F.mse_loss(pred, noise)
+        loss = epsilon_loss(pred, noise, weight, swapped)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
