@@ -199,12 +199,7 @@ def test_structure_masks_match_the_rendered_truth():
 def test_structure_weight_puts_objects_on_latent_channel_0():
     import torch.nn.functional as F
 
-    from freeprompt.shapes.training import (
-        build_models,
-        encode_latents,
-        structure_masks,
-        train_vae,
-    )
+    from freeprompt.shapes.training import encode_latents, structure_masks, train_vae
 
     # every step on 16 px crops of the 32 px renders: a crop whose mask were cut elsewhere than its image would teach
     # channel 0 the wrong places, and the whole-image check below would fail

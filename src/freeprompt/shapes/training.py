@@ -325,7 +325,7 @@ def swap_colour_words(tokens: torch.Tensor, pos: torch.Tensor, colour: torch.Ten
     shift = torch.randint(1, len(colour_ids), (len(tokens),), generator=gen).to(tokens.device)
     rows = rows & (pos >= 0)
     new_colour = (colour + shift) % len(colour_ids)
-    tokens[rows, pos[rows]] = colour_ids.to(tokens.device)[new_colour[rows]]
+    tokens[rows, pos[rows]] = colour_ids[new_colour[rows]]
     return rows
 
 
@@ -486,8 +486,9 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
     ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
     ids, empty = ids.to(device), empty.to(device)
-    colour_ids = colour_token_ids(tokenizer)
-    colour_pos, colour_of = colour_word_positions(ids, colour_ids.to(device))
+    if cfg.colour_swap_fraction:
+        colour_ids = colour_token_ids(tokenizer).to(device)
+        colour_pos, colour_of = colour_word_positions(ids, colour_ids)
     noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_start=OFFICIAL_DDIM["beta_start"],
                                 beta_end=OFFICIAL_DDIM["beta_end"], beta_schedule="scaled_linear")
     alphas = noise_sched.alphas_cumprod.to(device)
