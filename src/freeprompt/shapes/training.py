@@ -87,7 +87,9 @@ class TrainConfig:
     # where to train: "cpu" (the shipped recipe's machine) or "cuda"; random draws stay on the CPU generator, so the
     # data order and noise are the same on either
     device: str = "cpu"
-    mixed_precision: str = "no"  # "bf16" autocast on cuda
+    # "bf16": autocast (cuda, or a CPU with AMX). On a 2-core 2 GHz Xeon with AMX it sped the VAE step up (0.98 s
+    # against 1.64) but slowed the UNet step (2.82 s against 2.31): benchmarks/results/fixture_step_time_xeon_2ghz.json
+    mixed_precision: str = "no"
     # torch.compile mode for the UNet and text-encoder forward ("" = off; "default", "reduce-overhead", ...): a GPU
     # step of these small models used ~2 % of an H100's bf16 throughput, the rest being launch and memory overhead
     compile: str = ""
