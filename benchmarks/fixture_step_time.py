@@ -22,6 +22,7 @@ from freeprompt.shapes.training import (
     TrainConfig,
     build_models,
     latent_factor,
+    mixed_precision_autocast,
 )
 
 
@@ -36,10 +37,6 @@ def _median_seconds(step, warmup: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _autocast(precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
 def unet_step_seconds(cfg: TrainConfig, memory_format: str, precision: str, warmup: int, repeats: int) -> float:
     _, text_encoder, unet = build_models(cfg)
     fmt = MEMORY_FORMATS[memory_format]
@@ -49,7 +46,7 @@ def unet_step_seconds(cfg: TrainConfig, memory_format: str, precision: str, warm
 
     def step():
         x = torch.randn(batch, 4, side, side).contiguous(memory_format=fmt)
-        with _autocast(precision):
+        with mixed_precision_autocast("cpu", precision):
             context = text_encoder(torch.randint(0, 49406, (batch, 77)))[0]
             pred = unet(x, torch.randint(0, 1000, (batch,)), encoder_hidden_states=context).sample
         opt.zero_grad(set_to_none=True)
@@ -65,7 +62,7 @@ def vae_step_seconds(cfg: TrainConfig, precision: str, warmup: int, repeats: int
 
     def step():
         x = torch.rand(cfg.vae_batch, 3, cfg.image_size, cfg.image_size) * 2 - 1
-        with _autocast(precision):
+        with mixed_precision_autocast("cpu", precision):
             posterior = vae.encode(x).latent_dist
             recon = vae.decode(posterior.mean + posterior.std * torch.randn_like(posterior.mean)).sample.float()
         opt.zero_grad(set_to_none=True)
@@ -91,13 +88,12 @@ if __name__ == "__main__":
             for fmt, precision in variants}
     vae = {precision: round(vae_step_seconds(cfg, precision, args.warmup, args.repeats), 3)
            for precision in args.precisions}
-    fastest = min(unet, key=unet.get)
     result = {
         "cpu": cpu_model(), "threads": args.threads, "torch": torch.__version__, "repeats": args.repeats,
         "unet_batch": cfg.unet_batch, "vae_batch": cfg.vae_batch,
         "unet_step_s": unet, "vae_step_s": vae,
         "over_contiguous_float32": {name: round(s / unet["contiguous_no"], 3) for name, s in unet.items()},
-        "fastest_unet_variant": fastest,
+        "fastest_unet_variant": min(unet, key=unet.get),
         # the recipe's stages at these speeds (rendering, latent encoding and saving add ~1-3 min)
         "recipe_minutes": {**{f"vae_{precision}": round(s * cfg.vae_steps / 60, 1) for precision, s in vae.items()},
                            **{f"unet_{name}": round(s * cfg.unet_steps / 60, 1) for name, s in unet.items()}},

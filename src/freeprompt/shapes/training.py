@@ -87,8 +87,9 @@ class TrainConfig:
     # where to train: "cpu" (the shipped recipe's machine) or "cuda"; random draws stay on the CPU generator, so the
     # data order and noise are the same on either
     device: str = "cpu"
-    # "bf16": autocast (cuda, or a CPU with AMX). On a 2-core 2 GHz Xeon with AMX it sped the VAE step up (0.98 s
-    # against 1.64) but slowed the UNet step (2.82 s against 2.31): benchmarks/results/fixture_step_time_xeon_2ghz.json
+    # "bf16": the UNet stage under autocast (cuda, or a CPU with AMX). On a 2-core 2 GHz Xeon with AMX it slowed the
+    # UNet step (2.82 s against 2.31); a VAE step timed under it was faster (0.98 s against 1.64), but the VAE stage
+    # trains in float32 either way: benchmarks/results/fixture_step_time_xeon_2ghz.json
     mixed_precision: str = "no"
     # torch.compile mode for the UNet and text-encoder forward ("" = off; "default", "reduce-overhead", ...): a GPU
     # step of these small models used ~2 % of an H100's bf16 throughput, the rest being launch and memory overhead
@@ -204,6 +205,11 @@ class StepBudget:
 
     def overrun(self) -> bool:
         return bool(self.seconds) and time.time() - self.started > self.seconds * 1.04
+
+
+def mixed_precision_autocast(device_type: str, mixed_precision: str) -> torch.autocast:
+    """The autocast context of `TrainConfig.mixed_precision` ("no" gives a disabled one)."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
 
 
 def lr_at(step: int, total: int, warmup: int) -> float:
@@ -496,7 +502,7 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
     alphas = noise_sched.alphas_cumprod.to(device)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01, fused=device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
+    autocast = mixed_precision_autocast(device.type, cfg.mixed_precision)
     ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
     # after the EMA copy, so the averaged weights that are saved stay contiguous (safetensors refuses others)
     memory_format = MEMORY_FORMATS[cfg.unet_memory_format]
