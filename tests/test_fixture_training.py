@@ -15,9 +15,12 @@ from freeprompt.shapes.training import (
     build_models,
     colour_token_ids,
     colour_word_positions,
+    draw_rows,
     epsilon_loss,
     load_or_render,
+    parse_shape_weights,
     render_dataset,
+    row_weights,
     swap_colour_words,
     train,
 )
@@ -330,3 +333,48 @@ def test_colour_swap_training_scores_swapped_rows_on_the_structure_channel(tmp_p
     masks.clear()
     train(tmp_path / "plain", TrainConfig(**{**TOY, "unet_steps": 2}))
     assert masks == [None, None]  # off: the shipped recipe's loss and random draws
+
+
+def test_shape_weights_are_parsed_and_refused_when_malformed():
+    assert parse_shape_weights("") == {}
+    assert parse_shape_weights("star=2, moon=1.5") == {"star": 2.0, "moon": 1.5}
+    with pytest.raises(BadInput, match="unknown shape 'stars'"):
+        parse_shape_weights("stars=2")
+    for bad in ("star=0", "star=-1", "star=x", "star"):
+        with pytest.raises(BadInput, match="positive number"):
+            parse_shape_weights(bad)
+
+
+def test_rows_are_drawn_in_proportion_to_their_captioned_shape():
+    samples = [world.random_sample(seed) for seed in range(600)]
+    weights = row_weights([s.spec.caption for s in samples], {"star": 5.0})
+    # the captioned object is objects[0], also in pairs whose second shape may be a star
+    truth = torch.tensor([5.0 if s.spec.objects[0].shape == "star" else 1.0 for s in samples], dtype=torch.float64)
+    assert torch.equal(weights, truth)
+    is_star = truth == 5.0
+    drawn = draw_rows(len(samples), 20000, torch.Generator().manual_seed(0), weights)
+    expected = 5 * is_star.sum().item() / (5 * is_star.sum().item() + (~is_star).sum().item())
+    assert abs(is_star[drawn].double().mean().item() - expected) < 0.015  # ~4 standard errors at 20000 draws
+    uniform = draw_rows(len(samples), 20000, torch.Generator().manual_seed(0))
+    assert abs(is_star[uniform].double().mean().item() - is_star.double().mean().item()) < 0.015
+
+
+def test_training_with_shape_weights_draws_weighted_rows(tmp_path, monkeypatch):
+    from freeprompt.shapes import training
+
+    with pytest.raises(BadInput, match="unknown shape"):
+        train(tmp_path / "bad", TrainConfig(**TOY, shape_weights="hexagon=2"))
+    calls = []
+
+    def recording_draw(n, batch, gen, weights=None):
+        calls.append(weights)
+        return draw_rows(n, batch, gen, weights)
+
+    monkeypatch.setattr(training, "draw_rows", recording_draw)
+    out = tmp_path / "weighted"
+    train(out, TrainConfig(**{**TOY, "unet_steps": 2}, shape_weights="star=3"))
+    assert json.loads((out / "freeprompt_fixture.json").read_text())["config"]["shape_weights"] == "star=3"
+    assert len(calls) == 2 and calls[0] is not None and set(calls[0].tolist()) <= {1.0, 3.0} and 3.0 in calls[0]
+    calls.clear()
+    train(tmp_path / "plain", TrainConfig(**{**TOY, "unet_steps": 2}))
+    assert calls == [None, None]  # off: the uniform draw of the shipped recipe

@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -81,6 +82,10 @@ class TrainConfig:
     # from-scratch recipe; no random draws are added, so its runs stay as they were); the shipped v9 is v4
     # continued 400 steps at 0.25 (FPE colour joint 70 -> 82 %, see the model card)
     colour_swap_fraction: float = 0.0
+    # "star=2,moon=2": draw UNet rows whose captioned object has these shapes that many times as often ("" = the
+    # uniform draw of the shipped recipe, whose random draws stay as they were). Stars and moons are the shapes
+    # whose colour edits keep their outline least often (their thin points cover few latent pixels)
+    shape_weights: str = ""
     ema_decay: float = 0.999
     threads: int = 2
     checkpoint_every: int = 200
@@ -306,6 +311,40 @@ def held_out_psnr(vae, cfg: TrainConfig) -> float:
     return vae_psnr(vae, held_out)
 
 
+def parse_shape_weights(text: str) -> dict[str, float]:
+    """"star=2,moon=1.5" -> {"star": 2.0, "moon": 1.5}; one-line errors for unknown shapes or bad weights."""
+    weights = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if name not in world.SHAPES:
+            raise BadInput(f"unknown shape {name!r} in the shape weights", "use shapes of: " + ", ".join(world.SHAPES))
+        try:
+            weights[name] = float(value) if sep else float("nan")
+        except ValueError:
+            weights[name] = float("nan")
+        if not weights[name] > 0:
+            raise BadInput(f"shape weight {item!r} is not shape=positive number", "write e.g. star=2,moon=2")
+    return weights
+
+
+def row_weights(captions: list[str], weights: dict[str, float]) -> torch.Tensor:
+    """Sampling weight of each training row: that of the first world shape its caption names (the captioned
+    object; a pair's second shape comes later), 1 otherwise."""
+    pattern = re.compile(r"\b(" + "|".join(world.SHAPES) + r")\b")
+    out = []
+    for text in captions:
+        found = pattern.search(text)
+        out.append(weights.get(found.group(1), 1.0) if found else 1.0)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def draw_rows(n: int, batch: int, gen: torch.Generator, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Row indices of one batch: uniform (the shipped recipe's draw) or in proportion to ``weights``."""
+    if weights is None:
+        return torch.randint(0, n, (batch,), generator=gen)
+    return torch.multinomial(weights, batch, replacement=True, generator=gen)
+
+
 def colour_token_ids(tokenizer) -> torch.Tensor:
     """The CLIP token of each world colour, in world.COLORS order (each colour is one token)."""
     ids = [tokenizer(colour).input_ids[1:-1] for colour in world.COLORS]
@@ -445,6 +484,7 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
     if cfg.colour_swap_fraction and not cfg.vae_structure_weight and not init_from:
         raise BadInput("colour-swapped captions train the structure channel, which this VAE would not have",
                        "keep --vae-structure-weight above 0 or pass --colour-swap-fraction 0")
+    shape_weights = parse_shape_weights(cfg.shape_weights)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise BadInput(f"model folder {out_dir} already exists", "pass --overwrite to replace it or choose another --out")
     work = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".work")
@@ -497,6 +537,7 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
     if cfg.colour_swap_fraction:
         colour_ids = colour_token_ids(tokenizer).to(device)
         colour_pos, colour_of = colour_word_positions(ids, colour_ids)
+    draw_weights = row_weights(captions, shape_weights) if shape_weights else None
     noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_start=OFFICIAL_DDIM["beta_start"],
                                 beta_end=OFFICIAL_DDIM["beta_end"], beta_schedule="scaled_linear")
     alphas = noise_sched.alphas_cumprod.to(device)
@@ -531,7 +572,7 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
             break
         for group in opt.param_groups:
             group["lr"] = cfg.unet_lr * lr_at(step, cfg.unet_steps, cfg.warmup)
-        idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen).to(device)
+        idx = draw_rows(len(latents), cfg.unet_batch, gen, draw_weights).to(device)
         x0 = latents[idx]
         tokens = ids[idx].clone()
         drop = (torch.rand(cfg.unet_batch, generator=gen) < cfg.caption_dropout).to(device)
