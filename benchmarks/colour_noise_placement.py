@@ -13,7 +13,7 @@ swaps by how alike the two colours' signatures are (cosine above or below 0.5) a
 method in each group.
 
     python benchmarks/colour_noise_placement.py --model shapes --seeds 20 \
-        --bench-items benchmarks/results/shapes_bench/items.csv --out benchmarks/results/colour_noise_placement_v1.json
+        --bench-items benchmarks/results/shapes_bench_v1/items.csv --out benchmarks/results/colour_noise_placement_v1.json
 """
 
 from __future__ import annotations
