@@ -79,8 +79,8 @@ class TrainConfig:
     # share of UNet rows whose caption names another colour than the image's, scored on latent channel 0 (the
     # structure channel) only: a colour edit asks the model to denoise a red object's latents under "blue", which
     # plain training never shows it; these rows teach it to keep the object's place there. 0 = off (v4's
-    # from-scratch recipe; no random draws are added, so its runs stay as they were); the shipped v11 continues v9, itself v4
-    # continued 400 steps at 0.25 (FPE colour joint 70 -> 82 %, see the model card)
+    # from-scratch recipe; no random draws are added, so its runs stay as they were); v9 is v4 continued 400 steps
+    # at 0.25 (FPE colour joint 70 -> 82 %), the shipped v11 is v9 continued at 0.5 (88 %, see the model card)
     colour_swap_fraction: float = 0.0
     # "star=2,moon=2": draw UNet rows whose captioned object has these shapes that many times as often ("" = the
     # uniform draw of the shipped recipe, whose random draws stay as they were). Stars and moons are the shapes
