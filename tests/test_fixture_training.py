@@ -310,7 +310,7 @@ def test_structure_only_rows_count_latent_channel_0():
     assert epsilon_loss(pred, noise).item() == pytest.approx(torch.nn.functional.mse_loss(pred, noise).item(), rel=1e-6)
 
 
-def test_colour_swap_training_scores_swapped_rows_on_the_structure_channel(tmp_path, monkeypatch):
+def test_colour_swap_training_scores_swapped_rows_on_the_structure_channel(tmp_path, monkeypatch, capsys):
     from freeprompt.shapes import training
 
     for bad in (1.0, -0.1):
@@ -328,6 +328,7 @@ def test_colour_swap_training_scores_swapped_rows_on_the_structure_channel(tmp_p
     out = tmp_path / "swapped"
     train(out, TrainConfig(**{**TOY, "unet_steps": 8, "unet_batch": 8}, colour_swap_fraction=0.5))
     assert json.loads((out / "freeprompt_fixture.json").read_text())["config"]["colour_swap_fraction"] == 0.5
+    assert "warning: colour swaps from the first step" in capsys.readouterr().err  # from scratch, not --init-from
     swapped = torch.cat(masks)
     assert len(masks) == 8 and 0 < swapped.sum() < len(swapped)  # about 0.5 x 0.9 of 64 rows
     masks.clear()
