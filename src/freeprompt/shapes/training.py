@@ -484,10 +484,10 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
                        f"pass a multiple of {latent_factor(cfg)}, or 0 for whole images")
     if not 0 <= cfg.colour_swap_fraction < 1:
         raise BadInput(f"colour swap fraction {cfg.colour_swap_fraction} is outside [0, 1)", "pass e.g. 0.25, or 0 for off")
-    if cfg.colour_swap_fraction and not cfg.vae_structure_weight and not init_from:
-        raise BadInput("colour-swapped captions train the structure channel, which this VAE would not have",
-                       "keep --vae-structure-weight above 0 or pass --colour-swap-fraction 0")
     if cfg.colour_swap_fraction and not init_from:
+        if not cfg.vae_structure_weight:
+            raise BadInput("colour-swapped captions train the structure channel, which this VAE would not have",
+                           "keep --vae-structure-weight above 0 or pass --colour-swap-fraction 0")
         print("warning: colour swaps from the first step kept a from-scratch model from learning its colour words "
               "(v12, see the model card); train without them and add them with --init-from", file=sys.stderr, flush=True)
     shape_weights = parse_shape_weights(cfg.shape_weights)
