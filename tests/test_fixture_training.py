@@ -27,7 +27,7 @@ from freeprompt.shapes.training import (
 
 TOY = dict(image_size=32, num_images=48, vae_channels=(16, 16), vae_steps=2, vae_batch=4, text_width=32,
            text_layers=1, text_heads=2, unet_channels=(16, 16, 32, 32), unet_steps=3, unet_batch=4, warmup=1,
-           threads=1, checkpoint_every=2)
+           threads=1, checkpoint_every=2, refine_stages="")
 
 
 def test_parallel_and_cached_rendering_match_serial(tmp_path):

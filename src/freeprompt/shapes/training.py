@@ -18,7 +18,7 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from ..errors import BadInput, first_line
 from ..models.random import SD1_DOWN, SD1_UP, clip_text_encoder
 from . import world
+from .stages import Stage, StagePlan, check_swap, format_stages, parse_shape_weights, parse_stages
 
 COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -89,6 +90,13 @@ class TrainConfig:
     # uniform draw of the shipped recipe, whose random draws stay as they were). Stars and moons are the shapes
     # whose colour edits keep their outline least often (their thin points cover few latent pixels)
     shape_weights: str = ""
+    # UNet stages after the from-scratch one (whose settings are the fields above), in the same run; each restarts
+    # the way continued training (--init-from) does: weights from their EMA, a fresh AdamW, its own warm-up and
+    # cosine, a new EMA warm start (format and defaults: stages.parse_stages). The default is the lineage of the
+    # shipped fixture as one run: v4's 3000 steps, then v9's continuation, then v11's. "" = the from-scratch stage
+    # only (v4's recipe; also what a continued run with --init-from usually wants)
+    refine_stages: str = ("steps=400 lr=1e-4 warmup=20 swap=0.25; "
+                          "steps=400 lr=1e-4 warmup=20 swap=0.5 shapes=star=3,moon=3")
     ema_decay: float = 0.999
     threads: int = 2
     checkpoint_every: int = 200
@@ -185,6 +193,22 @@ class EMA:
         torch._foreach_lerp_(list(self.shadow.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
 
 
+def restart_from_ema(model: torch.nn.Module, ema: EMA) -> None:
+    """The model's weights set to their average (as loading a saved fixture, which holds the EMA, does)."""
+    with torch.no_grad():
+        for param, averaged in zip(model.parameters(), ema.shadow.parameters()):
+            param.copy_(averaged)
+
+
+def adamw(params: list, lr: float) -> torch.optim.Optimizer:
+    """The UNet stage's optimizer. Fused: one kernel for all tensors, on the CPU too (torch >= 2.4); a 2-core Xeon
+    took 10 ms per step for it against 43 ms for the per-tensor loop (~3 % of a step)."""
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.01, fused=True)
+    except RuntimeError:  # older torch: fused on CUDA only
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+
+
 class StepBudget:
     """Fits the UNet's step count into a run's time budget: times steps 5-25 after the start, sets the step count
     that fits (the learning-rate schedule follows it), and says when the budget is overrun by more than 4 %."""
@@ -208,7 +232,7 @@ class StepBudget:
             now = self._now()
             per_step = (now - self.clock) / self.timed_steps
             total = max(step + 1, min(total, int(step + 0.9 * (self.seconds - (now - self.started)) / per_step)))
-            print(f"{per_step * 1000:.0f} ms per step: unet_steps set to {total} for the time budget", flush=True)
+            print(f"{per_step * 1000:.0f} ms per step: {total} UNet steps in all for the time budget", flush=True)
         return total
 
     def overrun(self) -> bool:
@@ -312,22 +336,6 @@ def held_out_psnr(vae, cfg: TrainConfig) -> float:
     """VAE PSNR on 256 renders whose seeds (from 10**9) no training set reaches, so runs compare on one set."""
     held_out = np.stack([world.random_sample(10**9 + i, size=cfg.image_size).image for i in range(256)])
     return vae_psnr(vae, held_out)
-
-
-def parse_shape_weights(text: str) -> dict[str, float]:
-    """"star=2,moon=1.5" -> {"star": 2.0, "moon": 1.5}; one-line errors for unknown shapes or bad weights."""
-    weights = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, value = item.partition("=")
-        if name not in world.SHAPES:
-            raise BadInput(f"unknown shape {name!r} in the shape weights", "use shapes of: " + ", ".join(world.SHAPES))
-        try:
-            weights[name] = float(value) if sep else float("nan")
-        except ValueError:
-            weights[name] = float("nan")
-        if not weights[name] > 0:
-            raise BadInput(f"shape weight {item!r} is not shape=positive number", "write e.g. star=2,moon=2")
-    return weights
 
 
 def row_weights(captions: list[str], weights: dict[str, float]) -> torch.Tensor:
@@ -482,15 +490,17 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
     if cfg.vae_crop % latent_factor(cfg) or cfg.vae_crop < 0:
         raise BadInput(f"VAE crop {cfg.vae_crop} is not on the latent grid",
                        f"pass a multiple of {latent_factor(cfg)}, or 0 for whole images")
-    if not 0 <= cfg.colour_swap_fraction < 1:
-        raise BadInput(f"colour swap fraction {cfg.colour_swap_fraction} is outside [0, 1)", "pass e.g. 0.25, or 0 for off")
+    check_swap(cfg.colour_swap_fraction)
+    plan = StagePlan([Stage(cfg.unet_steps, cfg.unet_lr, cfg.warmup, cfg.colour_swap_fraction, cfg.shape_weights),
+                      *parse_stages(cfg.refine_stages)])
+    if any(stage.swap for stage in plan.stages) and not init_from and not cfg.vae_structure_weight:
+        raise BadInput("colour-swapped captions train the structure channel, which this VAE would not have",
+                       "keep --vae-structure-weight above 0 or pass no colour swaps")
     if cfg.colour_swap_fraction and not init_from:
-        if not cfg.vae_structure_weight:
-            raise BadInput("colour-swapped captions train the structure channel, which this VAE would not have",
-                           "keep --vae-structure-weight above 0 or pass --colour-swap-fraction 0")
         print("warning: colour swaps from the first step kept a from-scratch model from learning its colour words "
-              "(v12, see the model card); train without them and add them with --init-from", file=sys.stderr, flush=True)
-    shape_weights = parse_shape_weights(cfg.shape_weights)
+              "(v12, see the model card); add them in a refinement stage (--refine-stages) or with --init-from",
+              file=sys.stderr, flush=True)
+    parse_shape_weights(cfg.shape_weights)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise BadInput(f"model folder {out_dir} already exists", "pass --overwrite to replace it or choose another --out")
     work = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".work")
@@ -540,15 +550,14 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
     ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
     ids, empty = ids.to(device), empty.to(device)
-    if cfg.colour_swap_fraction:
+    if any(stage.swap for stage in plan.stages):
         colour_ids = colour_token_ids(tokenizer).to(device)
         colour_pos, colour_of = colour_word_positions(ids, colour_ids)
-    draw_weights = row_weights(captions, shape_weights) if shape_weights else None
     noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_start=OFFICIAL_DDIM["beta_start"],
                                 beta_end=OFFICIAL_DDIM["beta_end"], beta_schedule="scaled_linear")
     alphas = noise_sched.alphas_cumprod.to(device)
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01, fused=device.type == "cuda")
+    opt = adamw(params, cfg.unet_lr)
     autocast = mixed_precision_autocast(device.type, cfg.mixed_precision)
     ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
     # after the EMA copy, so the averaged weights that are saved stay contiguous (safetensors refuses others)
@@ -560,8 +569,10 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
         unet.load_state_dict(state["unet"]); text_encoder.load_state_dict(state["text"])
         ema_unet.shadow.load_state_dict(state["ema_unet"]); ema_text.shadow.load_state_dict(state["ema_text"])
         opt.load_state_dict(state["opt"]); gen.set_state(state["gen"]); start_step = state["step"]
-        if cfg.time_budget_min:  # the step count fitted by the first attempt fixes the learning-rate schedule
+        if cfg.time_budget_min:  # the step counts fitted by the first attempt fix the learning-rate schedules
             cfg.unet_steps, cfg.time_budget_min = state.get("unet_steps", cfg.unet_steps), 0.0
+            cfg.refine_stages = state.get("refine_stages", cfg.refine_stages)
+            plan = StagePlan([replace(plan.stages[0], steps=cfg.unet_steps), *parse_stages(cfg.refine_stages)])
         print(f"resuming at step {start_step}", flush=True)
     unet.train(); text_encoder.train()
     # compiled wrappers share the modules' parameters; the plain modules stay the ones saved, averaged and resumed
@@ -569,23 +580,34 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
     if cfg.compile:
         unet_forward, text_forward = torch.compile(unet, mode=cfg.compile), torch.compile(text_encoder, mode=cfg.compile)
     budget = StepBudget(cfg.time_budget_min, started, device, start_step)
+    draw_weights = [row_weights(captions, parse_shape_weights(s.shapes)) if s.shapes else None for s in plan.stages]
     step = start_step
-    while step < cfg.unet_steps:
-        cfg.unet_steps = budget.fit(step, cfg.unet_steps)
+    while step < plan.total:
+        fitted = budget.fit(step, plan.total)
+        if fitted != plan.total:
+            plan = plan.fitted(fitted)
+            cfg.unet_steps, cfg.refine_stages = plan.stages[0].steps, format_stages(plan.stages[1:])
         if budget.overrun():
-            print(f"time budget spent: stopping at step {step} of {cfg.unet_steps}", flush=True)
-            cfg.unet_steps = step
+            print(f"time budget spent: stopping at step {step} of {plan.total}", flush=True)
+            plan = plan.truncated(step)
+            cfg.unet_steps, cfg.refine_stages = plan.stages[0].steps, format_stages(plan.stages[1:])
             break
+        k = plan.index(step)
+        stage, stage_step = plan.stages[k], step - plan.starts[k]
+        if stage_step == 0 and k > 0:  # what continued training from the previous stage's saved model does
+            restart_from_ema(unet, ema_unet); restart_from_ema(text_encoder, ema_text)
+            opt = adamw(params, stage.lr)
+            print(f"stage {k + 1} of {len(plan.stages)} from step {step}: {format_stages([stage])}", flush=True)
         for group in opt.param_groups:
-            group["lr"] = cfg.unet_lr * lr_at(step, cfg.unet_steps, cfg.warmup)
-        idx = draw_rows(len(latents), cfg.unet_batch, gen, draw_weights).to(device)
+            group["lr"] = stage.lr * lr_at(stage_step, stage.steps, stage.warmup)
+        idx = draw_rows(len(latents), cfg.unet_batch, gen, draw_weights[k]).to(device)
         x0 = latents[idx]
         tokens = ids[idx].clone()
         drop = (torch.rand(cfg.unet_batch, generator=gen) < cfg.caption_dropout).to(device)
         tokens[drop] = empty
         swapped = None
-        if cfg.colour_swap_fraction:
-            chosen = (torch.rand(cfg.unet_batch, generator=gen) < cfg.colour_swap_fraction).to(device) & ~drop
+        if stage.swap:
+            chosen = (torch.rand(cfg.unet_batch, generator=gen) < stage.swap).to(device) & ~drop
             swapped = swap_colour_words(tokens, colour_pos[idx], colour_of[idx], colour_ids, chosen, gen)
         t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen).to(device)
         noise = torch.randn(x0.shape, generator=gen).to(device)
@@ -603,22 +625,24 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        ema_unet.update(unet, step); ema_text.update(text_encoder, step)
-        if step % 25 == 0 or step == cfg.unet_steps - 1:
+        ema_unet.update(unet, stage_step); ema_text.update(text_encoder, stage_step)
+        if step % 25 == 0 or step == plan.total - 1:
             log("unet", step, loss.item())
-        if (step + 1) % cfg.checkpoint_every == 0 or step == cfg.unet_steps - 1:
+        if (step + 1) % cfg.checkpoint_every == 0 or step == plan.total - 1:
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"unet": unet.state_dict(), "text": text_encoder.state_dict(),
                         "ema_unet": ema_unet.shadow.state_dict(), "ema_text": ema_text.shadow.state_dict(),
                         "opt": opt.state_dict(), "gen": gen.get_state(), "step": step + 1,
-                        "unet_steps": cfg.unet_steps, "config": asdict(cfg), "latent_scaling_factor": scale,
+                        "unet_steps": cfg.unet_steps, "refine_stages": cfg.refine_stages, "config": asdict(cfg),
+                        "latent_scaling_factor": scale,
                         "vae_psnr_db": psnr}, tmp)
             os.replace(tmp, ckpt)
         step += 1
     log_file.close()
     minutes = (time.time() - started) / 60
 
-    info = {"config": asdict(cfg), "train_minutes": round(minutes, 1), "vae_psnr_db": round(psnr, 2),
+    info = {"config": asdict(cfg), "stages": [asdict(stage) for stage in plan.stages],
+            "train_minutes": round(minutes, 1), "vae_psnr_db": round(psnr, 2),
             "latent_scaling_factor": scale, "threads": cfg.threads, "torch": torch.__version__,
             "hardware": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {cfg.threads} threads",
             "parameters": {name: sum(p.numel() for p in m.parameters())
