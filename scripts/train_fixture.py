@@ -1,7 +1,11 @@
 """Train the shapes fixture model (see freeprompt.shapes.training). Examples:
 
-    # the CPU recipe (2 cores)
+    # the CPU recipe (2 cores): the shipped fixture's lineage in one run, a from-scratch stage and two refinement
+    # stages (--refine-stages; "" trains the from-scratch stage only)
     OMP_NUM_THREADS=2 python scripts/train_fixture.py --out DIR --overwrite
+    # continue a trained fixture for 400 steps with colour swaps (no further stages)
+    python scripts/train_fixture.py --out DIR --init-from FOLDER --unet-steps 400 --unet-lr 1e-4 --warmup 20 \
+        --colour-swap-fraction 0.5 --refine-stages ""
     # on a GPU, fitted into 7 minutes, 32x32 latents (a x2 VAE)
     python scripts/train_fixture.py --out DIR --device cuda --mixed-precision bf16 --time-budget-min 7 \\
         --vae-channels 32,64 --unet-batch 256

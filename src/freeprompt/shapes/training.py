@@ -18,7 +18,7 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,9 +82,9 @@ class TrainConfig:
     # structure channel) only: a colour edit asks the model to denoise a red object's latents under "blue", which
     # plain training never shows it; these rows teach it to keep the object's place there. 0 = off (v4's
     # from-scratch recipe; no random draws are added, so its runs stay as they were); v9 is v4 continued 400 steps
-    # at 0.25 (FPE colour joint 70 -> 82 %), the shipped v11 is v9 continued at 0.5 (88 %, see the model card)
-    # Meant for continuing a trained model: at 0.5 from step 0 of a from-scratch run (v12) the model never learned
-    # its colour words (prompted colour 48 %, shape 30 %)
+    # at 0.25 (FPE colour joint 70 -> 82 %), v11 is v9 continued at 0.5 (88 %, see the model card). This field is
+    # the from-scratch stage's: at 0.5 from step 0 (v12) the model never learned its colour words (prompted colour
+    # 48 %, shape 30 %), so the shipped recipe (v13) swaps in its refinement stages only (refine_stages)
     colour_swap_fraction: float = 0.0
     # "star=2,moon=2": draw UNet rows whose captioned object has these shapes that many times as often ("" = the
     # uniform draw of the shipped recipe, whose random draws stay as they were). Stars and moons are the shapes
@@ -92,9 +92,10 @@ class TrainConfig:
     shape_weights: str = ""
     # UNet stages after the from-scratch one (whose settings are the fields above), in the same run; each restarts
     # the way continued training (--init-from) does: weights from their EMA, a fresh AdamW, its own warm-up and
-    # cosine, a new EMA warm start (format and defaults: stages.parse_stages). The default is the lineage of the
-    # shipped fixture as one run: v4's 3000 steps, then v9's continuation, then v11's. "" = the from-scratch stage
-    # only (v4's recipe; also what a continued run with --init-from usually wants)
+    # cosine, a new EMA warm start (format and defaults: stages.parse_stages). The default is the shipped v13:
+    # the v4 -> v9 -> v11 lineage as one run (v4's 3000 steps, then v9's continuation, then v11's; 78 min on a
+    # 2-core 2.6 GHz Xeon). "" = the from-scratch stage only (v4's recipe; also what a continued run with
+    # --init-from usually wants)
     refine_stages: str = ("steps=400 lr=1e-4 warmup=20 swap=0.25; "
                           "steps=400 lr=1e-4 warmup=20 swap=0.5 shapes=star=3,moon=3")
     ema_decay: float = 0.999
@@ -191,6 +192,12 @@ class EMA:
         decay = min(self.decay, (1 + step) / (10 + step))  # warm start so early weights fade quickly
         # one fused call instead of one kernel per tensor: on a GPU, per-tensor launches were a visible part of a step
         torch._foreach_lerp_(list(self.shadow.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
+
+
+def stage_plan(cfg: TrainConfig) -> StagePlan:
+    """The UNet stages of a config: the from-scratch stage (the flat unet_* fields), then its refinement stages."""
+    first = Stage(cfg.unet_steps, cfg.unet_lr, cfg.warmup, cfg.colour_swap_fraction, cfg.shape_weights)
+    return StagePlan([first, *parse_stages(cfg.refine_stages)])
 
 
 def restart_from_ema(model: torch.nn.Module, ema: EMA) -> None:
@@ -491,8 +498,7 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
         raise BadInput(f"VAE crop {cfg.vae_crop} is not on the latent grid",
                        f"pass a multiple of {latent_factor(cfg)}, or 0 for whole images")
     check_swap(cfg.colour_swap_fraction)
-    plan = StagePlan([Stage(cfg.unet_steps, cfg.unet_lr, cfg.warmup, cfg.colour_swap_fraction, cfg.shape_weights),
-                      *parse_stages(cfg.refine_stages)])
+    plan = stage_plan(cfg)
     if any(stage.swap for stage in plan.stages) and not init_from and not cfg.vae_structure_weight:
         raise BadInput("colour-swapped captions train the structure channel, which this VAE would not have",
                        "keep --vae-structure-weight above 0 or pass no colour swaps")
@@ -572,7 +578,7 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
         if cfg.time_budget_min:  # the step counts fitted by the first attempt fix the learning-rate schedules
             cfg.unet_steps, cfg.time_budget_min = state.get("unet_steps", cfg.unet_steps), 0.0
             cfg.refine_stages = state.get("refine_stages", cfg.refine_stages)
-            plan = StagePlan([replace(plan.stages[0], steps=cfg.unet_steps), *parse_stages(cfg.refine_stages)])
+            plan = stage_plan(cfg)
         print(f"resuming at step {start_step}", flush=True)
     unet.train(); text_encoder.train()
     # compiled wrappers share the modules' parameters; the plain modules stay the ones saved, averaged and resumed
