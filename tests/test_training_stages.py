@@ -65,6 +65,7 @@ def _staged(**extra):
 def test_each_stage_restarts_like_continued_training(tmp_path, monkeypatch):
     optimizers, restarts, lrs, swaps, weights = [], [], [], [], []
     real_adamw, real_restart = training.adamw, training.restart_from_ema
+    real_loss, real_draw = training.epsilon_loss, training.draw_rows
 
     def recording_adamw(params, lr):
         optimizers.append(real_adamw(params, lr))
@@ -78,14 +79,12 @@ def test_each_stage_restarts_like_continued_training(tmp_path, monkeypatch):
     def recording_loss(pred, noise, weight=None, structure_only=None):
         lrs.append(optimizers[-1].param_groups[0]["lr"])
         swaps.append(structure_only)
-        return training.epsilon_loss.__wrapped__(pred, noise, weight, structure_only)
+        return real_loss(pred, noise, weight, structure_only)
 
     def recording_draw(n, batch, gen, w=None):
         weights.append(w)
-        return training.draw_rows.__wrapped__(n, batch, gen, w)
+        return real_draw(n, batch, gen, w)
 
-    recording_loss.__wrapped__ = training.epsilon_loss
-    recording_draw.__wrapped__ = training.draw_rows
     monkeypatch.setattr(training, "adamw", recording_adamw)
     monkeypatch.setattr(training, "restart_from_ema", recording_restart)
     monkeypatch.setattr(training, "epsilon_loss", recording_loss)

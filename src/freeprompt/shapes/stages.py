@@ -49,8 +49,7 @@ def parse_stages(text: str) -> list[Stage]:
         if stage.steps < 1 or not stage.lr > 0 or stage.warmup < 0:
             raise BadInput(f"refinement stage {number} ({chunk!r}) needs steps >= 1, lr > 0 and warmup >= 0",
                            "write e.g. 'steps=400 lr=1e-4 warmup=20'")
-        check_swap(stage.swap)
-        parse_shape_weights(stage.shapes)
+        check_stage(stage)
         stages.append(stage)
     return stages
 
@@ -81,9 +80,11 @@ def format_stages(stages: list[Stage]) -> str:
     return "; ".join(one(stage) for stage in stages)
 
 
-def check_swap(fraction: float) -> None:
-    if not 0 <= fraction < 1:
-        raise BadInput(f"colour swap fraction {fraction} is outside [0, 1)", "pass e.g. 0.25, or 0 for off")
+def check_stage(stage: Stage) -> None:
+    """One-line errors for a stage's colour-swap fraction or shape weights (any stage, the from-scratch one too)."""
+    if not 0 <= stage.swap < 1:
+        raise BadInput(f"colour swap fraction {stage.swap} is outside [0, 1)", "pass e.g. 0.25, or 0 for off")
+    parse_shape_weights(stage.shapes)
 
 
 class StagePlan:
@@ -92,10 +93,7 @@ class StagePlan:
     def __init__(self, stages: list[Stage]):
         self.stages = list(stages)
         self.starts = [sum(s.steps for s in self.stages[:k]) for k in range(len(self.stages))]
-
-    @property
-    def total(self) -> int:
-        return sum(s.steps for s in self.stages)
+        self.total = sum(s.steps for s in self.stages)
 
     def index(self, step: int) -> int:
         """The stage that global ``step`` belongs to (the last one for steps past the end)."""

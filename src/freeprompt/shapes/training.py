@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ..errors import BadInput, first_line
 from ..models.random import SD1_DOWN, SD1_UP, clip_text_encoder
 from . import world
-from .stages import Stage, StagePlan, check_swap, format_stages, parse_shape_weights, parse_stages
+from .stages import Stage, StagePlan, check_stage, format_stages, parse_shape_weights, parse_stages
 
 COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -197,7 +197,13 @@ class EMA:
 def stage_plan(cfg: TrainConfig) -> StagePlan:
     """The UNet stages of a config: the from-scratch stage (the flat unet_* fields), then its refinement stages."""
     first = Stage(cfg.unet_steps, cfg.unet_lr, cfg.warmup, cfg.colour_swap_fraction, cfg.shape_weights)
+    check_stage(first)
     return StagePlan([first, *parse_stages(cfg.refine_stages)])
+
+
+def record_plan(cfg: TrainConfig, plan: StagePlan) -> None:
+    """Write a fitted or cut plan back into the config, so the saved config repeats the run."""
+    cfg.unet_steps, cfg.refine_stages = plan.stages[0].steps, format_stages(plan.stages[1:])
 
 
 def restart_from_ema(model: torch.nn.Module, ema: EMA) -> None:
@@ -497,16 +503,15 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
     if cfg.vae_crop % latent_factor(cfg) or cfg.vae_crop < 0:
         raise BadInput(f"VAE crop {cfg.vae_crop} is not on the latent grid",
                        f"pass a multiple of {latent_factor(cfg)}, or 0 for whole images")
-    check_swap(cfg.colour_swap_fraction)
     plan = stage_plan(cfg)
-    if any(stage.swap for stage in plan.stages) and not init_from and not cfg.vae_structure_weight:
+    swaps = any(stage.swap for stage in plan.stages)
+    if swaps and not init_from and not cfg.vae_structure_weight:
         raise BadInput("colour-swapped captions train the structure channel, which this VAE would not have",
                        "keep --vae-structure-weight above 0 or pass no colour swaps")
     if cfg.colour_swap_fraction and not init_from:
         print("warning: colour swaps from the first step kept a from-scratch model from learning its colour words "
               "(v12, see the model card); add them in a refinement stage (--refine-stages) or with --init-from",
               file=sys.stderr, flush=True)
-    parse_shape_weights(cfg.shape_weights)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise BadInput(f"model folder {out_dir} already exists", "pass --overwrite to replace it or choose another --out")
     work = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".work")
@@ -556,7 +561,7 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
     ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
     ids, empty = ids.to(device), empty.to(device)
-    if any(stage.swap for stage in plan.stages):
+    if swaps:
         colour_ids = colour_token_ids(tokenizer).to(device)
         colour_pos, colour_of = colour_word_positions(ids, colour_ids)
     noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_start=OFFICIAL_DDIM["beta_start"],
@@ -577,7 +582,7 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
         opt.load_state_dict(state["opt"]); gen.set_state(state["gen"]); start_step = state["step"]
         if cfg.time_budget_min:  # the step counts fitted by the first attempt fix the learning-rate schedules
             cfg.unet_steps, cfg.time_budget_min = state.get("unet_steps", cfg.unet_steps), 0.0
-            cfg.refine_stages = state.get("refine_stages", cfg.refine_stages)
+            cfg.refine_stages = state.get("config", {}).get("refine_stages", cfg.refine_stages)
             plan = stage_plan(cfg)
         print(f"resuming at step {start_step}", flush=True)
     unet.train(); text_encoder.train()
@@ -592,11 +597,11 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
         fitted = budget.fit(step, plan.total)
         if fitted != plan.total:
             plan = plan.fitted(fitted)
-            cfg.unet_steps, cfg.refine_stages = plan.stages[0].steps, format_stages(plan.stages[1:])
+            record_plan(cfg, plan)
         if budget.overrun():
             print(f"time budget spent: stopping at step {step} of {plan.total}", flush=True)
             plan = plan.truncated(step)
-            cfg.unet_steps, cfg.refine_stages = plan.stages[0].steps, format_stages(plan.stages[1:])
+            record_plan(cfg, plan)
             break
         k = plan.index(step)
         stage, stage_step = plan.stages[k], step - plan.starts[k]
@@ -639,8 +644,7 @@ def train(out_dir: Path, cfg: TrainConfig, overwrite: bool = False, work_dir: Pa
             torch.save({"unet": unet.state_dict(), "text": text_encoder.state_dict(),
                         "ema_unet": ema_unet.shadow.state_dict(), "ema_text": ema_text.shadow.state_dict(),
                         "opt": opt.state_dict(), "gen": gen.get_state(), "step": step + 1,
-                        "unet_steps": cfg.unet_steps, "refine_stages": cfg.refine_stages, "config": asdict(cfg),
-                        "latent_scaling_factor": scale,
+                        "unet_steps": cfg.unet_steps, "config": asdict(cfg), "latent_scaling_factor": scale,
                         "vae_psnr_db": psnr}, tmp)
             os.replace(tmp, ckpt)
         step += 1
