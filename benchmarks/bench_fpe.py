@@ -25,10 +25,16 @@ import time
 from pathlib import Path
 
 from freeprompt.io.outputs import write_json
-from freeprompt.io.runinfo import cuda_available, device_description
+from freeprompt.io.runinfo import device_description
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("plain", "fpe", "materialise")
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def worker(args) -> dict:
@@ -37,9 +43,9 @@ def worker(args) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from reference import reference_processors
 
-    from freeprompt.attention import discover_layers
-    from freeprompt.editing.generated import edit, latent_shape
-    from freeprompt.editing.sampler import ddim_scheduler, initial_latents
+    from freeprompt.attention import DEFAULT_LAYERS, discover_layers
+    from freeprompt.diffusion import ddim_scheduler, initial_latents, latent_shape
+    from freeprompt.editing.generated import edit
     from freeprompt.models.random import random_pipeline
 
     torch.set_num_threads(args.threads)
@@ -60,7 +66,7 @@ def worker(args) -> dict:
 
     def run_materialise():
         registry = discover_layers(pipe.unet)
-        names = {layer.name for layer in registry.select("<=32x32", "self", shape[2:])}
+        names = {layer.name for layer in registry.select(DEFAULT_LAYERS, "self", shape[2:])}
         state = {"edit": True}
         with reference_processors(pipe.unet, registry, names, len(prompts), False, state):
             run_plain()
@@ -92,7 +98,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--targets", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--device", default="cuda" if cuda_available() else "cpu")
+    parser.add_argument("--device", default=_default_device())
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fpe.json")
     parser.add_argument("--method", help=argparse.SUPPRESS)

@@ -29,15 +29,21 @@ from pathlib import Path
 
 from freeprompt.analysis.words import PAPER_COLORS as COLORS
 from freeprompt.io.outputs import write_json
-from freeprompt.io.runinfo import cuda_available, device_description
+from freeprompt.io.runinfo import device_description
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _pipeline(args):
     import torch
 
-    from freeprompt.editing.sampler import ddim_scheduler
+    from freeprompt.diffusion import ddim_scheduler
 
     if args.arch == "shapes":
         from freeprompt.models.loading import load_pipeline
@@ -54,10 +60,8 @@ def _pipeline(args):
 def _inputs(pipe, args):
     import torch
 
-    from freeprompt.analysis.recorder import word_token_indices
-    from freeprompt.editing.generated import latent_shape
-    from freeprompt.editing.prompts import encode_prompts
-    from freeprompt.editing.sampler import initial_latents
+    from freeprompt.attention.recorder import word_token_indices
+    from freeprompt.diffusion import encode_prompts, initial_latents, latent_shape
 
     noun = "circle" if args.arch == "shapes" else "car"
     prompts = [f"a {COLORS[i % len(COLORS)]} {noun}" for i in range(args.batch)]
@@ -73,8 +77,8 @@ def _inputs(pipe, args):
 def speed_worker(args) -> dict:
     import torch
 
-    from freeprompt.analysis.recorder import record_attention
-    from freeprompt.editing.sampler import sample
+    from freeprompt.attention.recorder import record_attention
+    from freeprompt.diffusion import sample
 
     torch.set_num_threads(args.threads)
     pipe = _pipeline(args)
@@ -87,7 +91,7 @@ def speed_worker(args) -> dict:
 
     def cross(rec):
         rec.reset(tokens=tokens)  # as dataset collection does per batch, with the recorder installed once
-        sample(pipe.unet, pipe.scheduler, noise, emb, args.steps, 7.5, on_step=rec.begin_step)
+        sample(pipe.unet, pipe.scheduler, noise, emb, args.steps, 7.5, hooks=[rec])
         return rec.maps()
 
     def timed(fn, *a):
@@ -115,9 +119,9 @@ def speed_worker(args) -> dict:
 def memory_worker(args) -> dict:
     import torch
 
-    from freeprompt.analysis.recorder import record_attention
     from freeprompt.attention import discover_layers
-    from freeprompt.editing.sampler import sample
+    from freeprompt.attention.recorder import record_attention
+    from freeprompt.diffusion import sample
 
     torch.set_num_threads(args.threads)
     pipe = _pipeline(args)
@@ -136,7 +140,7 @@ def memory_worker(args) -> dict:
             sample(pipe.unet, pipe.scheduler, noise, emb, args.steps, 7.5)
         else:
             with record_attention(pipe, kind="self", layers=largest, latent_hw=tuple(shape[2:])) as rec:
-                sample(pipe.unet, pipe.scheduler, noise, emb, args.steps, 7.5, on_step=rec.begin_step)
+                sample(pipe.unet, pipe.scheduler, noise, emb, args.steps, 7.5, hooks=[rec])
                 maps = rec.maps()
             assert all(m.shape[-1] <= 256 for m in maps.values())
     seconds = time.perf_counter() - start
@@ -157,7 +161,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
-    parser.add_argument("--device", default="cuda" if cuda_available() else "cpu")
+    parser.add_argument("--device", default=_default_device())
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "recorder.json")
     parser.add_argument("--worker", choices=("speed", "memory"), help=argparse.SUPPRESS)

@@ -53,3 +53,24 @@ def test_fixture_draws_the_prompted_colour(shapes_pipe):
                      progress=False).source
         hits += oracle.color_mask(np.asarray(image), color).sum() >= 40
     assert hits >= 5, hits
+
+
+def test_fixture_loads_and_generates_in_plain_diffusers():
+    """``StableDiffusionPipeline.from_pretrained(folder)`` with no dtype argument: every component comes up in
+    float32 (the weights are stored fp16, the text encoder's config says float32) and the pipeline generates, and
+    its image matches freeprompt's own loading path pixel for pixel (same weights, same scheduler, same noise)."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(FIXTURE))
+    pipe.set_progress_bar_config(disable=True)
+    assert {pipe.unet.dtype, pipe.vae.dtype, pipe.text_encoder.dtype} == {torch.float32}
+    from freeprompt.diffusion import latent_shape
+
+    noise = torch.randn(latent_shape(pipe, None, None), generator=torch.Generator().manual_seed(0))
+    plain = pipe("a red circle", num_inference_steps=4, guidance_scale=3.0, latents=noise, output_type="np").images
+    assert plain.shape == (1, 64, 64, 3) and np.isfinite(plain).all() and plain.std() > 0.01
+    ours = load_pipeline("shapes", device="cpu").pipe
+    ours.set_progress_bar_config(disable=True)
+    again = ours("a red circle", num_inference_steps=4, guidance_scale=3.0, latents=noise, output_type="np").images
+    assert np.array_equal(plain, again)

@@ -9,12 +9,11 @@ step shows up as a difference of order 1e-2 while the correct implementation agr
 import numpy as np
 import pytest
 import torch
+from reference import reference_processors
 
 from freeprompt.attention import StepRange, discover_layers
-from freeprompt.editing.generated import edit, latent_shape
-from freeprompt.editing.prompts import encode_prompts
-from freeprompt.editing.sampler import ddim_scheduler, initial_latents, sample
-from reference import reference_processors
+from freeprompt.diffusion import StepCallback, ddim_scheduler, encode_prompts, initial_latents, latent_shape, sample
+from freeprompt.editing.generated import edit
 
 PROMPTS = ["a red car", "a blue car", "a photo of a green truck"]
 STEPS = 6
@@ -35,7 +34,7 @@ def reference_edit(pipe, prompts, layers, step_range, edit_unconditional, guidan
 
     with reference_processors(pipe.unet, registry, names, len(prompts), edit_unconditional, state):
         return sample(pipe.unet, ddim_scheduler(pipe.scheduler.config), noise.expand(len(prompts), -1, -1, -1).clone(),
-                      emb, STEPS, guidance, on_step=on_step)
+                      emb, STEPS, guidance, hooks=[StepCallback(on_step)])
 
 
 @pytest.mark.parametrize("layers,step_range,uncond", [

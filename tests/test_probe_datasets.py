@@ -9,12 +9,12 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from freeprompt.analysis.datasets import (CollectOptions, CorruptShard, DatasetSpec, build_spec, collect,
-                                          open_dataset)
-from freeprompt.analysis.recorder import record_attention
+from freeprompt.analysis.collect import CollectOptions, collect
+from freeprompt.analysis.datasets import CorruptShard, open_dataset
+from freeprompt.analysis.specs import DatasetSpec, build_spec
 from freeprompt.analysis.words import get_vocabulary, read_word_list
-from freeprompt.editing.prompts import encode_prompts
-from freeprompt.editing.sampler import ddim_scheduler, initial_latents, sample
+from freeprompt.attention.recorder import record_attention
+from freeprompt.diffusion import ddim_scheduler, encode_prompts, initial_latents, sample
 from freeprompt.errors import BadInput
 
 OPTIONS = CollectOptions(steps=2, batch_size=2, shard_size=4)
@@ -70,7 +70,7 @@ def test_collection_layout_and_contents(tiny_pipe, reference_run):
     emb = encode_prompts(tiny_pipe, ["a red car", "a blue car"], "", True, "cpu")
     noise = torch.cat([initial_latents(0, (1, 4, 8, 8), "cpu", torch.float32)] * 2)
     with record_attention(tiny_pipe, tokens=[2]) as rec:
-        sample(tiny_pipe.unet, ddim_scheduler(tiny_pipe.scheduler.config), noise, emb, 2, 7.5, on_step=rec.begin_step)
+        sample(tiny_pipe.unet, ddim_scheduler(tiny_pipe.scheduler.config), noise, emb, 2, 7.5, hooks=[rec])
     assert torch.equal(rec.maps()[ds.layer(1)["name"]], maps[:2])
     with pytest.raises(BadInput) as err:
         ds.load(17)
@@ -192,7 +192,6 @@ def test_bad_input(tiny_pipe, reference_run, tmp_path):
 def test_cli_collect_train_report(tiny_pipe, tmp_path):
     from typer.testing import CliRunner
 
-    import freeprompt.cli.probe_cmd  # noqa: F401 - registers 'probe' on the app
     from freeprompt.cli.main import app
 
     model = tmp_path / "model"
@@ -242,7 +241,7 @@ def test_cli_collect_train_report(tiny_pipe, tmp_path):
     assert "cross_color" in report and "self_color" in report
     assert (tmp_path / "run" / "report" / "mean_maps.self_color.png").exists()
     assert sorted(os.listdir(tmp_path / "run" / "results")) == ["cross_color.json", "self_color.json"]
-    from freeprompt.cli.probe_cmd import run_config
+    from freeprompt.analysis.protocol import run_config
 
     one_number = {**config, "seeds": 3, "experiments": config["experiments"][:1]}
     lines = []
@@ -257,8 +256,8 @@ def test_launcher_environment_splits_the_work_and_process_0_waits(tiny_pipe, ref
     `probe run` waits until the others' shard files exist, then the dataset equals a one-process run."""
     import threading
 
-    from freeprompt.analysis.datasets import distributed_position
-    from freeprompt.cli.probe_cmd import _wait_for_datasets
+    from freeprompt.analysis.collect import distributed_position
+    from freeprompt.analysis.protocol import wait_for_datasets
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
@@ -269,7 +268,7 @@ def test_launcher_environment_splits_the_work_and_process_0_waits(tiny_pipe, ref
     waited = threading.Event()
 
     def wait():
-        _wait_for_datasets([tmp_path], echo=lambda line: None, poll_s=0.05)
+        wait_for_datasets([tmp_path], echo=lambda line: None, poll_s=0.05)
         waited.set()
 
     waiter = threading.Thread(target=wait)

@@ -9,8 +9,16 @@ import csv
 import pytest
 import torch
 
-from freeprompt.analysis.probes import (ArrayDataset, ProbeConfig, authors_classifier, chance_bounds,
-                                        fit_and_score, layer_features, run_probes, stratified_split)
+from freeprompt.analysis.probes import (
+    ArrayDataset,
+    ProbeConfig,
+    authors_classifier,
+    chance_bounds,
+    fit_and_score,
+    layer_features,
+    run_probes,
+    stratified_split,
+)
 from freeprompt.analysis.report import accuracy_table, write_report
 from freeprompt.errors import BadInput
 

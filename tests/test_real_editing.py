@@ -21,8 +21,9 @@ import torch
 from diffusers import UNet2DConditionModel
 from PIL import Image
 
-from freeprompt.editing.inversion import (METHODS, CacheWarning, InversionCache, ddim_invert, default_cache_dir,
-                                          encode_text, invert, null_text_optimise, reconstruct)
+from freeprompt.diffusion import encode_text
+from freeprompt.editing.cache import CacheWarning, InversionCache, default_cache_dir
+from freeprompt.editing.inversion import METHODS, ddim_invert, invert, null_text_optimise, reconstruct
 from freeprompt.editing.real import edit_real
 from freeprompt.errors import BadInput
 from freeprompt.shapes import world
@@ -86,8 +87,8 @@ def test_inversion_walks_back_exactly_when_the_noise_prediction_ignores_the_late
 
 
 def test_ddim_invert_matches_the_sampler_step_by_step(toy_pipe, image):
+    from freeprompt.diffusion import ddim_scheduler
     from freeprompt.editing.images import image_to_latents
-    from freeprompt.editing.sampler import ddim_scheduler
 
     cond = encode_text(toy_pipe, SOURCE)
     traj = ddim_invert(toy_pipe, image_to_latents(toy_pipe, image), cond, steps=STEPS).cpu()

@@ -8,11 +8,9 @@ generation, so recording changes nothing."""
 import pytest
 import torch
 
-from freeprompt.analysis.recorder import pool_factors, prompt_tokens, record_attention, word_token_indices
 from freeprompt.attention import discover_layers, installed_processors
-from freeprompt.editing.generated import latent_shape
-from freeprompt.editing.prompts import encode_prompts
-from freeprompt.editing.sampler import ddim_scheduler, initial_latents, sample
+from freeprompt.attention.recorder import pool_factors, prompt_tokens, record_attention, word_token_indices
+from freeprompt.diffusion import StepCallback, ddim_scheduler, encode_prompts, initial_latents, latent_shape, sample
 from freeprompt.errors import BadInput
 
 STEPS = 4
@@ -55,7 +53,7 @@ def generate(pipe, prompts, size=(64, 64), guidance=7.5, **record):
                 state["step"] = i
                 rec.begin_step(i)
 
-            final = sample(pipe.unet, scheduler, noise, emb, STEPS, guidance, on_step=on_step)
+            final = sample(pipe.unet, scheduler, noise, emb, STEPS, guidance, hooks=[StepCallback(on_step)])
     return final, rec, store
 
 
@@ -186,12 +184,12 @@ def test_bad_input_is_one_line(tiny_pipe):
     with pytest.raises(BadInput) as err:
         with record_attention(tiny_pipe, tokens=[2], steps=[0]):
             sample(tiny_pipe.unet, ddim_scheduler(), noise, emb, 1, 7.5)
-    assert "on_step" in str(err.value)
+    assert "hooks=[rec]" in str(err.value)
     before = dict(tiny_pipe.unet.attn_processors)
     assert all(type(p).__name__ != "RecordingProcessor" for p in before.values())  # restored after the error
     with pytest.raises(BadInput):
         with record_attention(tiny_pipe, tokens=[99]) as rec:
-            sample(tiny_pipe.unet, ddim_scheduler(), noise, emb, 1, 7.5, on_step=rec.begin_step)
+            sample(tiny_pipe.unet, ddim_scheduler(), noise, emb, 1, 7.5, hooks=[rec])
     with pytest.raises(BadInput):
         record_attention(tiny_pipe, cfg=False, branch="uncond").__enter__()
     with pytest.raises(BadInput):
@@ -214,8 +212,7 @@ def test_default_processor_path_equals_wrapped_path(tiny_pipe64):
         with record_attention(pipe, kind=kind, **extra) as rec:
             assert all(type(p.original).__name__ == "AttnProcessor2_0" for key, p in pipe.unet.attn_processors.items()
                        if type(p).__name__ == "RecordingProcessor")
-            final = sample(pipe.unet, ddim_scheduler(pipe.scheduler.config), noise, emb, STEPS, 7.5,
-                           on_step=rec.begin_step)
+            final = sample(pipe.unet, ddim_scheduler(pipe.scheduler.config), noise, emb, STEPS, 7.5, hooks=[rec])
         assert torch.equal(final, plain)  # the same operations in the same order: bitwise equal
         for label in (["target", "a"] if kind == "cross" else [None]):
             ours, ref = rec.maps(label), wrapped.maps(label)

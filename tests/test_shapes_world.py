@@ -8,6 +8,7 @@ import torch
 
 from freeprompt.shapes import oracle, world
 from freeprompt.shapes.world import COLORS, SHAPES, TEMPLATES
+from lab.fixture.classifier import degrade
 
 torch.set_num_threads(1)
 
@@ -92,7 +93,7 @@ def test_ground_truth_consistency(size):
             d = _nearest_dist(s.image[m], c)
             bg_d = max(np.linalg.norm(np.subtract(c, b)) for b in world.BACKGROUND_COLORS.values())
             assert d.max() <= 0.5 * bg_d + 1.5
-            inner = oracle._erode(m)
+            inner = oracle.erode(m)
             if inner.any():
                 assert np.median(_nearest_dist(s.image[inner], c)) < 1  # flat colour inside
             layout = world.TEMPLATE_LAYOUTS[s.spec.template]
@@ -196,15 +197,15 @@ def test_components():
     m[5:9, 4:11] = True  # 28 px
     m[0, 11] = True  # 1 px
     m[3, 3] = True  # diagonal to the first block: separate under 4-connectivity
-    lab, sizes = oracle._components(m)
+    lab, sizes = oracle.components(m)
     assert sorted(sizes.tolist()) == [1, 1, 4, 28]
     assert (lab >= 0).sum() == m.sum() and np.all(lab[~m] == -1)
     assert oracle.largest_component(m).sum() == 28
 
 
 def test_classifier_file_matches_shapes():
-    assert oracle.CLASSIFIER_PATH.exists(), "run scripts/fit_shape_classifier.py"
-    assert tuple(oracle._model()["shapes"].tolist()) == SHAPES
+    assert oracle.CLASSIFIER_PATH.exists(), "run python -m lab.fit_shape_classifier"
+    assert tuple(oracle.classifier()["shapes"].tolist()) == SHAPES
 
 
 def test_oracle_accuracy_clean(held_out):
@@ -233,7 +234,7 @@ def test_oracle_accuracy_degraded(held_out):
     ious = []
     subset = held_out[:150]
     for s in subset:
-        img = oracle.degrade(s.image, rng, blur=1.0, noise=8.0, jitter=15.0)
+        img = degrade(s.image, rng, blur=1.0, noise=8.0, jitter=15.0)
         gt = s.objects[0]
         r = oracle.read(img, gt.color)
         shp += r.shape == gt.shape

@@ -6,11 +6,11 @@
 """
 
 from .attention import StepRange, discover_layers, free_prompt_editing
-from .editing.generated import EditResult, edit
+from .editing import EditResult, edit, edit_real
 from .errors import BadInput, FreepromptError, ModelLoadError
 from .models.loading import load_pipeline
 
 __version__ = "0.1.0"
 
 __all__ = ["BadInput", "EditResult", "FreepromptError", "ModelLoadError", "StepRange", "discover_layers", "edit",
-           "free_prompt_editing", "load_pipeline", "__version__"]
+           "edit_real", "free_prompt_editing", "load_pipeline", "__version__"]

@@ -1,10 +1,12 @@
-"""Probing analysis (paper section 7.1): record attention maps, store datasets, train probes, write reports.
+"""Probing analysis (paper section 7.1): attention-map datasets, probes, tables and plots.
 
-    recorder   record_attention / word_token_indices: maps of chosen layers during generation
     words      vocabularies (the paper's word lists, the shapes fixture world)
-    datasets   dataset specs (builders), sharded resumable collection, lazy loading
+    specs      what a dataset holds (prompt families, classes, seeds, recorded words)
+    datasets   how a dataset is stored on disk and read back lazily
+    collect    sharded, resumable collection with the attention recorder (``freeprompt.attention.recorder``)
     probes     the authors' classifier, a linear control, in- and out-of-distribution protocols
     report     CSV / Markdown tables, heatmaps and mean-map grids
+    protocol   the whole protocol from one config (``freeprompt probe run``)
 
     from freeprompt.analysis import record_attention, word_token_indices
     with record_attention(pipe, kind="cross", tokens=[word_token_indices(pipe.tokenizer, "a red car", "red")]) as rec:
@@ -12,10 +14,12 @@
     maps = rec.maps()        # {layer name: (1, h, w)}, averaged over heads and steps, conditional branch
 """
 
-from .datasets import CollectOptions, DatasetSpec, build_spec, collect, open_dataset
+from ..attention.recorder import AttentionRecorder, pool_factors, prompt_tokens, record_attention, word_token_indices
+from .collect import CollectOptions, collect
+from .datasets import open_dataset
 from .probes import ProbeConfig, run_probes
-from .recorder import AttentionRecorder, pool_factors, prompt_tokens, record_attention, word_token_indices
 from .report import write_report
+from .specs import DatasetSpec, build_spec
 from .words import Vocabulary, get_vocabulary
 
 __all__ = ["AttentionRecorder", "CollectOptions", "DatasetSpec", "ProbeConfig", "Vocabulary", "build_spec", "collect",

@@ -31,8 +31,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..attention import LayerSpec
+from ..attention.recorder import pool_factors, pooled_grid
 from ..errors import BadInput
-from .recorder import pool_factors
+from .datasets import check_same_layout
 
 PROBES = ("authors", "linear")
 
@@ -211,8 +213,6 @@ class ArrayDataset:
 def _pooled_self_grid(ds, row) -> tuple[int, int] | None:
     if ds.kind != "self" or not row.get("grid"):
         return None
-    from .recorder import pooled_grid
-
     return pooled_grid(tuple(row["grid"]), int(ds.meta.get("collect", {}).get("self_max_tokens", 256)))
 
 
@@ -241,8 +241,6 @@ def run_probes(
     """Probe every chosen layer of ``train`` (and all layers together). ``test=None``: a stratified split of
     ``train``; otherwise train on all of ``train`` and test on all of ``test`` (out of distribution). Returns
     the result dictionary that ``report`` turns into tables."""
-    from .datasets import check_same_layout
-
     config = config or ProbeConfig()
     for p in probes:
         if p not in PROBES:
@@ -254,19 +252,7 @@ def run_probes(
         for row in rows:
             test.layer(row["name"])  # a one-line error before any training when the test set lacks a layer
     classes = list(train.classes)
-    y_all = train.y
-    if test is None:
-        train_idx, test_idx = stratified_split(y_all, config.test_fraction, config.seed)
-        y_train, y_test = y_all[train_idx], y_all[test_idx]
-        protocol = (f"in-distribution: stratified split of {train.name!r}, {config.test_fraction:.0%} of each class "
-                    f"held out for testing, seed {config.seed} ({len(train_idx)} train / {len(test_idx)} test)")
-    else:
-        mapping = _class_map(classes, list(test.classes), train.name, test.name)
-        y_train = y_all
-        y_test = torch.tensor([mapping[c] for c in test.y.tolist()], dtype=torch.long)
-        train_idx = test_idx = None
-        protocol = (f"out-of-distribution: train on all {len(y_train)} items of {train.name!r}, test on all "
-                    f"{len(y_test)} items of {test.name!r}")
+    train_idx, test_idx, y_train, y_test, protocol = _split(train, test, config)
     variants = list(probes) + (["authors_shuffled"] if control else [])
     results: dict[str, dict] = {v: {} for v in variants}
     collected_train, collected_test = [], []
@@ -298,16 +284,34 @@ def run_probes(
     }
 
 
-def _chosen_layers(ds, layers) -> list[dict]:
-    if layers is None or (isinstance(layers, str) and layers.strip().lower() in ("all", "*", "")):
-        return list(ds.layers)
-    if isinstance(layers, str):
-        from ..attention.layers import _parse_indices
+def _split(train, test, config: ProbeConfig):
+    """``(train indices, test indices, train labels, test labels, protocol)``: a stratified split of ``train``
+    (in distribution), or all of ``train`` against all of ``test`` (out of distribution; indices None)."""
+    if test is None:
+        train_idx, test_idx = stratified_split(train.y, config.test_fraction, config.seed)
+        protocol = (f"in-distribution: stratified split of {train.name!r}, {config.test_fraction:.0%} of each class "
+                    f"held out for testing, seed {config.seed} ({len(train_idx)} train / {len(test_idx)} test)")
+        return train_idx, test_idx, train.y[train_idx], train.y[test_idx], protocol
+    mapping = _class_map(list(train.classes), list(test.classes), train.name, test.name)
+    y_test = torch.tensor([mapping[c] for c in test.y.tolist()], dtype=torch.long)
+    protocol = (f"out-of-distribution: train on all {len(train.y)} items of {train.name!r}, test on all "
+                f"{len(y_test)} items of {test.name!r}")
+    return None, None, train.y, y_test, protocol
 
-        wanted = sorted(_parse_indices(layers.replace(" ", ""), layers))
-    else:
-        wanted = list(layers)
-    return [ds.layer(i) for i in wanted]
+
+def _chosen_layers(ds, layers) -> list[dict]:
+    """The dataset's recorded layers that ``layers`` (a ``LayerSpec`` spelling or indices) selects."""
+    if layers is None or (isinstance(layers, str) and not layers.strip()):
+        return list(ds.layers)
+    spec = LayerSpec.parse(layers)
+    if spec.indices is not None:
+        return [ds.layer(i) for i in sorted(spec.indices)]  # a one-line error for a layer the dataset lacks
+    return [row for row in ds.layers if spec.chooses(row["index"], _tokens(row))]
+
+
+def _tokens(row: dict) -> int | None:
+    grid = row.get("grid")
+    return grid[0] * grid[1] if grid else None
 
 
 def _features(train, test, row, word, test_word, config, train_idx, test_idx):

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import BadInput
+from ..io.outputs import write_json
 
 PROBE_TITLES = {"authors": "authors' classifier", "linear": "linear probe",
                 "authors_shuffled": "authors' classifier on shuffled labels (chance control)"}
@@ -65,7 +66,8 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """``text`` as a safe file-name stem."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "experiment"
 
 
@@ -87,7 +89,7 @@ def write_table(result: dict, out: "str | Path", probe: str = "authors", heatmap
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     header, rows = accuracy_table(result, probe)
-    stem = f"{_slug(result['experiment'])}.{probe}"
+    stem = f"{slug(result['experiment'])}.{probe}"
     paths = {"csv": out / f"{stem}.csv", "md": out / f"{stem}.md"}
     with open(paths["csv"], "w", newline="") as f:
         writer = csv.writer(f)
@@ -193,12 +195,22 @@ def write_report(results: "dict | list[dict]", out: "str | Path", datasets: dict
             sections.append("Skipped shards: " + "; ".join(result["skipped_shards"]) + "\n")
     for name, (dataset, word) in (datasets or {}).items():
         if pngs:
-            png = out / f"mean_maps.{_slug(name)}.png"
+            png = out / f"mean_maps.{slug(name)}.png"
             mean_maps(dataset, png, word)
             sections.append(f"### Mean maps: {name}\n\n![mean maps {name}]({png.name})\n")
     report = out / "report.md"
     report.write_text("\n".join(sections))
     return report
+
+
+def write_result(result: dict, out: "str | Path") -> Path:
+    """Write one ``run_probes`` result as JSON: ``out`` itself if it ends in .json, else
+    ``out/<experiment>.json``; returns the path."""
+    out = Path(out)
+    path = out if out.suffix == ".json" else out / f"{slug(result['experiment'])}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, result, indent=1)
+    return path
 
 
 def load_results(path: "str | Path") -> list[dict]:

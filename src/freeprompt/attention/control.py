@@ -1,7 +1,7 @@
 """Edit policies and the control that the sampling loop drives: which rows, layers and steps are edited.
 
-The sampling loop tells the control the current step explicitly (``begin_step``); nothing here infers the
-step by counting attention calls.
+The sampling loop tells the control the current step explicitly (``begin_step``, as a ``StepHooks``); nothing
+here infers the step by counting attention calls.
 """
 
 from __future__ import annotations
@@ -10,8 +10,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..diffusion.sampler import StepHooks
 from .layers import AttentionLayer
 from .steps import StepRange
+
+# FPE's defaults, as the official code runs it: self-attention layers with at most 32x32 tokens (layers 3-13 of
+# SD1.x at 512 px), the first 80 % of the denoising steps.
+DEFAULT_LAYERS = "<=32x32"
+DEFAULT_SELF_REPLACE = "0:0.8"
 
 
 @dataclass(frozen=True)
@@ -49,12 +55,12 @@ class FPEPolicy:
     """Free-Prompt-Editing: in these self-attention layers and steps, targets use their source's map."""
 
     layers: frozenset[str]  # layer names (AttentionLayer.name)
-    steps: StepRange = field(default_factory=StepRange)
+    steps: StepRange = field(default_factory=lambda: StepRange.parse(DEFAULT_SELF_REPLACE))
     edit_unconditional: bool = False
 
 
-class EditControl:
-    """Shared state of the installed processors for one sampling run."""
+class EditControl(StepHooks):
+    """Shared state of the installed processors for one sampling run; pass it to ``sample`` as a hook."""
 
     def __init__(self, layout: BatchLayout, policy: FPEPolicy, num_steps: int):
         self.layout = layout

@@ -41,6 +41,79 @@ class AttentionLayer:
         return h * w
 
 
+SPEC_HELP = "use 'all', index ranges like '4-14' or '1,3,5-7', or a token bound like '<=32x32'"
+_COMPARE = {"<=": int.__le__, "<": int.__lt__, ">=": int.__ge__, ">": int.__gt__}
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A parsed layer selection, the one reading of every ``--layers`` spelling: ``all`` (or ``*``), ``none``,
+    1-based index ranges in forward order (``4-14``, ``1,3,5-7``) or a token bound (``<=32x32``, ``<1024``,
+    ``>=16x16``) that is evaluated at a resolution."""
+
+    text: str
+    indices: frozenset[int] | None = None  # an index spec
+    bound: tuple[str, int] | None = None  # a token bound: (operator, tokens)
+    everything: bool = False
+
+    @classmethod
+    def parse(cls, spec: "str | LayerSpec | None | list[int] | tuple[int, ...]") -> "LayerSpec":
+        if isinstance(spec, LayerSpec):
+            return spec
+        if spec is None:
+            return cls("all", everything=True)
+        if not isinstance(spec, str):
+            return cls(str(sorted({int(i) for i in spec})), indices=frozenset(int(i) for i in spec))
+        text = spec.strip().lower().replace(" ", "")
+        if text in ("all", "*"):
+            return cls(spec, everything=True)
+        if text in ("none", ""):
+            return cls(spec, indices=frozenset())
+        bound = re.fullmatch(r"(<=|<|>=|>)(\d+)(?:x(\d+))?", text)
+        if bound:
+            op, a, b = bound.groups()
+            return cls(spec, bound=(op, int(a) * int(b) if b else int(a)))
+        return cls(spec, indices=frozenset(_parse_indices(text, spec)))
+
+    def chooses(self, index: int, tokens: int | None) -> bool:
+        """Whether the layer with this 1-based index and this many tokens (None: unknown) is selected."""
+        if self.everything:
+            return True
+        if self.bound is not None:
+            if tokens is None:
+                raise BadInput(f"the token bound {self.text!r} needs the layers' token grids, which are unknown here",
+                               "select layers by index, e.g. 4-14")
+            return _COMPARE[self.bound[0]](tokens, self.bound[1])
+        return index in self.indices
+
+    def check_indices(self, known: list[int], kind: str) -> None:
+        """A one-line error when an index spec names layers that do not exist."""
+        missing = sorted(self.indices - set(known)) if self.indices is not None else []
+        if missing:
+            raise BadInput(f"layer spec {self.text!r} names {kind}-attention layer(s) {missing} but there are {kind} "
+                           f"layers {_ranges(sorted(known))}", "run 'freeprompt layers --model ...' to list them")
+
+
+def _parse_indices(text: str, original: str) -> set[int]:
+    wanted: set[int] = set()
+    for part in text.split(","):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise BadInput(f"cannot read layer spec {original!r}", SPEC_HELP)
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) else lo
+        if lo > hi:
+            raise BadInput(f"layer range {part!r} starts after it ends", "write ranges as LOW-HIGH, e.g. 4-14")
+        wanted.update(range(lo, hi + 1))
+    return wanted
+
+
+def _ranges(indices: list[int]) -> str:
+    if not indices:
+        return "(none)"
+    return f"{indices[0]}-{indices[-1]}" if indices == list(range(indices[0], indices[-1] + 1)) else str(indices)
+
+
 class LayerRegistry:
     """All attention layers of a UNet, in forward order."""
 
@@ -55,34 +128,33 @@ class LayerRegistry:
         return len(self.layers)
 
     def by_name(self, name: str) -> AttentionLayer:
-        return self._by_name[name.removesuffix(".processor")]
+        try:
+            return self._by_name[name.removesuffix(".processor")]
+        except KeyError:
+            raise BadInput(f"this model has no attention layer named {name!r}",
+                           "run 'freeprompt layers' to list them") from None
 
     def of_kind(self, kind: str) -> list[AttentionLayer]:
         return [layer for layer in self.layers if layer.kind == kind]
 
-    def select(self, spec: "str | list[int] | None", kind: str, latent_hw: tuple[int, int]) -> list[AttentionLayer]:
-        """Layers of one kind chosen by ``spec``: ``all``, ``none``, index ranges ``4-14`` / ``1,3,5-7``, or a
-        token bound ``<=32x32`` / ``<1024`` / ``>=16x16`` evaluated at the given latent size."""
+    def select(self, spec, kind: str, latent_hw: tuple[int, int]) -> list[AttentionLayer]:
+        """Layers of one kind chosen by ``spec``: a ``LayerSpec`` spelling (``all``, ``none``, ``4-14``,
+        ``<=32x32`` evaluated at ``latent_hw``), a list of 1-based indices, of descriptors or of module paths."""
         candidates = self.of_kind(kind)
         if not candidates:
             raise BadInput(f"this model has no {kind}-attention layers", "check the model")
-        if spec is None:
-            return candidates
-        if not isinstance(spec, str):
-            wanted = {int(i) for i in spec}
-            return _by_indices(candidates, wanted, str(sorted(wanted)), kind)
-        text = spec.strip().lower().replace(" ", "")
-        if text in ("all", "*"):
-            return candidates
-        if text in ("none", ""):
-            return []
-        bound = re.fullmatch(r"(<=|<|>=|>)(\d+)(?:x(\d+))?", text)
-        if bound:
-            op, a, b = bound.groups()
-            limit = int(a) * int(b) if b else int(a)
-            compare = {"<=": int.__le__, "<": int.__lt__, ">=": int.__ge__, ">": int.__gt__}[op]
-            return [layer for layer in candidates if compare(layer.tokens(latent_hw), limit)]
-        return _by_indices(candidates, _parse_indices(text, spec), spec, kind)
+        if isinstance(spec, (list, tuple)) and spec and isinstance(spec[0], (AttentionLayer, str)):
+            return self._named(spec, kind)
+        chosen = LayerSpec.parse(spec)
+        chosen.check_indices([layer.index for layer in candidates], kind)
+        return [layer for layer in candidates if chosen.chooses(layer.index, layer.tokens(latent_hw))]
+
+    def _named(self, layers, kind: str) -> list[AttentionLayer]:
+        chosen = [layer if isinstance(layer, AttentionLayer) else self.by_name(layer) for layer in layers]
+        wrong = [layer.index for layer in chosen if layer.kind != kind]
+        if wrong:
+            raise BadInput(f"layers {wrong} are not {kind}-attention layers", f"give {kind}-attention layers")
+        return chosen
 
     def table(self, latent_hw: tuple[int, int]) -> list[dict]:
         rows = []
@@ -93,35 +165,6 @@ class LayerRegistry:
                  "tokens": h * w, "name": layer.name}
             )
         return rows
-
-
-def _parse_indices(text: str, original: str) -> set[int]:
-    wanted: set[int] = set()
-    for part in text.split(","):
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m:
-            raise BadInput(
-                f"cannot read layer spec {original!r}",
-                "use 'all', index ranges like '4-14' or '1,3,5-7', or a token bound like '<=32x32'",
-            )
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) else lo
-        if lo > hi:
-            raise BadInput(f"layer range {part!r} starts after it ends", "write ranges as LOW-HIGH, e.g. 4-14")
-        wanted.update(range(lo, hi + 1))
-    return wanted
-
-
-def _by_indices(candidates: list[AttentionLayer], wanted: set[int], spec: str, kind: str) -> list[AttentionLayer]:
-    known = {layer.index for layer in candidates}
-    missing = sorted(wanted - known)
-    if missing:
-        raise BadInput(
-            f"layer spec {spec!r} names {kind}-attention layer(s) {missing} but this model has {kind} layers "
-            f"1-{max(known)}",
-            "run 'freeprompt layers --model ...' to list them",
-        )
-    return [layer for layer in candidates if layer.index in wanted]
 
 
 def discover_layers(unet) -> LayerRegistry:

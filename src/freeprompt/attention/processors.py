@@ -34,13 +34,35 @@ def shared_map_attention(attn, hidden_states: torch.Tensor, qk_rows: torch.Tenso
     query = query.index_select(0, qk_gather)
     key = key.index_select(0, qk_gather)
 
-    mask = None
-    if attention_mask is not None:
-        mask = attn.prepare_attention_mask(attention_mask, tokens, batch)
-        mask = mask.view(batch, heads, -1, mask.shape[-1])
+    mask = prepared_mask(attn, attention_mask, tokens, batch)
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False,
                                          scale=attn.scale)
     return attention_output(attn, out.to(value.dtype), residual, spatial_shape)
+
+
+def sdpa_attention(attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                   attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None):
+    """diffusers' ``AttnProcessor2_0`` (the same operations in the same order, so the same output), also returning
+    what it computed on the way: ``(output, query, key, mask)`` with queries and keys as (batch, heads, tokens,
+    head_dim) and the prepared mask (batch, heads, 1 or queries, keys) or None."""
+    batch = hidden_states.shape[0]
+    hidden_states, residual, spatial_shape = attention_input(attn, hidden_states, temb)
+    context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+    mask = prepared_mask(attn, attention_mask, context.shape[1], batch)
+    if encoder_hidden_states is not None and attn.norm_cross:
+        context = attn.norm_encoder_hidden_states(context)
+    query, key = queries_keys(attn, hidden_states, context)
+    value = split_heads(attn.to_v(context), attn.heads)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False)
+    return attention_output(attn, out.to(query.dtype), residual, spatial_shape), query, key, mask
+
+
+def prepared_mask(attn, attention_mask: torch.Tensor | None, keys: int, batch: int) -> torch.Tensor | None:
+    """An attention mask as SDPA takes it, (batch, heads, 1 or queries, keys), prepared as diffusers does."""
+    if attention_mask is None:
+        return None
+    mask = attn.prepare_attention_mask(attention_mask, keys, batch)
+    return mask.view(batch, attn.heads, -1, mask.shape[-1])
 
 
 def attention_input(attn, hidden_states: torch.Tensor, temb: torch.Tensor | None = None):

@@ -15,8 +15,8 @@ class StepRange:
     official FPE code, so ``0:0.8`` with 50 steps edits steps 0..39.
     """
 
-    start: float = 0.0
-    end: float = 0.8
+    start: float
+    end: float
 
     def __post_init__(self):
         if not (0.0 <= self.start <= 1.0 and 0.0 <= self.end <= 1.0):

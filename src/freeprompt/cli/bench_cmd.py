@@ -7,10 +7,9 @@ from typing import Optional
 
 import typer
 
-from .main import app
+from ..attention import DEFAULT_LAYERS, DEFAULT_SELF_REPLACE
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that score edits.")
-app.add_typer(bench_app, name="bench")
 
 
 def _words(text: Optional[str]) -> Optional[list[str]]:
@@ -26,8 +25,8 @@ def shapes(
     generation: int = typer.Option(200, help="samples for the generation check (0 to skip)"),
     steps: Optional[int] = typer.Option(None, help="denoising steps [default: the model's, else 50]"),
     guidance: Optional[float] = typer.Option(None, help="guidance [default: the model's, else 7.5]"),
-    self_replace: str = typer.Option("0:0.8", help="FPE step range"),
-    layers: str = typer.Option("<=32x32", help="FPE self-attention layers"),
+    self_replace: str = typer.Option(DEFAULT_SELF_REPLACE, help="FPE step range"),
+    layers: str = typer.Option(DEFAULT_LAYERS, help="FPE self-attention layers"),
     colors: Optional[str] = typer.Option(None, help="comma-separated colour words [default: all 10]"),
     shape_words: Optional[str] = typer.Option(None, "--shapes", help="comma-separated shape words [default: all]"),
     templates: str = typer.Option("simple", help="comma-separated caption templates (simple, park, photo, ...)"),
@@ -37,19 +36,12 @@ def shapes(
     """Colour and shape swaps with FPE and with plain regeneration, scored by the shapes oracle."""
     from tqdm.auto import tqdm
 
-    from ..errors import BadInput
     from ..evaluation import shapes_bench as sb
     from ..io.outputs import check_writable
     from ..models.loading import load_pipeline
-    from ..shapes import world
 
     check_writable(out)
     template_list = _words(templates) or []
-    supported = ", ".join(t for t in world.TEMPLATES if t != "pair")
-    unknown = [t for t in template_list if t not in world.TEMPLATES or t == "pair"]
-    if unknown or not template_list:
-        problem = f"unknown or unsupported template(s) {', '.join(unknown)}" if unknown else "no caption template given"
-        raise BadInput(problem, f"use {supported}")
     items = sb.edit_items(color_edits, shape_edits, seed, _words(colors), _words(shape_words), tuple(template_list))
     loaded = load_pipeline(model, device=device)
     steps, guidance = loaded.setting("steps", steps, 50), loaded.setting("guidance", guidance, 7.5)

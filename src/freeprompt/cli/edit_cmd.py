@@ -1,18 +1,18 @@
-"""``freeprompt edit`` and ``freeprompt layers``."""
+"""``freeprompt edit`` and ``freeprompt layers``: parse, call the library, print."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from ..attention import DEFAULT_LAYERS, DEFAULT_SELF_REPLACE
 from ..errors import BadInput
-from .main import app
 from .options import CONFIG_HELP, DEFAULT_MODEL, MODEL_HELP, REVISION_HELP
 
 
-@app.command()
 def edit(
     source: str = typer.Option(..., "--source", "-s", help="source prompt"),
     target: list[str] = typer.Option(..., "--target", "-t", help="target prompt (repeat for several)"),
@@ -23,8 +23,9 @@ def edit(
     steps: Optional[int] = typer.Option(None, help="denoising steps [default: 50, or the model's recommendation]"),
     guidance: Optional[float] = typer.Option(None, help="classifier-free guidance [default: 7.5, or the model's]"),
     negative: str = typer.Option("", help="negative prompt"),
-    self_replace: str = typer.Option("0:0.8", help="fraction range of steps whose self-attention maps are replaced"),
-    layers: str = typer.Option("<=32x32", help="self-attention layers: all, 4-14, 1,3,5-7 or a token bound <=32x32"),
+    self_replace: str = typer.Option(DEFAULT_SELF_REPLACE,
+                                     help="fraction range of steps whose self-attention maps are replaced"),
+    layers: str = typer.Option(DEFAULT_LAYERS, help="self-attention layers: all, 4-14, 1,3,5-7 or a token bound <=32x32"),
     edit_uncond: bool = typer.Option(False, "--edit-uncond/--no-edit-uncond",
                                      help="also replace maps in the unconditional half of guidance"),
     height: Optional[int] = typer.Option(None, help="image height (multiple of 8) [default: the model's]"),
@@ -45,59 +46,80 @@ def edit(
 ):
     """Edit a generated image (or a photo with --image): the targets reuse the source's self-attention maps
     (Free-Prompt-Editing)."""
-    import time
-
-    from ..editing.generated import edit as run_edit
-    from ..editing.prompts import require_text
     from ..io.outputs import check_writable, save_edit
     from ..models.loading import load_pipeline
 
     check_writable(out)  # fail before the model is loaded
-    for i, text in enumerate([source, *target]):
-        if i or image is None:  # a photo may be inverted with the empty source prompt, as the official code does
-            require_text(text, "source prompt" if i == 0 else f"target prompt {i}")
-    if image is not None:
-        from ..editing.images import check_resize_mode
-        from ..editing.inversion import check_method
-
-        check_method(inversion)
-        check_resize_mode(resize)
-        if latents is not None:
-            raise BadInput("--latents and --image exclude each other", "the noise of a photo comes from its inversion")
-        if negative:
-            raise BadInput("--negative and --image exclude each other",
-                           "a photo's unconditional branch comes from its inversion; drop --negative")
+    _check_inputs(source, target, image, inversion, resize, latents, negative)
     start = time.perf_counter()
     loaded = load_pipeline(model, device=device, dtype=dtype, allow_pickle=allow_pickle, revision=revision,
                            config=config)
     load_s = time.perf_counter() - start
-    pipe = loaded.pipe
-    if image is not None:
-        result = _edit_photo(loaded, image, source, target, inversion=inversion, resize=resize, cache_dir=cache_dir,
-                             no_cache=no_cache, steps=steps, guidance=guidance, self_replace=self_replace, layers=layers,
-                             edit_uncond=edit_uncond, height=height, width=width, quiet=quiet, out=out)
-        result.timings["load_s"] = load_s
-        save_edit(result, out, model=loaded.info, save_latents=save_latents, extra={"image": str(image)},
-                  extra_images={"input.png": result.params.pop("_input_image")})
-        typer.echo(f"wrote {out}/source.png (reconstruction, PSNR {result.params['inversion_psnr']} dB), "
-                   + ", ".join(f"target_{i}.png" for i in range(1, len(target) + 1)) + ", input.png, grid.png, run.json")
-        return
-    noise = _read_latents(latents) if latents else None
-    result = run_edit(
-        pipe, source, target, seed=seed, latents=noise,
-        steps=loaded.setting("steps", steps, 50), guidance=loaded.setting("guidance", guidance, 7.5),
-        negative_prompt=negative, self_replace=self_replace, layers=layers, edit_unconditional=edit_uncond,
-        height=loaded.setting("height", height), width=loaded.setting("width", width),
-        progress=not quiet,
-    )
+    fpe = dict(steps=loaded.setting("steps", steps, 50), guidance=loaded.setting("guidance", guidance, 7.5),
+               self_replace=self_replace, layers=layers, edit_unconditional=edit_uncond, progress=not quiet)
+    size = dict(height=loaded.setting("height", height), width=loaded.setting("width", width))
+    if image is None:
+        result = _edit_generated(loaded.pipe, source, target, seed, latents, negative, fpe, size)
+        extra = {"latents_file": str(latents) if latents else None}
+    else:
+        result = _edit_photo(loaded, image, source, target, inversion, resize, cache_dir, no_cache, fpe, size)
+        extra = {"image": str(image)}
     result.timings["load_s"] = load_s
-    save_edit(result, out, model=loaded.info, save_latents=save_latents,
-              extra={"latents_file": str(latents) if latents else None})
-    typer.echo(f"wrote {out}/source.png, " + ", ".join(f"target_{i}.png" for i in range(1, len(target) + 1))
-               + ", grid.png, run.json")
+    save_edit(result, out, model=loaded.info, save_latents=save_latents, extra=extra)
+    typer.echo(_written(out, result))
 
 
-@app.command()
+def _check_inputs(source, targets, image, inversion, resize, latents, negative) -> None:
+    """Every refusal that needs no model, so a bad call fails before the (slow) model load."""
+    from ..diffusion import require_text
+
+    for i, text in enumerate([source, *targets]):
+        if i or image is None:  # a photo may be inverted with the empty source prompt, as the official code does
+            require_text(text, "source prompt" if i == 0 else f"target prompt {i}")
+    if image is None:
+        return
+    from ..editing.images import check_resize_mode
+    from ..editing.inversion import check_method
+
+    check_method(inversion)
+    check_resize_mode(resize)
+    if latents is not None:
+        raise BadInput("--latents and --image exclude each other", "the noise of a photo comes from its inversion")
+    if negative:
+        raise BadInput("--negative and --image exclude each other",
+                       "a photo's unconditional branch comes from its inversion; drop --negative")
+
+
+def _edit_generated(pipe, source, targets, seed, latents_file, negative, fpe: dict, size: dict):
+    from ..editing.generated import edit as run_edit
+
+    noise = _read_latents(latents_file) if latents_file else None
+    return run_edit(pipe, source, targets, seed=seed, latents=noise, negative_prompt=negative, **fpe, **size)
+
+
+def _edit_photo(loaded, image_path, source, targets, inversion, resize, cache_dir, no_cache, fpe: dict, size: dict):
+    from ..diffusion import image_size, latent_shape
+    from ..editing.cache import InversionCache
+    from ..editing.images import load_image
+    from ..editing.real import edit_real
+
+    pipe = loaded.pipe
+    photo = load_image(image_path, image_size(pipe, latent_shape(pipe, size["height"], size["width"])), resize)
+    cache = None if no_cache else InversionCache(cache_dir)
+    result = edit_real(pipe, photo, source, targets, inversion=inversion, cache=cache,
+                       model_key=f"{loaded.info.get('id')}@{loaded.info.get('revision')}", **fpe)
+    result.params["resize"] = resize
+    return result
+
+
+def _written(out: Path, result) -> str:
+    targets = ", ".join(f"target_{i}.png" for i in range(1, len(result.images)))
+    if result.input_image is None:
+        return f"wrote {out}/source.png, {targets}, grid.png, run.json"
+    return (f"wrote {out}/source.png (reconstruction, PSNR {result.params['inversion_psnr']} dB), {targets}, "
+            "input.png, grid.png, run.json")
+
+
 def layers(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
     height: Optional[int] = typer.Option(None, help="image height [default: the model's]"),
@@ -109,39 +131,18 @@ def layers(
 ):
     """Print the attention layers of a model's UNet: kind, index in forward order, place, token grid."""
     from ..attention import discover_layers
-    from ..editing.generated import latent_shape
+    from ..diffusion import latent_shape
     from ..models.loading import load_pipeline
 
     pipe = load_pipeline(model, device="cpu", allow_pickle=allow_pickle, revision=revision, config=config).pipe
-    shape = latent_shape(pipe, height, width)
+    latent_hw = latent_shape(pipe, height, width)[2:]
     registry = discover_layers(pipe.unet)
-    chosen = {layer.name for layer in registry.select(select, "self", shape[2:])} if select else set()
+    chosen = {layer.name for layer in registry.select(select, "self", latent_hw)} if select else set()
     typer.echo(f"{'kind':5} {'idx':>3} {'place':5} {'grid':>7} {'tokens':>6}  {'sel':3} name")
-    for row in registry.table(shape[2:]):
+    for row in registry.table(latent_hw):
         mark = "*" if row["name"] in chosen else ""
         typer.echo(f"{row['kind']:5} {row['index']:>3} {row['place']:5} {row['grid']:>7} {row['tokens']:>6}  "
                    f"{mark:3} {row['name']}")
-
-
-def _edit_photo(loaded, image_path, source, targets, *, inversion, resize, cache_dir, no_cache, steps, guidance,
-                self_replace, layers, edit_uncond, height, width, quiet, out):
-    from ..editing.generated import latent_shape
-    from ..editing.images import load_image
-    from ..editing.inversion import InversionCache
-    from ..editing.real import edit_real
-
-    pipe = loaded.pipe
-    shape = latent_shape(pipe, loaded.setting("height", height), loaded.setting("width", width))
-    size = (shape[3] * pipe.vae_scale_factor, shape[2] * pipe.vae_scale_factor)
-    photo = load_image(image_path, size, resize)
-    cache = None if no_cache else InversionCache(cache_dir)
-    result = edit_real(pipe, photo, source, targets, inversion=inversion,
-                       steps=loaded.setting("steps", steps, 50), guidance=loaded.setting("guidance", guidance, 7.5),
-                       self_replace=self_replace, layers=layers, edit_unconditional=edit_uncond, cache=cache,
-                       model_key=f"{loaded.info.get('id')}@{loaded.info.get('revision')}", progress=not quiet)
-    result.params["resize"] = resize
-    result.params["_input_image"] = photo
-    return result
 
 
 def _read_latents(path: Path):

@@ -1,5 +1,6 @@
-"""The ``freeprompt`` command. Every user-facing failure is one line on stderr with exit status 2; ``--debug``
-shows the traceback."""
+"""The ``freeprompt`` command: the typer app, its commands (each in its own module, which knows nothing of the
+app) and the one place where failures become one-line messages. Every user-facing failure is one line on stderr
+with exit status 2; ``--debug`` shows the traceback."""
 
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ import click  # noqa: E402
 import typer  # noqa: E402
 
 from ..errors import FreepromptError, first_line  # noqa: E402
+from .bench_cmd import bench_app  # noqa: E402
+from .edit_cmd import edit, layers  # noqa: E402
+from .probe_cmd import probe_app  # noqa: E402
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Free-Prompt-Editing and attention analysis for Stable Diffusion models.")
-
-
-def _register_commands() -> None:
-    from . import bench_cmd, edit_cmd, probe_cmd  # noqa: F401 - each registers its commands on ``app``
+app.command()(edit)
+app.command()(layers)
+app.add_typer(bench_app, name="bench")
+app.add_typer(probe_app, name="probe")
 
 
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
@@ -33,7 +37,6 @@ def main(argv: list[str] | None = None) -> None:
     if debug:
         argv.remove("--debug")
     warnings.showwarning = _one_line_warnings
-    _register_commands()
     try:
         app(args=argv, prog_name="freeprompt", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -72,8 +75,4 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 
 if __name__ == "__main__":
-    # Run as `python -m freeprompt.cli.main` this file is `__main__`, while the command modules register on
-    # the `app` of the importable `freeprompt.cli.main`: call that module's main, not this copy's.
-    from freeprompt.cli.main import main as package_main
-
-    package_main()
+    main()

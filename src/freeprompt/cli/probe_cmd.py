@@ -13,57 +13,15 @@ per process) splits the shards across processes; in ``run``, process 0 trains an
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ..errors import BadInput, first_line
-from .main import app
+from ..errors import BadInput
 from .options import CONFIG_HELP, DEFAULT_MODEL, MODEL_HELP, REVISION_HELP
 
 probe_app = typer.Typer(no_args_is_help=True, help="Probing analysis: collect attention maps, train probes, report.")
-app.add_typer(probe_app, name="probe")
-
-DEFAULT_EXPERIMENTS = [
-    {"name": "cross_color", "train": "color"},
-    {"name": "cross_color_ood_objects", "train": "color", "test": "color_object"},
-    {"name": "cross_color_ood_complex", "train": "color", "test": "complex"},
-    {"name": "cross_animal", "train": "animal"},
-    {"name": "nontarget_a", "train": "color", "word": "a"},
-    {"name": "nontarget_noun", "train": "color", "word": "noun"},
-    {"name": "self_color", "train": "self_color"},
-    {"name": "self_animal", "train": "self_animal"},
-]
-
-
-def _vocabulary(vocab: str, colors: Optional[str], animals: Optional[str], objects: Optional[str],
-                noun: Optional[str] = None):
-    from ..analysis.words import get_vocabulary, read_word_list
-
-    base = get_vocabulary(vocab)
-    return base.with_lists(
-        colors=read_word_list(colors, "colour") if colors else None,
-        animals=read_word_list(animals, "animal") if animals else None,
-        objects=read_word_list(objects, "object") if objects else None,
-        noun=noun,
-    )
-
-
-def _load(model: str, device: str, dtype: str, allow_pickle: bool = False, revision: Optional[str] = None,
-          config: Optional[str] = None):
-    from ..analysis.datasets import distributed_position
-    from ..models.loading import load_pipeline
-
-    if device == "auto" and distributed_position()[0] > 1:
-        import os
-
-        import torch
-
-        if torch.cuda.is_available():  # one GPU per process, as torchrun / accelerate launch number them
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
-    return load_pipeline(model, device=device, dtype=dtype, allow_pickle=allow_pickle, revision=revision, config=config)
 
 
 @probe_app.command("collect")
@@ -98,10 +56,14 @@ def collect_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ):
     """Generate a prompt family and store its attention maps (resumable, shardable)."""
-    from ..analysis.datasets import CollectOptions, build_spec, collect
+    from ..analysis.collect import CollectOptions, collect
+    from ..analysis.protocol import vocabulary
+    from ..analysis.specs import build_spec
+    from ..models.loading import load_pipeline, process_device
 
-    spec = build_spec(dataset, _vocabulary(vocab, colors, animals, objects, noun), seeds, first_seed)
-    loaded = _load(model, device, dtype, allow_pickle, revision, config)
+    spec = build_spec(dataset, vocabulary(vocab, colors, animals, objects, noun), seeds, first_seed)
+    loaded = load_pipeline(model, device=process_device(device), dtype=dtype, allow_pickle=allow_pickle,
+                           revision=revision, config=config)
     options = CollectOptions(
         steps=loaded.setting("steps", steps, 50), guidance=loaded.setting("guidance", guidance, 7.5),
         height=loaded.setting("height", height), width=loaded.setting("width", width),
@@ -121,23 +83,6 @@ def _echo_collect(summary: dict) -> None:
                + f" -> {summary['out']}")
     for line in summary["skipped_files"]:
         typer.echo(f"regenerated unreadable file {line}", err=True)
-
-
-def _probe_config(epochs, batch_size, lr, test_fraction, seed, max_features, hidden_cap, device):
-    from ..analysis.probes import ProbeConfig
-
-    return ProbeConfig(epochs=epochs, batch_size=batch_size, lr=lr, test_fraction=test_fraction, seed=seed,
-                       max_features=max_features, hidden_cap=hidden_cap, device=device)
-
-
-def _write_result(result: dict, out: Path) -> Path:
-    from ..analysis.report import _slug
-    from ..io.outputs import write_json
-
-    path = out if out.suffix == ".json" else out / f"{_slug(result['experiment'])}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, result, indent=1)
-    return path
 
 
 @probe_app.command("train")
@@ -166,18 +111,18 @@ def train_cmd(
 ):
     """Train per-layer probes on a dataset (stratified split) or across two datasets (OOD)."""
     from ..analysis.datasets import open_dataset
-    from ..analysis.probes import run_probes
-    from ..analysis.report import accuracy_table, markdown_table
+    from ..analysis.probes import ProbeConfig, run_probes
+    from ..analysis.report import accuracy_table, markdown_table, write_result
 
     train_ds = open_dataset(data, verify=verify)
     test_ds = open_dataset(test, verify=verify) if test else None
     typer.echo(train_ds.summary() + (f"\ntest: {test_ds.summary()}" if test_ds else ""))
-    config = _probe_config(epochs, batch_size, lr, test_fraction, seed, max_features, hidden_cap, device)
-    config.standardize = standardize
+    config = ProbeConfig(epochs=epochs, batch_size=batch_size, lr=lr, test_fraction=test_fraction, seed=seed,
+                         max_features=max_features, hidden_cap=hidden_cap, device=device, standardize=standardize)
     result = run_probes(train_ds, test_ds, word=word, test_word=test_word, layers=layers, probes=tuple(probe),
                         control=control, all_layers=all_layers, config=config, experiment=name,
                         log=lambda line: typer.echo(line, err=True))
-    path = _write_result(result, out)
+    path = write_result(result, out)
     header, rows = accuracy_table(result, probe[0])
     typer.echo(result["protocol"])
     typer.echo(markdown_table(header, rows))
@@ -206,130 +151,6 @@ def report_cmd(
     typer.echo(f"wrote {report} ({len(loaded)} result(s))")
 
 
-# ------------------------------------------------------------------------------------------------ run
-
-def _read_config(path: Path) -> dict:
-    if not path.is_file():
-        raise BadInput(f"config file {path} does not exist", "give a .toml or .json file")
-    text = path.read_text()
-    try:
-        if path.suffix == ".json":
-            return json.loads(text)
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10: the same parser from PyPI
-            import tomli as tomllib
-
-        return tomllib.loads(text)
-    except (json.JSONDecodeError, ValueError) as err:
-        raise BadInput(f"cannot read config {path}: {first_line(err)}", "fix the file's syntax") from None
-
-
-def preset(name: str) -> dict:
-    """The whole protocol over a vocabulary: every dataset, the eight default experiments."""
-    if name not in ("paper", "shapes"):
-        raise BadInput(f"unknown preset {name!r}", "use paper or shapes")
-    return {"model": "shapes" if name == "shapes" else DEFAULT_MODEL,
-            "vocabulary": name, "out": f"probe-{name}", "experiments": DEFAULT_EXPERIMENTS}
-
-
-KNOWN_KEYS = {"model", "vocabulary", "colors", "animals", "objects", "noun", "out", "device", "dtype", "seeds",
-              "first_seed", "collect", "probe", "experiments", "allow_pickle"}
-
-
-def run_config(config: dict, out: Optional[Path] = None, seeds_override: Optional[int] = None, quiet: bool = False,
-               echo=print) -> Path:
-    """Collect every dataset the experiments need, train them, write the report; returns the report path."""
-    from ..analysis.datasets import CollectOptions, build_spec, collect, distributed_position, open_dataset
-    from ..analysis.probes import ProbeConfig, run_probes
-    from ..analysis.report import mean_map_entry, write_report
-
-    unknown = sorted(set(config) - KNOWN_KEYS)
-    if unknown:
-        raise BadInput(f"unknown config key(s) {', '.join(unknown)}", f"use {', '.join(sorted(KNOWN_KEYS))}")
-    root = Path(out or config.get("out") or "probe")
-    vocab = _vocabulary(config.get("vocabulary", "paper"), _joined(config.get("colors")),
-                        _joined(config.get("animals")), _joined(config.get("objects")), config.get("noun"))
-    experiments = config.get("experiments") or DEFAULT_EXPERIMENTS
-    names = []
-    for exp in experiments:
-        if "name" not in exp or "train" not in exp:
-            raise BadInput(f"experiment {exp} needs a name and a train dataset", "write e.g. {name='x', train='color'}")
-        for key in ("train", "test"):
-            if exp.get(key) and exp[key] not in names:
-                names.append(exp[key])
-    seeds = config.get("seeds") or {}
-    if not isinstance(seeds, (dict, int)) or isinstance(seeds, bool):
-        raise BadInput(f"config: seeds must be a number or a table of dataset = number, got {seeds!r}",
-                       "write e.g. seeds = 200 or seeds = {color = 200, animal = 100}")
-    try:
-        options = CollectOptions(**(config.get("collect") or {}))
-        probe_config = ProbeConfig(**(config.get("probe") or {}))
-    except TypeError as err:
-        raise BadInput(f"config: {err}", "see CollectOptions / ProbeConfig for the known keys") from None
-    loaded = _load(config.get("model", "shapes"), config.get("device", "auto"), config.get("dtype", "fp32"),
-                   bool(config.get("allow_pickle", False)))
-    given = config.get("collect") or {}
-    for key in ("steps", "guidance", "height", "width"):  # the config's value, else the model's, else the default
-        setattr(options, key, loaded.setting(key, given.get(key), getattr(options, key)))
-    for name in names:
-        count = seeds_override or (seeds if isinstance(seeds, int) else seeds.get(name))
-        spec = build_spec(name, vocab, count, int(config.get("first_seed", 0)))
-        summary = collect(loaded.pipe, spec, root / "data" / name, options, model_info=loaded.info,
-                          progress=not quiet)
-        echo(f"{name}: generated {summary['items_generated']}, reused {summary['items_reused']}"
-             + (f" ({summary['samples_per_minute']:.1f} samples/min)" if summary["samples_per_minute"] else ""))
-    processes, index = distributed_position()
-    if processes > 1:
-        if index != 0:
-            return root / "report" / "report.md"  # process 0 trains and reports once every shard is written
-        _wait_for_datasets([root / "data" / name for name in names], echo)  # writes each index once complete
-    else:
-        for name in names:
-            write_index_quiet(root / "data" / name)
-    results, mean_map_sets = [], {}
-    for exp in experiments:
-        train_ds = open_dataset(root / "data" / exp["train"], verify=True)
-        test_ds = open_dataset(root / "data" / exp["test"], verify=True) if exp.get("test") else None
-        echo(f"{exp['name']}: training probes")
-        result = run_probes(train_ds, test_ds, word=exp.get("word", "target"), test_word=exp.get("test_word"),
-                            layers=exp.get("layers"), probes=tuple(exp.get("probes", ("authors", "linear"))),
-                            control=exp.get("control", True), all_layers=exp.get("all_layers", True),
-                            config=probe_config, experiment=exp["name"],
-                            log=None if quiet else (lambda line: echo("  " + line)))
-        _write_result(result, root / "results")
-        results.append(result)
-        key, entry = mean_map_entry(train_ds, train_ds.word(exp.get("word", "target")))
-        mean_map_sets[key] = entry
-    return write_report(results, root / "report", datasets=mean_map_sets)
-
-
-def _wait_for_datasets(folders: list[Path], echo, poll_s: float = 5.0) -> None:
-    """Process 0 of a multi-process run waits until the other processes have written their shards."""
-    import time
-
-    from ..analysis.datasets import write_index
-
-    pending = [f for f in folders if not write_index(f, quiet=True)]
-    if pending:
-        echo(f"waiting for other processes to finish {', '.join(f.name for f in pending)}")
-    while pending:
-        time.sleep(poll_s)
-        pending = [f for f in pending if not write_index(f, quiet=True)]
-
-
-def write_index_quiet(folder: Path) -> None:
-    from ..analysis.datasets import write_index
-
-    write_index(folder, quiet=True)
-
-
-def _joined(value) -> Optional[str]:
-    if value is None:
-        return None
-    return ",".join(value) if isinstance(value, (list, tuple)) else str(value)
-
-
 @probe_app.command("run")
 def run_cmd(
     config: Optional[Path] = typer.Argument(None, help="experiment config (.toml or .json)"),
@@ -339,8 +160,10 @@ def run_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="less output"),
 ):
     """Collect, train and report every experiment of a config (resumable: rerun after a kill)."""
+    from ..analysis.protocol import preset, read_config, run_config
+
     if (config is None) == (preset_name is None):
         raise BadInput("give either a CONFIG file or --preset", "e.g. freeprompt probe run --preset shapes")
-    data = preset(preset_name) if preset_name else _read_config(config)
+    data = preset(preset_name) if preset_name else read_config(config)
     report = run_config(data, out, seeds, quiet, echo=typer.echo)
     typer.echo(f"wrote {report}")

@@ -1,21 +1,44 @@
-"""Free-Prompt-Editing of generated images: one seed, a source prompt and N target prompts in one batch."""
+"""Free-Prompt-Editing of a batch: one noise, a source prompt and N target prompts denoised together.
+
+``edit`` generates the source and every target from the same noise (a seed, given latents, or a real image's
+inversion); in the chosen self-attention layers and steps each target uses the source's self-attention map,
+computed as SDPA(Q_src, K_src, V_tgt) by the processors ``attention.free_prompt_editing`` installs.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
-from ..attention import BatchLayout, EditControl, FPEPolicy, StepRange, discover_layers, free_prompt_editing
+from ..attention import (
+    DEFAULT_LAYERS,
+    DEFAULT_SELF_REPLACE,
+    BatchLayout,
+    EditControl,
+    FPEPolicy,
+    StepRange,
+    discover_layers,
+    free_prompt_editing,
+)
+from ..diffusion import (
+    StepHooks,
+    check_latents,
+    check_prompt,
+    check_steps,
+    ddim_scheduler,
+    encode_prompts,
+    image_size,
+    initial_latents,
+    latent_shape,
+    sample,
+    step_bar,
+)
+from ..diffusion import decode as decode_latents
 from ..errors import BadInput
-from .prompts import check_prompt, encode_prompts
-from .sampler import check_steps, ddim_scheduler, initial_latents, sample, step_bar
-from .sampler import decode as decode_latents
-
-DEFAULT_LAYERS = "<=32x32"  # the official code's rule: self-attention layers with at most 32x32 tokens
-DEFAULT_SELF_REPLACE = "0:0.8"
+from .inversion import InversionResult
 
 
 @dataclass
@@ -24,8 +47,9 @@ class EditResult:
     images: list  # PIL images in the order of ``prompts``
     latents: torch.Tensor  # final latents, one row per prompt
     initial_latents: torch.Tensor  # the noise shared by all prompts
-    params: dict
+    params: dict  # every setting, as run.json records it
     timings: dict = field(default_factory=dict)
+    input_image: object | None = None  # a real image's input as fitted to the model (PIL), else None
 
     @property
     def source(self):
@@ -34,18 +58,6 @@ class EditResult:
     @property
     def targets(self) -> list:
         return self.images[1:]
-
-
-def latent_shape(pipe, height: int | None, width: int | None) -> tuple[int, int, int, int]:
-    factor = pipe.vae_scale_factor
-    height = pipe.unet.config.sample_size * factor if height is None else height
-    width = pipe.unet.config.sample_size * factor if width is None else width
-    multiple = max(8, factor)
-    for name, value in (("height", height), ("width", width)):
-        if value <= 0 or value % multiple:
-            raise BadInput(f"{name} {value} is not a positive multiple of {multiple}",
-                           f"use e.g. {max(multiple, round(value / multiple) * multiple)}")
-    return (1, pipe.unet.config.in_channels, height // factor, width // factor)
 
 
 def edit(
@@ -64,93 +76,88 @@ def edit(
     height: int | None = None,
     width: int | None = None,
     progress: bool | Callable = True,
-    uncond_at: Callable[[int], torch.Tensor] | None = None,
-    after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
-    allow_empty_source: bool = False,
     decode: bool = True,
+    inversion: InversionResult | None = None,
+    hooks: Sequence[StepHooks] = (),
 ) -> EditResult:
     """Generate ``source`` and every target from the same noise; in the chosen self-attention layers and
     steps each target uses the source's self-attention map (computed as SDPA(Q_src, K_src, V_tgt)).
 
-    For real-image editing: ``latents`` is the inverted noise; ``uncond_at(i)`` gives the unconditional
-    embedding (1 x tokens x width) of step ``i`` for every row (null-text / negative-prompt inversion);
-    ``after_step(i, latents)`` may correct the latents after step ``i`` (direct inversion).
-    ``allow_empty_source`` lets the source prompt be "" (real-image editing inverts with "", as the official
-    code does); target prompts must never be empty. ``decode=False`` skips the VAE (``images`` is empty), like
-    diffusers' ``output_type="latent"``."""
-    timings: dict[str, float] = {}
+    The noise is drawn from ``seed``, or given as ``latents``, or comes from ``inversion`` (a real image's
+    ``InversionResult``, made with this ``source`` prompt, which may then be "", and these ``steps``): its
+    per-step embeddings and trajectory pinning then apply too. ``hooks`` are further ``StepHooks`` the sampling
+    loop runs after the edit's own. ``decode=False`` skips the VAE (``images`` is empty), like diffusers'
+    ``output_type="latent"``."""
     targets = [targets] if isinstance(targets, str) else list(targets)
-    if not targets:
-        raise BadInput("no target prompt given", "give at least one target prompt")
-    empty_ok = allow_empty_source and source == ""
-    prompts = [source if empty_ok else check_prompt(pipe.tokenizer, source, "source prompt")]
-    prompts += [check_prompt(pipe.tokenizer, t, f"target prompt {i + 1}") for i, t in enumerate(targets)]
+    prompts = _checked_prompts(pipe, source, targets, empty_source_ok=inversion is not None)
     check_steps(steps, pipe.scheduler.config)
     step_range = StepRange.parse(self_replace)
     shape = latent_shape(pipe, height, width)
+    noise = _start_noise(pipe, shape, seed, latents, inversion, source, steps, guidance)
     registry = discover_layers(pipe.unet)
     chosen = registry.select(layers, "self", shape[2:])
-    device, dtype = pipe.unet.device, pipe.unet.dtype
-
-    if latents is None:
-        noise = initial_latents(seed, shape, device, dtype)
-    else:
-        noise = _given_latents(latents, shape).to(device=device, dtype=dtype)
-    guided = guidance > 1.0
-    layout = BatchLayout.one_source(len(targets), guidance=guided)
     policy = FPEPolicy(layers=frozenset(layer.name for layer in chosen), steps=step_range,
                        edit_unconditional=edit_unconditional)
-    control = EditControl(layout, policy, steps)
-
-    start = time.perf_counter()
-    embeddings = encode_prompts(pipe, prompts, negative_prompt, guided, device)
-    timings["encode_s"] = time.perf_counter() - start
-
-    scheduler = ddim_scheduler(pipe.scheduler.config)
-    bar = step_bar(progress, steps, "denoising")
-    start = time.perf_counter()
-    embeddings_at = None
-    if uncond_at is not None and guided:
-        cond = embeddings[len(prompts):]
-        embeddings_at = lambda i: torch.cat([uncond_at(i).to(cond).expand(len(prompts), -1, -1), cond])  # noqa: E731
+    control = EditControl(BatchLayout.one_source(len(targets), guidance=guidance > 1.0), policy, steps)
+    run_hooks = [control] + ([inversion.hooks(pipe.unet.device, pipe.unet.dtype)] if inversion else []) + list(hooks)
+    timings: dict[str, float] = {}
     with free_prompt_editing(pipe.unet, registry, control):
-        final = sample(pipe.unet, scheduler, noise.expand(len(prompts), -1, -1, -1).clone(), embeddings,
-                       steps, guidance, on_step=control.begin_step, progress=bar, embeddings_at=embeddings_at,
-                       after_step=after_step)
-    timings["denoise_s"] = time.perf_counter() - start
-
-    images = []
-    if decode:
-        start = time.perf_counter()
-        images = decode_latents(pipe, final)
-        timings["decode_s"] = time.perf_counter() - start
-
+        final = _denoise(pipe, prompts, noise, run_hooks, steps, guidance, negative_prompt, progress, timings)
+    images = _decode(pipe, final, timings) if decode else []
+    width, height = image_size(pipe, shape)
+    given = latents is not None or inversion is not None  # the noise was given, not drawn from the seed
     params = {
-        "method": "fpe",
-        "source": source,
-        "targets": targets,
-        "seed": None if latents is not None else seed,
-        "latents_given": latents is not None,
-        "steps": steps,
-        "guidance": guidance,
-        "negative_prompt": negative_prompt,
-        "self_replace": str(step_range),
-        "edited_steps": control.edited_steps(),
+        "method": "fpe", "source": source, "targets": targets, "seed": None if given else seed,
+        "latents_given": given, "steps": steps, "guidance": guidance, "negative_prompt": negative_prompt,
+        "self_replace": str(step_range), "edited_steps": control.edited_steps(),
         "layers": layers if isinstance(layers, str) else list(layers),
-        "edited_self_layers": [layer.index for layer in chosen],
-        "edit_unconditional": edit_unconditional,
-        "height": shape[2] * pipe.vae_scale_factor,
-        "width": shape[3] * pipe.vae_scale_factor,
-        "scheduler": dict(scheduler.config),
+        "edited_self_layers": [layer.index for layer in chosen], "edit_unconditional": edit_unconditional,
+        "height": height, "width": width, "scheduler": dict(ddim_scheduler(pipe.scheduler.config).config),
     }
     return EditResult(prompts=prompts, images=images, latents=final.cpu(), initial_latents=noise.cpu(),
                       params=params, timings=timings)
 
 
-def _given_latents(latents: torch.Tensor, shape) -> torch.Tensor:
-    if latents.ndim == 3:
-        latents = latents.unsqueeze(0)
-    if tuple(latents.shape) != tuple(shape):
-        raise BadInput(f"the given latents have shape {tuple(latents.shape)} but this model and size need "
-                       f"{tuple(shape)}", "pass latents of that shape or change --height/--width")
-    return latents
+def _checked_prompts(pipe, source: str, targets: list[str], empty_source_ok: bool) -> list[str]:
+    """Source first, then the targets; empty prompts refused (but a real image's source may be "")."""
+    if not targets:
+        raise BadInput("no target prompt given", "give at least one target prompt")
+    empty_ok = empty_source_ok and source == ""
+    prompts = [source if empty_ok else check_prompt(pipe.tokenizer, source, "source prompt")]
+    return prompts + [check_prompt(pipe.tokenizer, t, f"target prompt {i + 1}") for i, t in enumerate(targets)]
+
+
+def _start_noise(pipe, shape, seed: int, latents, inversion: InversionResult | None, source: str, steps: int,
+                 guidance: float) -> torch.Tensor:
+    """The (1, C, h, w) noise every prompt starts from, on the UNet's device and dtype."""
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    if inversion is None:
+        if latents is None:
+            return initial_latents(seed, shape, device, dtype)
+        return check_latents(latents, shape).to(device=device, dtype=dtype)
+    if latents is not None:
+        raise BadInput("both latents and an inversion were given", "the noise of a real image is its inversion's")
+    made, asked = (inversion.source, inversion.steps, inversion.guidance), (source, steps, guidance)
+    if made != asked:
+        raise BadInput(f"the inversion was made with (source prompt, steps, guidance) {made}, not {asked}",
+                       "edit with the inversion's source prompt, steps and guidance")
+    return check_latents(inversion.noise, shape).to(device=device, dtype=dtype)
+
+
+def _denoise(pipe, prompts, noise, hooks, steps, guidance, negative_prompt, progress, timings) -> torch.Tensor:
+    start = time.perf_counter()
+    embeddings = encode_prompts(pipe, prompts, negative_prompt, guidance > 1.0, noise.device)
+    timings["encode_s"] = time.perf_counter() - start
+    scheduler = ddim_scheduler(pipe.scheduler.config)
+    start = time.perf_counter()
+    final = sample(pipe.unet, scheduler, noise.expand(len(prompts), -1, -1, -1).clone(), embeddings, steps, guidance,
+                   hooks=hooks, progress=step_bar(progress, steps, "denoising"))
+    timings["denoise_s"] = time.perf_counter() - start
+    return final
+
+
+def _decode(pipe, final: torch.Tensor, timings: dict) -> list:
+    start = time.perf_counter()
+    images = decode_latents(pipe, final)
+    timings["decode_s"] = time.perf_counter() - start
+    return images

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..diffusion import latent_shape
 from ..errors import BadInput, first_line
 
 RESIZE_MODES = ("crop", "pad", "fit")
@@ -121,8 +122,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
 @torch.no_grad()
 def image_to_latents(pipe, image: Image.Image) -> torch.Tensor:
     """(1, C, h, w) float32 latents of an RGB image through the pipeline's VAE (posterior mean, scaled)."""
-    from .generated import latent_shape
-
     latent_shape(pipe, image.height, image.width)  # BadInput unless the size suits the model
     vae = pipe.vae
     pixels = pipe.image_processor.preprocess(to_rgb(image), height=image.height, width=image.width)

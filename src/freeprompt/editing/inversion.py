@@ -21,29 +21,23 @@ back. Inversion uses the source prompt (it may be "") without guidance, as the o
   embedding, so the guided prediction of the source equals its conditional one, which is what inversion
   used. No optimisation.
 
-``InversionCache`` stores results as safetensors keyed by the preprocessed image, model, method and settings.
+Results are cached on disk by ``cache.InversionCache``.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import os
-import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
 
-from ..errors import BadInput, first_line
-from .sampler import check_steps, ddim_scheduler, step_bar
+from ..diffusion import StepHooks, check_steps, ddim_scheduler, decode, encode_prompts, encode_text, sample, step_bar
+from ..errors import BadInput
+from .images import image_to_latents, psnr
 
 METHODS = ("direct", "ddim", "null-text", "negative-prompt")
-CACHE_FORMAT = "freeprompt-inversion-1"  # bump when what is stored or how it is computed changes
 
 
 # ---------------------------------------------------------------- the DDIM schedule, both directions
@@ -195,36 +189,44 @@ class InversionResult:
         """(C, h, w) trajectory latent that sampling step ``step`` (0-based) should land on."""
         return self.trajectory[self.steps - 1 - step]
 
-    def hooks(self, device, dtype) -> tuple[Callable | None, Callable | None]:
-        """``(uncond_at, after_step)`` for ``edit()``."""
-        uncond_at = after_step = None
-        if self.uncond is not None:
-            table = self.uncond.to(device=device, dtype=dtype)
-            uncond_at = lambda i: table[i : i + 1]  # noqa: E731
-        if self.method in ("ddim", "direct"):
-            traj = self.trajectory.to(device=device, dtype=dtype)
-            offsets = self.info.setdefault("edit_offsets_rms", [])
-            offsets.clear()
-            pin = self.method == "ddim"
-
-            def after_step(i: int, latents: torch.Tensor) -> torch.Tensor:
-                wanted = traj[self.steps - 1 - i]
-                offset = wanted - latents[0]
-                offsets.append(float(offset.float().pow(2).mean().sqrt()))
-                latents = latents.clone()
-                # ddim: the source branch is replaced by the trajectory (official FPE code);
-                # direct: the deviation is added back to the source branch (Ju et al.); targets untouched.
-                latents[0] = wanted if pin else latents[0] + offset
-                return latents
-
-        return uncond_at, after_step
+    def hooks(self, device, dtype, pinned: bool = True) -> "InversionHooks":
+        """The sampling hooks that make a batch follow this inversion (see ``InversionHooks``); ``pinned=False``
+        leaves out the trajectory pinning."""
+        self.info["edit_offsets_rms"] = []
+        return InversionHooks(self, device, dtype, self.info["edit_offsets_rms"], pinned)
 
 
-def encode_text(pipe, text: str) -> torch.Tensor:
-    """(1, tokens, width) conditional embedding of ``text`` ("" allowed) through the pipeline's encoder."""
-    with warnings.catch_warnings(), torch.no_grad():
-        cond, _ = pipe.encode_prompt([text], pipe.unet.device, 1, False)
-    return cond
+class InversionHooks(StepHooks):
+    """A batch whose row 0 is the inverted image's source branch: with per-step unconditional embeddings
+    (null-text, negative-prompt) every row's unconditional half uses them; with a trajectory (ddim, direct) the
+    source branch is brought back onto it after every step (ddim: replaced by it, as the official FPE code does;
+    direct: the deviation added back, as Ju et al. do); the targets are never corrected. The RMS of each
+    correction is appended to ``offsets``."""
+
+    def __init__(self, inversion: InversionResult, device, dtype, offsets: list, pinned: bool = True):
+        self.steps = inversion.steps
+        self.uncond = None if inversion.uncond is None else inversion.uncond.to(device=device, dtype=dtype)
+        pinned = pinned and inversion.method in ("ddim", "direct")
+        self.trajectory = inversion.trajectory.to(device=device, dtype=dtype) if pinned else None
+        self.replace = inversion.method == "ddim"
+        self.offsets = offsets
+        self.guided = inversion.guidance > 1.0
+
+    def embeddings(self, step: int, embeddings: torch.Tensor) -> torch.Tensor:
+        if self.uncond is None or not self.guided:
+            return embeddings  # no per-step embeddings, or no unconditional half to put them in
+        cond = embeddings[embeddings.shape[0] // 2:]
+        return torch.cat([self.uncond[step : step + 1].to(cond).expand(cond.shape[0], -1, -1), cond])
+
+    def after_step(self, step: int, latents: torch.Tensor) -> torch.Tensor:
+        if self.trajectory is None:
+            return latents
+        wanted = self.trajectory[self.steps - 1 - step]
+        offset = wanted - latents[0]
+        self.offsets.append(float(offset.float().pow(2).mean().sqrt()))
+        latents = latents.clone()
+        latents[0] = wanted if self.replace else latents[0] + offset
+        return latents
 
 
 def check_method(method: str) -> str:
@@ -240,8 +242,6 @@ def invert(pipe, image, source: str, method: str = "direct", steps: int = 50, gu
 
     ``measure=True`` also computes ``vae_psnr``, ``ddim_psnr`` and the method's reconstruction ``psnr`` (one
     extra sampling pass; ``edit_real`` gets the reconstruction from the edit itself instead)."""
-    from .images import image_to_latents
-
     check_method(method)
     check_steps(steps, pipe.scheduler.config)
     if not isinstance(source, str):
@@ -270,27 +270,17 @@ def reconstruct(pipe, inversion: InversionResult, pinned: bool = True) -> torch.
     """(1, C, h, w) final latent of sampling the source prompt alone from the inverted noise with the edit's
     guidance: with the method's per-step embeddings (null-text, negative-prompt) and, if ``pinned``, its
     trajectory pinning (ddim, direct). ``pinned=False`` on a ddim/direct result is plain DDIM reconstruction."""
-    from .prompts import encode_prompts
-    from .sampler import sample
-
     device, dtype = pipe.unet.device, pipe.unet.dtype
-    guided = inversion.guidance > 1.0
-    embeddings = encode_prompts(pipe, [inversion.source], "", guided, device)
-    uncond_at, after_step = inversion.hooks(device, dtype)
-    embeddings_at = None
-    if uncond_at is not None and guided:
-        embeddings_at = lambda i: torch.cat([uncond_at(i).to(embeddings), embeddings[1:]])  # noqa: E731
+    embeddings = encode_prompts(pipe, [inversion.source], "", inversion.guidance > 1.0, device)
+    hooks = inversion.hooks(device, dtype, pinned)
     scheduler = ddim_scheduler(pipe.scheduler.config)
     final = sample(pipe.unet, scheduler, inversion.noise.to(device=device, dtype=dtype), embeddings, inversion.steps,
-                   inversion.guidance, embeddings_at=embeddings_at, after_step=after_step if pinned else None)
+                   inversion.guidance, hooks=[hooks])
     return final.float().cpu()
 
 
 def measure_reconstruction(pipe, inversion: InversionResult, image) -> InversionResult:
     """Fill ``vae_psnr``, ``ddim_psnr`` and ``psnr`` of ``inversion`` against the input ``image``."""
-    from .images import psnr
-    from .sampler import decode
-
     start = time.perf_counter()
     vae_image = decode(pipe, inversion.trajectory[:1].to(pipe.vae.device))[0]
     inversion.vae_psnr = psnr(vae_image, image)
@@ -305,121 +295,3 @@ def measure_reconstruction(pipe, inversion: InversionResult, image) -> Inversion
         inversion.psnr = psnr(decode(pipe, reconstruct(pipe, inversion).to(pipe.vae.device))[0], image)
     inversion.info["measure_s"] = time.perf_counter() - start
     return inversion
-
-
-# ---------------------------------------------------------------- the cache
-
-class CacheWarning(UserWarning):
-    """A cache entry could not be used and is being recomputed."""
-
-
-CACHE_FIX = "give a writable --cache-dir (or set FREEPROMPT_CACHE), or pass --no-cache"
-
-
-def default_cache_dir() -> Path:
-    """``$FREEPROMPT_CACHE/inversions``, else ``~/.cache/freeprompt/inversions``."""
-    root = os.environ.get("FREEPROMPT_CACHE") or os.path.join("~", ".cache", "freeprompt")
-    return Path(root).expanduser() / "inversions"
-
-
-class InversionCache:
-    """Inversions on disk: ``<key>.safetensors`` (tensors + metadata, the entry) and ``<key>.json`` (the same
-    metadata for people). Written atomically (temporary name, then ``os.replace``); an entry that fails to
-    load or verify is reported with a ``CacheWarning`` and recomputed by the caller."""
-
-    def __init__(self, folder: str | os.PathLike | None = None):
-        self.folder = Path(folder).expanduser() if folder is not None else default_cache_dir()
-        try:
-            if self.folder.exists() and not self.folder.is_dir():
-                raise OSError("it is a file")
-            self.folder.mkdir(parents=True, exist_ok=True)
-            if not os.access(self.folder, os.W_OK | os.X_OK):
-                raise OSError("permission denied")
-        except OSError as err:
-            raise BadInput(f"cannot use {self.folder} as the inversion cache ({first_line(err)})",
-                           CACHE_FIX) from None
-
-    @staticmethod
-    def key(image, *, model_key: str, method: str, steps: int, guidance: float, source: str, dtype=None) -> str:
-        """sha256 of the preprocessed image's pixels and size, the model, method, steps, guidance, source
-        prompt, UNet dtype and the cache format."""
-        rgb = image.convert("RGB")
-        h = hashlib.sha256()
-        h.update(rgb.tobytes())
-        fields = {"format": CACHE_FORMAT, "size": list(rgb.size), "model": str(model_key), "method": method,
-                  "steps": int(steps), "guidance": float(guidance), "source": source, "dtype": str(dtype)}
-        h.update(json.dumps(fields, sort_keys=True).encode())
-        return h.hexdigest()
-
-    def path(self, key: str) -> Path:
-        return self.folder / f"{key}.safetensors"
-
-    def load(self, key: str) -> InversionResult | None:
-        """The entry for ``key``; None if there is none or it is unusable (then with a one-line warning)."""
-        path = self.path(key)
-        if not path.exists():
-            return None
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {name: f.get_tensor(name) for name in f.keys()}
-            if meta.get("format") != CACHE_FORMAT or meta.get("key") != key:
-                raise ValueError("its format or key does not match")
-            if meta.get("checksum") != _checksum(tensors):
-                raise ValueError("its checksum does not match")
-            info = json.loads(meta["info"])
-            steps = int(info["steps"])
-            traj, uncond = tensors["trajectory"], tensors.get("uncond")
-            if traj.ndim != 4 or traj.shape[0] != steps + 1 or (uncond is not None and uncond.shape[0] != steps):
-                raise ValueError("its tensors have the wrong shape")
-        except Exception as err:  # noqa: BLE001 - any unreadable entry is recomputed
-            warnings.warn(f"inversion cache entry {path.name} is unusable ({first_line(err)}); recomputing it",
-                          CacheWarning, stacklevel=2)
-            return None
-        return InversionResult(method=info["method"], trajectory=traj, uncond=uncond, source=info["source"],
-                               steps=steps, guidance=float(info["guidance"]), seconds=float(info["seconds"]),
-                               psnr=info.get("psnr"), ddim_psnr=info.get("ddim_psnr"), vae_psnr=info.get("vae_psnr"),
-                               cached=True, info=info.get("extra", {}))
-
-    def save(self, key: str, inversion: InversionResult, describe: dict | None = None) -> Path:
-        """Write the entry for ``key`` atomically; returns its path."""
-        from safetensors.torch import save_file
-
-        tensors = {"trajectory": inversion.trajectory.float().contiguous()}
-        if inversion.uncond is not None:
-            tensors["uncond"] = inversion.uncond.float().contiguous()
-        extra = {k: v for k, v in inversion.info.items() if k != "edit_offsets_rms"}
-        info = {"method": inversion.method, "source": inversion.source, "steps": inversion.steps,
-                "guidance": inversion.guidance, "seconds": inversion.seconds, "psnr": inversion.psnr,
-                "ddim_psnr": inversion.ddim_psnr, "vae_psnr": inversion.vae_psnr, "extra": extra}
-        meta = {"format": CACHE_FORMAT, "key": key, "checksum": _checksum(tensors), "info": json.dumps(info)}
-        path = self.path(key)
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=self.folder)
-            os.close(fd)
-            try:
-                save_file(tensors, tmp, metadata=meta)
-                os.replace(tmp, path)
-                side = path.with_suffix(".json")
-                side_tmp = side.with_name(f".{side.name}.tmp")
-                side_tmp.write_text(json.dumps({**info, **(describe or {}), "key": key, "format": CACHE_FORMAT},
-                                               indent=2, default=str) + "\n", encoding="utf-8")
-                os.replace(side_tmp, side)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-        except OSError as err:
-            raise BadInput(f"cannot write the inversion cache in {self.folder} ({first_line(err)})",
-                           CACHE_FIX) from None
-        return path
-
-
-def _checksum(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.cpu().numpy().tobytes())
-    return h.hexdigest()

@@ -1,4 +1,5 @@
-"""Free-Prompt-Editing of a real image: invert it (``inversion.py``), then ``edit()`` from the inverted noise.
+"""Free-Prompt-Editing of a real image: invert it (``inversion.py``, cached by ``cache.py``), then ``edit()``
+from the inversion.
 
     from freeprompt.editing.images import load_image
     from freeprompt.editing.real import edit_real
@@ -15,12 +16,13 @@ from typing import Callable
 
 import numpy as np
 
+from ..attention import DEFAULT_LAYERS, DEFAULT_SELF_REPLACE
+from ..diffusion import PromptTruncated, check_prompt, check_steps, latent_shape
 from ..errors import BadInput
-from .generated import DEFAULT_LAYERS, DEFAULT_SELF_REPLACE, EditResult, edit, latent_shape
+from .cache import InversionCache
+from .generated import EditResult, edit
 from .images import psnr, to_rgb
-from .inversion import METHODS, InversionCache, InversionResult, check_method, invert, measure_reconstruction
-from .prompts import PromptTruncated, check_prompt
-from .sampler import check_steps
+from .inversion import METHODS, InversionResult, check_method, invert, measure_reconstruction
 
 
 def edit_real(
@@ -42,18 +44,43 @@ def edit_real(
 ) -> EditResult:
     """Edit the real ``image`` (PIL, already at the model's size, e.g. from ``load_image``): invert it with
     ``inversion`` (one of ``METHODS``) using ``source`` ("" allowed) and generate every target from the inverted
-    noise with FPE. ``result.images`` is ``[reconstruction, target_1, ...]``.
+    noise with FPE. ``result.images`` is ``[reconstruction, target_1, ...]``; ``result.input_image`` the input.
 
     ``cache`` reuses an earlier inversion of the same image, model (``model_key``: id and revision; required
     with a cache), method, steps, guidance and source prompt. ``check_ddim`` (ddim only) measures plain DDIM
     sampling from the inverted noise without pinning (one extra sampling pass, cached), recorded as
     ``params["ddim_psnr"]`` so that pinning the source branch cannot hide the inversion's error."""
+    targets = _check_inputs(pipe, image, source, targets, inversion, steps, cache, model_key)
+    image = to_rgb(image)  # transparency flattened on white, as load_image does
+    start = time.perf_counter()
+    key, inv = _cached_or_inverted(pipe, image, source, inversion, steps, guidance, cache, model_key, progress)
+    inversion_s = time.perf_counter() - start
+    result = edit(pipe, source, targets, steps=steps, guidance=guidance, self_replace=self_replace, layers=layers,
+                  edit_unconditional=edit_unconditional, height=image.height, width=image.width, progress=progress,
+                  inversion=inv)
+    start = time.perf_counter()
+    fresh = not inv.cached
+    if fresh:
+        inv.psnr = psnr(result.images[0], image)
+    measure = inversion == "ddim" and check_ddim and inv.ddim_psnr is None
+    if measure:
+        measure_reconstruction(pipe, inv, image)  # fills ddim_psnr and vae_psnr (psnr: the same decoded x_0)
+    if cache is not None and (fresh or measure):
+        cache.save(key, inv, describe={"model": model_key, "size": list(image.size)})
+    result.timings.update(inversion_s=inversion_s, check_s=time.perf_counter() - start)
+    result.params.update(_inversion_params(inv, result, key, model_key, image.size))
+    result.input_image = image
+    return result
+
+
+def _check_inputs(pipe, image, source, targets, inversion, steps, cache, model_key) -> list[str]:
+    """Everything ``edit_real`` can refuse, checked before the (possibly long) inversion; the targets as a list."""
     check_method(inversion)
     if not isinstance(source, str):
         raise BadInput("the source prompt is not text", "give a string (\"\" is allowed for real images)")
     check_steps(steps, pipe.scheduler.config)
     targets = [targets] if isinstance(targets, str) else list(targets)
-    if not targets:  # checked before the (possibly long) inversion; edit() checks them again
+    if not targets:
         raise BadInput("no target prompt given", "give at least one target prompt")
     with warnings.catch_warnings():  # edit() warns about over-long prompts; once is enough
         warnings.simplefilter("ignore", PromptTruncated)
@@ -69,60 +96,37 @@ def edit_real(
                        "resize it, e.g. load_image(path, (512, 512)) or --height/--width 512") from None
     if cache is not None and not model_key:
         raise BadInput("an inversion cache needs a model key", "pass model_key (the model's id and revision)")
-    image = to_rgb(image)  # transparency flattened on white, as load_image does
-    device, dtype = pipe.unet.device, pipe.unet.dtype
+    return targets
 
-    start = time.perf_counter()
+
+def _cached_or_inverted(pipe, image, source, method, steps, guidance, cache, model_key, progress):
+    """``(cache key or None, InversionResult)``: the cached inversion when there is one, else a fresh one."""
     key = inv = None
     if cache is not None:
-        key = cache.key(image, model_key=model_key, method=inversion, steps=steps, guidance=guidance, source=source,
-                        dtype=dtype)
+        key = cache.key(image, model_key=model_key, method=method, steps=steps, guidance=guidance, source=source,
+                        dtype=pipe.unet.dtype)
         inv = cache.load(key)
     if inv is None:
-        inv = invert(pipe, image, source, inversion, steps, guidance, progress=progress)
-    inversion_s = time.perf_counter() - start
+        inv = invert(pipe, image, source, method, steps, guidance, progress=progress)
+    return key, inv
 
-    uncond_at, after_step = inv.hooks(device, dtype)
-    result = edit(pipe, source, targets, latents=inv.noise, steps=steps, guidance=guidance,
-                  self_replace=self_replace, layers=layers, edit_unconditional=edit_unconditional,
-                  height=height, width=width, progress=progress, uncond_at=uncond_at, after_step=after_step,
-                  allow_empty_source=source == "")
 
-    start = time.perf_counter()
-    fresh = not inv.cached
-    if fresh:
-        inv.psnr = psnr(result.images[0], image)
-    measure = inversion == "ddim" and check_ddim and inv.ddim_psnr is None
-    if measure:
-        measure_reconstruction(pipe, inv, image)  # fills ddim_psnr and vae_psnr (psnr: the same decoded x_0)
-    check_s = time.perf_counter() - start
-    if cache is not None and (fresh or measure):
-        cache.save(key, inv, describe={"model": model_key, "size": [width, height]})
-
+def _inversion_params(inv: InversionResult, result: EditResult, key, model_key: str, size) -> dict:
+    """What run.json records about a real image's inversion and reconstruction."""
     final_source = result.latents[0].float()
-    result.params.update({
-        "real_image": True,
-        "inversion": inversion,
-        "inversion_source": source,
-        "inversion_psnr": _round(inv.psnr),
-        "ddim_psnr": _round(inv.ddim_psnr),
-        "vae_psnr": _round(inv.vae_psnr),
+    params = {
+        "real_image": True, "inversion": inv.method, "inversion_source": inv.source,
+        "inversion_psnr": _round(inv.psnr), "ddim_psnr": _round(inv.ddim_psnr), "vae_psnr": _round(inv.vae_psnr),
         "ddim_latent_rmse": inv.info.get("ddim_latent_rmse"),
         "reconstruction_latent_rmse": float((final_source - inv.trajectory[0]).pow(2).mean().sqrt()),
-        "inversion_cached": inv.cached,
-        "inversion_compute_s": round(inv.seconds, 3),
-        "inversion_key": key,
-        "model_key": model_key or None,
-        "image_size": [width, height],
-    })
-    if inversion == "null-text":
-        result.params["null_text_inner_steps"] = inv.info.get("inner_steps")
-    if inversion in ("ddim", "direct"):
-        offsets = inv.info.get("edit_offsets_rms") or []
-        result.params["source_offsets_rms"] = [round(v, 6) for v in offsets]
-    result.timings["inversion_s"] = inversion_s
-    result.timings["check_s"] = check_s
-    return result
+        "inversion_cached": inv.cached, "inversion_compute_s": round(inv.seconds, 3), "inversion_key": key,
+        "model_key": model_key or None, "image_size": list(size),
+    }
+    if inv.method == "null-text":
+        params["null_text_inner_steps"] = inv.info.get("inner_steps")
+    if inv.method in ("ddim", "direct"):
+        params["source_offsets_rms"] = [round(v, 6) for v in inv.info.get("edit_offsets_rms") or []]
+    return params
 
 
 def _round(value):

@@ -63,10 +63,22 @@ def check_vocabulary(colors, shapes) -> tuple[list[str], list[str]]:
     return colors, shapes
 
 
+def check_templates(templates) -> tuple[str, ...]:
+    """Caption templates of single-object scenes (every template but ``pair``), or a one-line error."""
+    templates = tuple(templates)
+    supported = ", ".join(t for t in world.TEMPLATES if t != "pair")
+    unknown = [t for t in templates if t not in world.TEMPLATES or t == "pair"]
+    if unknown or not templates:
+        problem = f"unknown or unsupported template(s) {', '.join(unknown)}" if unknown else "no caption template given"
+        raise BadInput(problem, f"use {supported}")
+    return templates
+
+
 def edit_items(n_color: int = 80, n_shape: int = 40, seed: int = 0, colors=None, shapes=None,
                templates=("simple",)) -> list[EditItem]:
     """A fixed, seeded list of colour swaps and shape swaps."""
     colors, shapes = check_vocabulary(colors, shapes)
+    templates = check_templates(templates)
     rng = np.random.default_rng(seed)
     items = []
     for kind, count in (("color", n_color), ("shape", n_shape)):

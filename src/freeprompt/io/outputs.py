@@ -15,7 +15,7 @@ from typing import Iterator
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import BadInput
-from .runinfo import package_versions
+from .runinfo import device_description, package_versions
 
 
 def check_writable(out_dir: Path) -> Path:
@@ -101,30 +101,30 @@ def _wrap(text: str, width_px: int, char_px: int = 6) -> list[str]:
     return [ln if len(ln) <= per_line else ln[: per_line - 1] + "…" for ln in lines]
 
 
-def save_edit(result, out_dir: Path, model: dict, save_latents: bool = False, extra: dict | None = None,
-              extra_images: dict | None = None) -> Path:
-    """Write source.png, target_<i>.png, grid.png, run.json (and latents.safetensors, and ``extra_images``
-    by file name) into ``out_dir``."""
+def save_edit(result, out_dir: Path, model: dict, save_latents: bool = False, extra: dict | None = None) -> Path:
+    """Write source.png, target_<i>.png, grid.png, run.json (and latents.safetensors; input.png for a real
+    image's edit) into ``out_dir``, atomically."""
     start = time.perf_counter()
+    names = ["source"] + [f"target_{i}" for i in range(1, len(result.images))]
     with atomic_folder(Path(out_dir)) as tmp:
-        names = ["source"] + [f"target_{i}" for i in range(1, len(result.images))]
         for name, img in zip(names, result.images):
             img.save(tmp / f"{name}.png")
         first = (f"photo, {result.params.get('inversion')} inversion" if result.params.get("real_image")
                  else f"source: {result.prompts[0]}")
         labels = [first] + [f"target {i}: {p}" for i, p in enumerate(result.prompts[1:], 1)]
         labelled_grid(result.images, labels).save(tmp / "grid.png")
-        for file_name, img in (extra_images or {}).items():
-            img.save(tmp / file_name)
+        files = [f"{n}.png" for n in names] + ["grid.png"]
+        if result.input_image is not None:
+            result.input_image.save(tmp / "input.png")
+            files.append("input.png")
         if save_latents:
             from safetensors.torch import save_file
 
             tensors = {name: result.latents[i].contiguous() for i, name in enumerate(names)}
             tensors["initial"] = result.initial_latents.contiguous()
             save_file(tensors, str(tmp / "latents.safetensors"))
-        timings = dict(result.timings)
-        timings["save_s"] = time.perf_counter() - start
+        timings = {**result.timings, "save_s": time.perf_counter() - start}
         write_json(tmp / "run.json", {"params": result.params, "model": model, "versions": package_versions(),
-                                      "timings": timings, "files": [f"{n}.png" for n in names] + ["grid.png"],
-                                      **(extra or {})})
+                                      "machine": device_description(model.get("device", "cpu")), "timings": timings,
+                                      "files": files, **(extra or {})})
     return Path(out_dir)

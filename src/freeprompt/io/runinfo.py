@@ -32,17 +32,11 @@ def cpu_model() -> str:
 
 
 def device_description(device: str) -> str:
-    """The accelerator's name, or the CPU and its core count, for benchmark reports."""
+    """The accelerator's name, or the CPU and its core count, for run.json and benchmark reports."""
     import os
 
     import torch
 
-    if str(device).startswith("cuda"):
-        return torch.cuda.get_device_name()
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
     return f"{cpu_model()} CPU, {os.cpu_count()} cores"
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()

@@ -57,6 +57,14 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return torch.device(spec)
 
 
+def process_device(spec: str = "auto") -> str:
+    """The device of this process: under a multi-process launcher (torchrun, ``accelerate launch``: WORLD_SIZE > 1)
+    ``auto`` means one GPU per process, numbered by LOCAL_RANK; otherwise ``spec`` as given."""
+    if spec != "auto" or int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not torch.cuda.is_available():
+        return spec
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
+
+
 def resolve_dtype(spec: str = "fp32") -> torch.dtype:
     try:
         return DTYPES[spec.lower()]
@@ -88,7 +96,7 @@ def load_pipeline(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str =
         raise ModelLoadError(f"model {model!r} is neither a folder, a file nor a hub id (owner/name)",
                              "give e.g. --model shapes, a local diffusers folder or stable-diffusion-v1-5/stable-diffusion-v1-5")
     # Cast after loading, every component: the keyword for it differs between diffusers releases (torch_dtype /
-    # dtype), and transformers 5 keeps a text encoder in its stored dtype (fp16 for the fixture) by default.
+    # dtype), and transformers 5 loads a text encoder in the dtype its config names by default.
     # diffusers warns about fp32-only modules on any dtype cast, even a no-op one; these models have none.
     from diffusers.utils import logging as dlogging
 

@@ -36,7 +36,7 @@ def random_pipeline(size: str = "tiny", seed: int = 0, torch_dtype=torch.float32
     """A StableDiffusionPipeline with random weights and the real CLIP tokenizer."""
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 
-    from ..editing.sampler import ddim_scheduler
+    from ..diffusion.sampler import ddim_scheduler
     from .tokenizer import clip_tokenizer
 
     cfg = SIZES[size]

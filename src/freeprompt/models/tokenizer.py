@@ -1,4 +1,4 @@
-"""The CLIP BPE tokenizer shipped with the package (derived by scripts/build_clip_tokenizer.py)."""
+"""The CLIP BPE tokenizer shipped with the package (derived by lab/build_clip_tokenizer.py)."""
 
 from __future__ import annotations
 

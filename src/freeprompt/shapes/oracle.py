@@ -1,8 +1,8 @@
 """Oracle: reads colour, shape and mask of objects back from (possibly imperfect) shapes-world images.
 
 numpy/PIL only. The shape classifier is a small softmax regression on rotation/scale invariant
-mask features, fitted on degraded renders with a fixed seed (shape_classifier.npz, regenerate with
-scripts/fit_shape_classifier.py; fitted in memory on first use if the file is missing).
+mask features, fitted on degraded renders with a fixed seed (shape_classifier.npz, shipped with the package;
+``python -m lab.fit_shape_classifier`` refits it after the shapes or the features change).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .world import BACKGROUND_COLORS, COLORS, SHAPES, _check, bbox
+from .world import BACKGROUND_COLORS, COLORS, SHAPES, bbox, check_word
 
 _REFS = np.array([COLORS[c] for c in COLORS] + list(BACKGROUND_COLORS.values()), np.float32)
 _N_PAL = len(COLORS)  # labels >= _N_PAL are background
@@ -55,7 +55,7 @@ def _labels(image: np.ndarray) -> np.ndarray:
     return _nearest(_median3(image).astype(np.float32))
 
 
-def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """4-connected components: (label map with -1 outside mask, component sizes)."""
     out = np.full(mask.shape, -1)
     box = bbox(mask)
@@ -99,7 +99,7 @@ def _min_area(shape) -> int:
 
 def _keep_components(mask: np.ndarray, rel: float) -> np.ndarray:
     """Drop components smaller than the minimum area or than rel * the largest one."""
-    lab, sizes = _components(mask)
+    lab, sizes = components(mask)
     if len(sizes) == 0:
         return mask.copy()
     keep = sizes >= max(_min_area(mask.shape), rel * sizes.max())
@@ -107,7 +107,7 @@ def _keep_components(mask: np.ndarray, rel: float) -> np.ndarray:
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    lab, sizes = _components(mask)
+    lab, sizes = components(mask)
     if len(sizes) == 0:
         return mask.copy()
     return lab == sizes.argmax()
@@ -119,7 +119,7 @@ def dilate(mask: np.ndarray) -> np.ndarray:
     return mask | p[:-2, 1:-1] | p[2:, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:]
 
 
-def _erode(mask: np.ndarray) -> np.ndarray:
+def erode(mask: np.ndarray) -> np.ndarray:
     p = np.pad(mask, 1)
     return mask & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
 
@@ -128,7 +128,7 @@ def _erode(mask: np.ndarray) -> np.ndarray:
 
 def color_mask(image: np.ndarray, color: str) -> np.ndarray:
     """Pixels whose nearest reference colour is `color` (median-denoised), specks removed."""
-    _check("color", color, COLORS)
+    check_word("color", color, COLORS)
     m = _labels(image) == list(COLORS).index(color)
     return _keep_components(m, rel=0.25)
 
@@ -145,7 +145,7 @@ def dominant_color(image: np.ndarray, mask: np.ndarray | None = None) -> str | N
         mask = object_mask(image)
     if not mask.any():
         return None
-    inner = _erode(mask)
+    inner = erode(mask)
     if inner.sum() >= 4:
         mask = inner
     lab = _labels(image)[mask]
@@ -248,126 +248,25 @@ def shape_features(mask: np.ndarray) -> np.ndarray | None:
 _MODEL: dict[str, np.ndarray] | None = None
 
 
-def _expand(f: np.ndarray) -> np.ndarray:
+def expand_features(f: np.ndarray) -> np.ndarray:
     # Pairwise products give a linear softmax enough capacity for the few curved boundaries.
     iu = np.triu_indices(f.shape[1])
     return np.concatenate([f, (f[:, :, None] * f[:, None, :])[:, iu[0], iu[1]]], 1)
 
 
-def degrade(image: np.ndarray, rng: np.random.Generator, blur: float = 0.0, noise: float = 0.0,
-            jitter: float = 0.0, levels: int = 0) -> np.ndarray:
-    """Simulate generator imperfections: Gaussian blur (sigma px), additive noise (std, 0-255),
-    per-channel colour shift (uniform +-jitter) and quantisation to `levels` values per channel."""
-    x = image.astype(np.float32)
-    if blur > 0:
-        x = gaussian_blur(x, blur)
-    if jitter > 0:
-        x = x + rng.uniform(-jitter, jitter, size=3).astype(np.float32)
-    if noise > 0:
-        x = x + rng.normal(0, noise, size=x.shape).astype(np.float32)
-    if levels > 1:
-        step = 255 / (levels - 1)
-        x = np.round(x / step) * step
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-
-def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of an HxW[xC] float array, edge-replicated."""
-    r = max(1, int(np.ceil(3 * sigma)))
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    k /= k.sum()
-    for axis in (0, 1):
-        pad = [(0, 0)] * x.ndim
-        pad[axis] = (r, r)
-        p = np.pad(x, pad, mode="edge")
-        n = x.shape[axis]
-        x = sum(k[i] * np.take(p, np.arange(i, i + n), axis=axis) for i in range(2 * r + 1))
-    return x
-
-
-def _stretch(mask: np.ndarray, sx: float, sy: float, angle: float) -> np.ndarray:
-    """Anisotropic scaling about the mask centroid along a rotated axis (nearest-like via 0.5 cut)."""
-    ys, xs = np.nonzero(mask)
-    cx, cy = xs.mean() + 0.5, ys.mean() + 0.5
-    a = np.deg2rad(angle)
-    r = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    inv = r @ np.diag([1 / sx, 1 / sy]) @ r.T  # output -> input coordinates
-    off = np.array([cx, cy]) - inv @ np.array([cx, cy])
-    img = Image.fromarray(mask.astype(np.uint8) * 255)
-    data = (inv[0, 0], inv[0, 1], off[0], inv[1, 0], inv[1, 1], off[1])
-    return np.asarray(img.transform(img.size, Image.AFFINE, data, resample=Image.BILINEAR)) >= 128
-
-
-def training_masks(seed: int, n: int, small_frac: float = 0.3) -> tuple[list[np.ndarray], np.ndarray]:
-    """(masks, shape indices) read by color_mask from degraded renders (64 px, a fraction at 32 px),
-    plus mask-level augmentations (stretch, dilate/erode) for the shape errors of a small generator."""
-    from .world import random_sample
-    rng = np.random.default_rng(seed)
-    masks, ys = [], []
-    for i in range(n):
-        shape = SHAPES[i % len(SHAPES)]
-        size = 32 if rng.uniform() < small_frac else 64
-        s = random_sample(int(rng.integers(FIT_SEED_MIN, 2 * FIT_SEED_MIN)), size, shape=shape)
-        img = degrade(s.image, rng, blur=float(rng.choice([0, 0, rng.uniform(0.4, 1.5)])),
-                      noise=float(rng.uniform(0, 12)), jitter=float(rng.uniform(0, 20)))
-        m = color_mask(img, s.objects[0].color)
-        if m.sum() >= 6:
-            u = rng.uniform()
-            if u < 0.4:
-                m = _stretch(m, *rng.uniform(0.87, 1.15, size=2), rng.uniform(0, 180))
-            elif u < 0.5:
-                m = dilate(m)
-            elif u < 0.6 and _erode(m).sum() >= 6:
-                m = _erode(m)
-        masks.append(m)
-        ys.append(SHAPES.index(shape))
-    return masks, np.array(ys)
-
-
-def fit_shape_classifier(seed: int = 12345, n: int = 4000, steps: int = 600) -> dict[str, np.ndarray]:
-    """Softmax regression on expanded features, full-batch Adam in numpy (deterministic)."""
-    masks, y = training_masks(seed, n)
-    F = [shape_features(m) for m in masks]
-    ok = [f is not None for f in F]
-    X = np.stack([f for f in F if f is not None]).astype(np.float64)
-    y = y[ok]
-    mu, sd = X.mean(0), X.std(0) + 1e-6
-    Z = _expand((X - mu) / sd)
-    mu2, sd2 = Z.mean(0), Z.std(0) + 1e-6
-    Z = (Z - mu2) / sd2
-    k = len(SHAPES)
-    W = np.zeros((Z.shape[1], k))
-    b = np.zeros(k)
-    Y = np.eye(k)[y]
-    m_w, v_w, m_b, v_b = (np.zeros_like(W), np.zeros_like(W), np.zeros_like(b), np.zeros_like(b))
-    lr, l2 = 0.05, 1e-3
-    for t in range(1, steps + 1):
-        logits = Z @ W + b
-        logits -= logits.max(1, keepdims=True)
-        p = np.exp(logits)
-        p /= p.sum(1, keepdims=True)
-        g = (p - Y) / len(Z)
-        gw, gb = Z.T @ g + l2 * W, g.sum(0)
-        for prm, grad, m_, v_ in ((W, gw, m_w, v_w), (b, gb, m_b, v_b)):
-            m_ *= 0.9
-            m_ += 0.1 * grad
-            v_ *= 0.999
-            v_ += 0.001 * grad * grad
-            prm -= lr * (m_ / (1 - 0.9**t)) / (np.sqrt(v_ / (1 - 0.999**t)) + 1e-8)
-    return {"mu": mu, "sd": sd, "mu2": mu2, "sd2": sd2, "W": W, "b": b,
-            "shapes": np.array(SHAPES), "train_acc": np.array(np.mean((Z @ W + b).argmax(1) == y))}
-
-
-def _model() -> dict[str, np.ndarray]:
+def classifier() -> dict[str, np.ndarray]:
+    """The fitted shape classifier (``shape_classifier.npz``, loaded once)."""
     global _MODEL
     if _MODEL is None:
-        if CLASSIFIER_PATH.exists():
-            with np.load(CLASSIFIER_PATH) as z:
-                _MODEL = {k: z[k] for k in z.files}
-            if tuple(_MODEL["shapes"].tolist()) != SHAPES:
-                _MODEL = None  # stale file from another shape list
-        if _MODEL is None:
-            _MODEL = fit_shape_classifier()
+        if not CLASSIFIER_PATH.exists():
+            raise FileNotFoundError(f"the oracle's shape classifier {CLASSIFIER_PATH} is missing; reinstall freeprompt, "
+                                    "or refit it with python -m lab.fit_shape_classifier")
+        with np.load(CLASSIFIER_PATH) as z:
+            model = {k: z[k] for k in z.files}
+        if tuple(model["shapes"].tolist()) != SHAPES:
+            raise ValueError(f"{CLASSIFIER_PATH.name} was fitted for the shapes {model['shapes'].tolist()}, not "
+                             f"{list(SHAPES)}; refit it with python -m lab.fit_shape_classifier")
+        _MODEL = model
     return _MODEL
 
 
@@ -377,8 +276,8 @@ def shape_probs(mask: np.ndarray) -> dict[str, float] | None:
     f = shape_features(mask)
     if f is None:
         return None
-    m = _model()
-    z = _expand(((f.astype(np.float64) - m["mu"]) / m["sd"])[None])
+    m = classifier()
+    z = expand_features(((f.astype(np.float64) - m["mu"]) / m["sd"])[None])
     logits = (((z - m["mu2"]) / m["sd2"]) @ m["W"] + m["b"])[0]
     p = np.exp(logits - logits.max())
     p /= p.sum()

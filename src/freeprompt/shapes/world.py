@@ -120,7 +120,8 @@ class Sample:
     objects: list[ObjectTruth]
 
 
-def _check(kind: str, word: str, allowed) -> None:
+def check_word(kind: str, word: str, allowed) -> None:
+    """A ValueError naming the allowed words unless ``word`` is one of them."""
     if word not in allowed:
         raise ValueError(f"unknown {kind} {word!r}; allowed: {', '.join(allowed)}")
 
@@ -215,13 +216,13 @@ def _sample_object(rng, shape, color, layout: Layout, box=(0.0, 1.0)) -> ObjectS
 
 
 def caption(template: str, color: str, shape: str, shape2: str | None = None) -> str:
-    _check("template", template, TEMPLATES)
-    _check("color", color, COLORS)
-    _check("shape", shape, SHAPES)
+    check_word("template", template, TEMPLATES)
+    check_word("color", color, COLORS)
+    check_word("shape", shape, SHAPES)
     if TEMPLATE_LAYOUTS[template].pair:
         if shape2 is None:
             raise ValueError(f"template {template!r} needs shape2")
-        _check("shape", shape2, SHAPES)
+        check_word("shape", shape2, SHAPES)
     elif shape2 is not None:
         raise ValueError(f"template {template!r} takes no shape2 (got {shape2!r})")
     return TEMPLATES[template].format(color=color, shape=shape, shape2=shape2)
@@ -237,9 +238,9 @@ def sample_spec(rng: np.random.Generator, template: str | None = None, color: st
     template = t_draw if template is None else template
     color = c_draw if color is None else color
     shape = s_draw if shape is None else shape
-    _check("template", template, TEMPLATES)
-    _check("color", color, COLORS)
-    _check("shape", shape, SHAPES)
+    check_word("template", template, TEMPLATES)
+    check_word("color", color, COLORS)
+    check_word("shape", shape, SHAPES)
     layout = TEMPLATE_LAYOUTS[template]
     if not layout.pair:
         objects = (_sample_object(rng, shape, color, layout),)
@@ -256,7 +257,7 @@ def sample_spec(rng: np.random.Generator, template: str | None = None, color: st
 
 
 def background(scene: str, size: int) -> np.ndarray:
-    _check("scene", scene, SCENES)
+    check_word("scene", scene, SCENES)
     img = np.empty((size, size, 3), np.uint8)
     if scene == "plain":
         img[:] = BACKGROUND_COLORS["grey"]

@@ -1,0 +1,13 @@
+"""The ground floor: the DDIM sampling loop and its step hooks, prompt encoding, latent shapes.
+
+Everything above (attention control, editing methods, inversions, probing, evaluation) runs through
+``sample``; this package imports nothing of freeprompt's but its errors.
+"""
+
+from .latents import check_latents, image_size, latent_shape
+from .prompts import PromptTruncated, check_prompt, encode_prompts, encode_text, require_text
+from .sampler import StepCallback, StepHooks, check_steps, ddim_scheduler, decode, initial_latents, sample, step_bar
+
+__all__ = ["PromptTruncated", "StepCallback", "StepHooks", "check_latents", "check_prompt", "check_steps", "ddim_scheduler", "decode",
+           "encode_prompts", "encode_text", "image_size", "initial_latents", "latent_shape", "require_text", "sample",
+           "step_bar"]
