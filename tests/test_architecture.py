@@ -1,5 +1,5 @@
 """The house rules of the installed package, checked on its source: imports point down the floors of
-docs/ARCHITECTURE.md, no import circles, no private names used across modules, short functions."""
+docs/ARCHITECTURE.md, no import circles, no private names used across modules, no function body over 60 lines."""
 
 from __future__ import annotations
 
@@ -134,10 +134,19 @@ def test_no_private_names_across_modules():
     assert not wrong, "\n".join(wrong)
 
 
+def _body_lines(node) -> int:
+    """Lines of a function's body, its signature and docstring not counted (a command's option declarations are
+    not logic to read)."""
+    body = node.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+        body = body[1:] or body
+    return node.end_lineno - body[0].lineno + 1
+
+
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_functions_fit_on_a_screen(module):
     tree = ast.parse(MODULES[module].read_text())
-    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines, line {node.lineno})"
+    long = [f"{node.name} ({_body_lines(node)} lines, line {node.lineno})"
             for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+            and _body_lines(node) > MAX_FUNCTION_LINES]
     assert not long, f"{module}: " + ", ".join(long)

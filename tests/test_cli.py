@@ -37,11 +37,29 @@ def test_edit_writes_images_grid_run_json_and_latents(model_dir, tmp_path, capsy
     assert Image.open(out / "grid.png").size[0] == 3 * 64
     info = json.loads((out / "run.json").read_text())
     assert info["params"]["targets"] == ["a blue car", "a green car"]
-    assert info["params"]["edited_steps"] == [0, 1]  # int(0.8 * 3) = 2
+    assert info["params"]["edited_steps"] == {"fpe self": [0, 1]}  # int(0.8 * 3) = 2
+    assert info["params"]["method"] == "fpe" and info["machine"]
     assert info["model"]["revision"].startswith("sha256:")
     assert info["versions"]["torch"] and info["versions"]["diffusers"]
     assert set(info["timings"]) >= {"load_s", "encode_s", "denoise_s", "decode_s", "save_s"}
     assert not list(tmp_path.glob(".*partial"))
+
+
+@pytest.mark.parametrize("extra,method", [
+    (["--method", "p2p", "--blend", "car", "--blend", "car", "--reweight", "blue=2"], "p2p"),
+    (["--method", "masactrl", "--mask-word", "car", "--mask-word", "car"], "masactrl"),
+    (["--method", "pnp", "--pnp-layers", "4-16"], "pnp"),
+    (["--cross-replace", "0:0.6", "--self-replace", "0:0.4"], "fpe+p2p"),
+])
+def test_every_method_runs_from_the_command_line(model_dir, tmp_path, capsys, extra, method):
+    out = tmp_path / "run"
+    code, stdout, err = run(edit_args(model_dir, out, *extra), capsys)
+    assert code == 0, err
+    params = json.loads((out / "run.json").read_text())["params"]
+    assert params["method"] == method and params["edited_steps"]
+    if method == "fpe+p2p":
+        assert params["method_options"]["p2p"]["cross_replace"] == "0:0.6"
+        assert params["method_options"]["fpe"]["self_replace"] == "0:0.4"
 
 
 def test_latents_round_trip_reproduces_the_run(model_dir, tmp_path, capsys):
@@ -101,13 +119,20 @@ def bad_cases(model_dir, tmp_path):
         "not a SD folder": (edit_args(not_sd, out), "model_index.json"),
         "unwritable out": (edit_args(model_dir, blocker / "sub"), "cannot hold"),
         "pickle refused": (edit_args(blocker.with_suffix(".ckpt"), out), "does not exist"),
+        "unknown method": (edit_args(model_dir, out, "--method", "sdedit"), "unknown or repeated method"),
+        "option of another method": (edit_args(model_dir, out, "--reweight", "blue=2"), "--reweight belong"),
+        "bad reweight": (edit_args(model_dir, out, "--method", "p2p", "--reweight", "blue"), "WORD=FACTOR"),
+        "replace needs equal tokens": (["edit", "--model", str(model_dir), "--source", "a car", "--target",
+                                        "a big red car", "--method", "p2p", "--out", str(out), *base], "refine"),
+        "bad mask threshold": (edit_args(model_dir, out, "--method", "masactrl", "--mask-threshold", "3"), "outside"),
     }
 
 
 @pytest.mark.parametrize("case", ["empty source", "blank target", "range above 1", "range reversed", "unparsable layers",
                                   "layer out of range", "height not multiple of 8", "zero height", "zero steps",
                                   "too many steps", "missing model", "partial model",
-                                  "not a SD folder", "unwritable out"])
+                                  "not a SD folder", "unwritable out", "unknown method", "option of another method",
+                                  "bad reweight", "replace needs equal tokens", "bad mask threshold"])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(model_dir, tmp_path, capsys, case):
     argv, expected = bad_cases(model_dir, tmp_path)[case]
     code, stdout, err = run(argv, capsys)

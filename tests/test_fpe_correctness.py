@@ -71,7 +71,7 @@ def test_without_guidance_matches_reference(tiny_pipe64):
 def test_one_unet_call_in_float32_matches_reference(tiny_pipe):
     """Without many steps to amplify rounding, fp32 SDPA-FPE and the fp32 einsum reference agree to fp32
     rounding through 32 attention layers (outputs are of order 1; seen: 3.5e-5)."""
-    from freeprompt.attention import BatchLayout, EditControl, FPEPolicy, free_prompt_editing
+    from freeprompt.attention import BatchLayout, EditControl, Rule, controlled
 
     unet = tiny_pipe.unet
     registry = discover_layers(unet)
@@ -79,9 +79,11 @@ def test_one_unet_call_in_float32_matches_reference(tiny_pipe):
     torch.manual_seed(0)
     x = torch.randn(6, 4, 8, 8)
     emb = torch.randn(6, 77, 32)
-    control = EditControl(BatchLayout.one_source(2), FPEPolicy(names, StepRange(0, 1), True), num_steps=1)
+    layout = BatchLayout.one_source(2)
+    rule = Rule("self", names, StepRange(0, 1), layout.mix("source", "source", "own", ("uncond", "cond")), "fpe")
+    control = EditControl(layout, [rule], num_steps=1, latent_hw=(8, 8))
     with torch.no_grad():
-        with free_prompt_editing(unet, registry, control):
+        with controlled(unet, registry, control):
             control.begin_step(0)
             ours = unet(x, 500, encoder_hidden_states=emb).sample
         with reference_processors(unet, registry, names, 3, True, {"edit": True}):

@@ -121,3 +121,20 @@ def test_bench_command_writes_items_summary_and_resumes(tiny_model_dir, tmp_path
     with pytest.raises(SystemExit) as exit_info:
         main([*argv[:5], str(tmp_path / "t"), "--templates", ""])
     assert exit_info.value.code == 2 and "no caption template given" in capsys.readouterr().err
+
+
+def test_bench_runs_every_method_on_the_same_items(tiny_model_dir, tmp_path):
+    import csv
+
+    from freeprompt.cli.main import main
+
+    out = tmp_path / "bench"
+    main(["bench", "shapes", "--model", str(tiny_model_dir), "--out", str(out), "--color-edits", "1", "--shape-edits",
+          "1", "--generation", "0", "--steps", "2", "--guidance", "3", "--methods", "fpe,p2p,masactrl,pnp,plain"])
+    rows = list(csv.DictReader(open(out / "items.csv")))
+    methods = ["fpe", "p2p", "masactrl", "pnp", "plain"]
+    assert [r["method"] for r in rows] == methods * 2
+    assert {(r["id"], r["seed"], r["target_prompt"]) for r in rows[:5]} == {(rows[0]["id"], rows[0]["seed"],
+                                                                             rows[0]["target_prompt"])}
+    summary = (out / "summary.md").read_text()
+    assert all(f"| {m} | color | 1 |" in summary for m in methods)

@@ -5,7 +5,7 @@
     result.targets[0].save("blue.png")
 """
 
-from .attention import StepRange, discover_layers, free_prompt_editing
+from .attention import StepRange, discover_layers
 from .editing import EditResult, edit, edit_real
 from .errors import BadInput, FreepromptError, ModelLoadError
 from .models.loading import load_pipeline
@@ -13,4 +13,4 @@ from .models.loading import load_pipeline
 __version__ = "0.1.0"
 
 __all__ = ["BadInput", "EditResult", "FreepromptError", "ModelLoadError", "StepRange", "discover_layers", "edit",
-           "edit_real", "free_prompt_editing", "load_pipeline", "__version__"]
+           "edit_real", "load_pipeline", "__version__"]

@@ -1,43 +1,140 @@
-"""Where self-attention is replaced.
+"""Where attention is replaced: every editing method's attention, computed here.
 
 FPE gives a target the *source's* self-attention map: ``softmax(Q_src K_src^T / sqrt(d)) V_tgt``, which is
-``scaled_dot_product_attention(Q_src, K_src, V_tgt)``. So the map is never materialised: the batch's queries
-and keys are gathered from the source rows and one SDPA call (flash / memory-efficient kernels where the
-device has them) serves source and targets together.
+``scaled_dot_product_attention(Q_src, K_src, V_tgt)``. MasaCtrl's mutual self-attention is ``SDPA(Q_tgt, K_src,
+V_src)``, Plug-and-Play's injected queries and keys and Prompt-to-Prompt's cross-attention *replace* are again
+``SDPA(Q_src, K_src, V_tgt)``. So these never materialise a map: ``mixed_attention`` gathers each row's queries,
+keys and values from the rows a ``RowMix`` names and one SDPA call (flash / memory-efficient kernels where the
+device has them) serves every row. Only Prompt-to-Prompt's *refine* and *reweight*, and the maps a method watches
+(local blend, MasaCtrl's masks), materialise maps: of cross-attention (77 keys wide), in the layers and rows that
+need them.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 
+from .control import CrossMapEdit, EditControl, MapWatch, MaskedMix, RowMix
+from .layers import AttentionLayer
 
-def shared_map_attention(attn, hidden_states: torch.Tensor, qk_rows: torch.Tensor, qk_gather: torch.Tensor,
-                         attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None) -> torch.Tensor:
-    """Self-attention of a diffusers ``Attention`` in which row ``b`` attends with the queries and keys of row
-    ``qk_rows[qk_gather[b]]`` and its own values.
 
-    ``qk_rows`` lists the distinct rows whose Q, K are needed (only those are projected); ``qk_gather`` maps
-    each batch row to its position in ``qk_rows``. With ``qk_rows = arange(B)`` and ``qk_gather = arange(B)``
-    this is plain self-attention.
-    """
+def mixed_attention(attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None, mix: RowMix,
+                    attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention of a diffusers ``Attention`` in which row ``b`` uses the queries of row ``mix.queries[b]`` and the
+    keys and values of rows ``mix.keys[b]`` and ``mix.values[b]`` (of their text, in cross-attention). Only the
+    distinct rows named are projected. With every row naming itself this is plain attention."""
     hidden_states, residual, spatial_shape = attention_input(attn, hidden_states, temb)
-    batch, tokens, _ = hidden_states.shape
-
-    qk_source = hidden_states.index_select(0, qk_rows)
-    query, key = queries_keys(attn, qk_source, qk_source)
-    heads = attn.heads
-    value = split_heads(attn.to_v(hidden_states), heads)
-    query = query.index_select(0, qk_gather)
-    key = key.index_select(0, qk_gather)
-
-    mask = prepared_mask(attn, attention_mask, tokens, batch)
+    query, key, value = _mixed_qkv(attn, hidden_states, encoder_hidden_states, mix)
+    mask = prepared_mask(attn, attention_mask, key.shape[2], hidden_states.shape[0])
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False,
                                          scale=attn.scale)
     return attention_output(attn, out.to(value.dtype), residual, spatial_shape)
+
+
+def _mixed_qkv(attn, tokens: torch.Tensor, encoder_hidden_states, mix: RowMix):
+    """Queries, keys and values (batch, heads, tokens, head_dim), each row's from the rows ``mix`` names."""
+    context = _context(attn, tokens, encoder_hidden_states)
+    (q_rows, q_at), (k_rows, k_at), (v_rows, v_at) = row_tensors(mix, tokens.device)
+    query, key = queries_keys(attn, tokens.index_select(0, q_rows), context.index_select(0, k_rows))
+    value = split_heads(attn.to_v(context.index_select(0, v_rows)), attn.heads)
+    return query.index_select(0, q_at), key.index_select(0, k_at), value.index_select(0, v_at)
+
+
+@lru_cache(maxsize=256)
+def _row_tensors(mix: RowMix, device: str):
+    out = []
+    for picked in (mix.queries, mix.keys, mix.values):
+        unique = sorted(set(picked))
+        out.append((torch.tensor(unique, device=device), torch.tensor([unique.index(r) for r in picked],
+                                                                       device=device)))
+    return tuple(out)
+
+
+def row_tensors(mix: RowMix, device) -> tuple:
+    """For queries, keys and values: (the distinct rows to project, each batch row's position among them)."""
+    return _row_tensors(mix, str(device))
+
+
+def _context(attn, tokens: torch.Tensor, encoder_hidden_states: torch.Tensor | None) -> torch.Tensor:
+    """What keys and values are projected from: the tokens themselves, or the (normalised) text."""
+    if encoder_hidden_states is None:
+        return tokens
+    return attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
+
+
+def attention_maps(query: torch.Tensor, key: torch.Tensor, scale: float, mask: torch.Tensor | None = None):
+    """softmax(Q K^T * scale + mask): (rows, heads, queries, keys), computed in at least float32."""
+    dtype = torch.promote_types(query.dtype, torch.float32)
+    scores = query.to(dtype) @ key.to(dtype).transpose(-1, -2) * scale
+    if mask is not None:
+        scores = scores + mask.to(dtype)
+    return scores.softmax(dim=-1)
+
+
+def edited_cross_attention(attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, edit: CrossMapEdit,
+                           attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None):
+    """Prompt-to-Prompt's cross-attention: every row attends as usual (SDPA), except the target rows of ``edit``,
+    whose materialised maps are rebuilt from their source's (see ``CrossMapEdit``) and applied to their own values.
+    Returns (output, {batch row: its head-averaged map (queries, text tokens)} for the edited and source rows)."""
+    hidden_states, residual, spatial_shape = attention_input(attn, hidden_states, temb)
+    batch = hidden_states.shape[0]
+    context = _context(attn, hidden_states, encoder_hidden_states)
+    mask = prepared_mask(attn, attention_mask, context.shape[1], batch)
+    query, key = queries_keys(attn, hidden_states, context)
+    value = split_heads(attn.to_v(context), attn.heads)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False)
+    targets, sources = list(edit.targets), list(edit.sources)
+    own = attention_maps(query[targets], key[targets], attn.scale, None if mask is None else mask[targets])
+    base = attention_maps(query[sources], key[sources], attn.scale, None if mask is None else mask[sources])
+    mapper = edit.mapper.to(base.device)[:, None, None, :].expand(-1, *base.shape[1:3], -1)
+    alpha, scale = (x.to(base)[:, None, None, :] for x in (edit.alpha, edit.scale))
+    new = (base.gather(-1, mapper) * alpha + own * (1 - alpha)) * scale
+    out[targets] = (new @ value[targets].to(new.dtype)).to(out.dtype)
+    maps = {row: m.mean(0) for row, m in zip(sources, base)}
+    maps.update({row: m.mean(0) for row, m in zip(targets, new)})
+    return attention_output(attn, out.to(value.dtype), residual, spatial_shape), maps
+
+
+def masked_mutual_attention(attn, hidden_states: torch.Tensor, edit: MaskedMix, masks, grid: tuple[int, int],
+                            temb: torch.Tensor | None = None) -> torch.Tensor:
+    """MasaCtrl's mutual self-attention with masks: ``masks`` maps each target batch row to (its source's
+    foreground, its own foreground), binary (h, w) maps; see ``MaskedMix``."""
+    hidden_states, residual, spatial_shape = attention_input(attn, hidden_states, temb)
+    query, key, value = _mixed_qkv(attn, hidden_states, None, edit.mix)
+    out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False, scale=attn.scale)
+    rows = list(masks)
+    if rows:
+        src = torch.stack([_resized(masks[r][0], grid) for r in rows]).flatten(1).to(query.device)
+        tgt = torch.stack([_resized(masks[r][1], grid) for r in rows]).flatten(1).to(query.device)
+        blocked = torch.finfo(query.dtype).min
+        free = torch.zeros(src.shape, dtype=query.dtype, device=query.device)
+        fg = free.masked_fill(src <= 0, blocked)[:, None, None, :]
+        bg = free.masked_fill(src > 0, blocked)[:, None, None, :]
+        q, k, v = query[rows], key[rows], value[rows]
+        out_fg = F.scaled_dot_product_attention(q, k, v, attn_mask=fg, dropout_p=0.0, scale=attn.scale)
+        out_bg = F.scaled_dot_product_attention(q, k, v, attn_mask=bg, dropout_p=0.0, scale=attn.scale)
+        inside = tgt.to(out.dtype)[:, None, :, None]
+        out[rows] = out_fg * inside + out_bg * (1 - inside)
+    return attention_output(attn, out.to(value.dtype), residual, spatial_shape)
+
+
+def _resized(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    if tuple(mask.shape) == tuple(grid):
+        return mask
+    return F.interpolate(mask[None, None].float(), size=grid, mode="nearest")[0, 0]
+
+
+def row_queries_keys(attn, hidden_states, encoder_hidden_states, rows, temb=None):
+    """Queries and keys (rows, heads, tokens, head_dim) of the chosen batch rows only, prepared as diffusers'
+    ``AttnProcessor2_0`` prepares them."""
+    tokens, _, _ = attention_input(attn, hidden_states[rows], temb[rows] if temb is not None else None)
+    context = tokens if encoder_hidden_states is None else _context(attn, tokens, encoder_hidden_states[rows])
+    return queries_keys(attn, tokens, context)
 
 
 def sdpa_attention(attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
@@ -112,20 +209,42 @@ def attention_output(attn, out: torch.Tensor, residual: torch.Tensor, spatial_sh
     return out / attn.rescale_output_factor
 
 
-class SelfAttentionEditProcessor:
-    """Installed on an editable self-attention layer; asks the control, at every call, whether this layer and
-    the current step are edited, and otherwise defers to the processor it replaced."""
+class EditProcessor:
+    """Installed on every layer a run edits or watches; asks the control, at every call, what this layer computes
+    at the current step, and otherwise defers to the processor it replaced."""
 
-    def __init__(self, layer, control, original: Callable):
+    def __init__(self, layer: AttentionLayer, control: EditControl, original: Callable):
         self.layer = layer
         self.control = control
         self.original = original
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
-        plan = self.control.self_attention_plan(self.layer, hidden_states.shape[0], hidden_states.device)
-        if plan is None or encoder_hidden_states is not None:
-            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
-        return shared_map_attention(attn, hidden_states, plan[0], plan[1], attention_mask, temb)
+        edit = self.control.edit_for(self.layer, hidden_states.shape[0])
+        watch = self.control.watch_for(self.layer)
+        maps = None
+        if isinstance(edit, CrossMapEdit) and encoder_hidden_states is not None:
+            out, maps = edited_cross_attention(attn, hidden_states, encoder_hidden_states, edit, attention_mask, temb)
+        elif isinstance(edit, RowMix):
+            out = mixed_attention(attn, hidden_states, encoder_hidden_states, edit, attention_mask, temb)
+        elif isinstance(edit, MaskedMix) and encoder_hidden_states is None:
+            masks, grid = self.control.masks(edit, self.layer, hidden_states)
+            out = masked_mutual_attention(attn, hidden_states, edit, masks, grid, temb) if masks is not None else \
+                mixed_attention(attn, hidden_states, None, edit.mix, attention_mask, temb)
+        else:
+            out = self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        if watch is not None and encoder_hidden_states is not None:
+            self._observe(watch, attn, hidden_states, encoder_hidden_states, temb, maps)
+        return out
+
+    def _observe(self, watch: MapWatch, attn, hidden_states, encoder_hidden_states, temb, maps) -> None:
+        rows = watch.rows()
+        if maps is None or any(r not in maps for r in rows):
+            with torch.no_grad():
+                query, key = row_queries_keys(attn, hidden_states, encoder_hidden_states, rows, temb)
+                own = attention_maps(query, key, attn.scale).mean(1)
+            maps = {**{r: m for r, m in zip(rows, own)}, **(maps or {})}
+        latent_hw = self.control.latent_hw
+        watch.add(torch.stack([maps[r] for r in rows]), rows, self.layer.grid(latent_hw))
 
 
 @contextmanager

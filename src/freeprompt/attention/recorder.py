@@ -46,7 +46,7 @@ import torch
 from ..diffusion.sampler import StepHooks
 from ..errors import BadInput
 from .layers import AttentionLayer, discover_layers
-from .processors import attention_input, installed_processors, prepared_mask, queries_keys, sdpa_attention
+from .processors import installed_processors, prepared_mask, row_queries_keys, sdpa_attention
 from .steps import StepRange
 
 BRANCHES = ("cond", "uncond", "all")
@@ -400,16 +400,8 @@ class AttentionRecorder(StepHooks):
 def _queries_keys(attn, hidden_states, encoder_hidden_states, attention_mask, temb, rows):
     """Queries and keys (rows, heads, tokens, head_dim) of the chosen rows, prepared exactly as diffusers'
     ``AttnProcessor2_0`` prepares them, and the additive mask (rows, heads, 1 or q, keys) if any."""
-    batch = hidden_states.shape[0]
-    hs, _, _ = attention_input(attn, hidden_states[rows], temb[rows] if temb is not None else None)
-    if encoder_hidden_states is None:
-        context = hs
-    else:
-        context = encoder_hidden_states[rows]
-        if attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-    query, key = queries_keys(attn, hs, context)
-    full = prepared_mask(attn, attention_mask, key.shape[2], batch)
+    query, key = row_queries_keys(attn, hidden_states, encoder_hidden_states, rows, temb)
+    full = prepared_mask(attn, attention_mask, key.shape[2], hidden_states.shape[0])
     return query, key, None if full is None else _additive(full[rows], query)
 
 

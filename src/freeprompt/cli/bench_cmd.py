@@ -8,8 +8,22 @@ from typing import Optional
 import typer
 
 from ..attention import DEFAULT_LAYERS, DEFAULT_SELF_REPLACE
+from ..errors import BadInput
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that score edits.")
+
+
+def _methods(names: str, self_replace: str, layers: str) -> dict:
+    """``{name: Method}`` for the comma-separated names; FPE (also inside a combination) with the FPE options."""
+    from ..editing.methods import method_named
+
+    chosen = {}
+    for name in _words(names) or []:
+        fpe = {"self_replace": self_replace, "layers": layers} if "fpe" in name.split("+") else {}
+        chosen[name] = method_named(name, fpe=fpe)
+    if not chosen:
+        raise BadInput("no method given", "use e.g. --methods fpe,p2p,masactrl,pnp,plain")
+    return chosen
 
 
 def _words(text: Optional[str]) -> Optional[list[str]]:
@@ -25,6 +39,8 @@ def shapes(
     generation: int = typer.Option(200, help="samples for the generation check (0 to skip)"),
     steps: Optional[int] = typer.Option(None, help="denoising steps [default: the model's, else 50]"),
     guidance: Optional[float] = typer.Option(None, help="guidance [default: the model's, else 7.5]"),
+    methods: str = typer.Option("fpe,plain", help="comma-separated editing methods: fpe, p2p, masactrl, pnp, plain, "
+                                "fpe+p2p (each with its defaults)"),
     self_replace: str = typer.Option(DEFAULT_SELF_REPLACE, help="FPE step range"),
     layers: str = typer.Option(DEFAULT_LAYERS, help="FPE self-attention layers"),
     colors: Optional[str] = typer.Option(None, help="comma-separated colour words [default: all 10]"),
@@ -41,6 +57,7 @@ def shapes(
     from ..models.loading import load_pipeline
 
     check_writable(out)
+    chosen = _methods(methods, self_replace, layers)
     template_list = _words(templates) or []
     items = sb.edit_items(color_edits, shape_edits, seed, _words(colors), _words(shape_words), tuple(template_list))
     loaded = load_pipeline(model, device=device)
@@ -52,13 +69,12 @@ def shapes(
             bars.append(tqdm(total=total, desc="edits", unit="item"))
         bars[0].update(n - bars[0].n)
 
-    rows = sb.run_edits(loaded.pipe, items, out, steps, guidance, self_replace, layers, progress=progress,
-                        model=model)
+    rows = sb.run_edits(loaded.pipe, items, out, steps, guidance, chosen, progress=progress, model=model)
     for bar in bars:
         bar.close()
     gen = sb.generation_check(loaded.pipe, generation, steps, guidance, colors=_words(colors),
                               shapes=_words(shape_words)) if generation else None
-    params = {"model": loaded.info, "steps": steps, "guidance": guidance, "self_replace": self_replace, "layers": layers,
-              "color_edits": color_edits, "shape_edits": shape_edits, "generation": generation, "seed": seed,
+    params = {"model": loaded.info, "steps": steps, "guidance": guidance,
+              "methods": {name: m.options() for name, m in chosen.items()}, "color_edits": color_edits, "shape_edits": shape_edits, "generation": generation, "seed": seed,
               "templates": template_list}
     typer.echo(sb.write_report(out, rows, gen, params))

@@ -10,6 +10,7 @@ import typer
 
 from ..attention import DEFAULT_LAYERS, DEFAULT_SELF_REPLACE
 from ..errors import BadInput
+from .method_options import PANEL, MethodOptions, method_option, opt
 from .options import CONFIG_HELP, DEFAULT_MODEL, MODEL_HELP, REVISION_HELP
 
 
@@ -23,11 +24,31 @@ def edit(
     steps: Optional[int] = typer.Option(None, help="denoising steps [default: 50, or the model's recommendation]"),
     guidance: Optional[float] = typer.Option(None, help="classifier-free guidance [default: 7.5, or the model's]"),
     negative: str = typer.Option("", help="negative prompt"),
-    self_replace: str = typer.Option(DEFAULT_SELF_REPLACE,
-                                     help="fraction range of steps whose self-attention maps are replaced"),
-    layers: str = typer.Option(DEFAULT_LAYERS, help="self-attention layers: all, 4-14, 1,3,5-7 or a token bound <=32x32"),
-    edit_uncond: bool = typer.Option(False, "--edit-uncond/--no-edit-uncond",
-                                     help="also replace maps in the unconditional half of guidance"),
+    method: str = method_option(),
+    self_replace: Optional[str] = opt(f"FPE: fraction range of steps whose self-attention maps are replaced "
+                                      f"[default: {DEFAULT_SELF_REPLACE}]"),
+    layers: Optional[str] = opt(f"FPE: self-attention layers: all, 4-14, 1,3,5-7 or a token bound "
+                                f"[default: {DEFAULT_LAYERS}]"),
+    edit_uncond: Optional[bool] = typer.Option(None, "--edit-uncond/--no-edit-uncond", rich_help_panel=PANEL,
+                                               help="FPE: also in the unconditional half of guidance [default: no]"),
+    cross_replace: Optional[str] = opt("P2P: steps whose cross-attention maps are replaced [default: 0:0.8]; "
+                                       "beside --method fpe it means fpe+p2p"),
+    p2p_mode: Optional[str] = opt("P2P: replace (a word swap) or refine (prompts of different lengths)"),
+    p2p_self_replace: Optional[str] = opt("P2P: steps whose self-attention maps are replaced [default: 0:0.4]"),
+    p2p_self_layers: Optional[str] = opt("P2P: those self-attention layers [default: <=16x16]"),
+    reweight: Optional[list[str]] = opt("P2P: WORD=FACTOR scales a target word's attention (repeat)"),
+    blend: Optional[list[str]] = opt("P2P: local blend, one word per prompt, source first (repeat)"),
+    blend_threshold: Optional[float] = opt("P2P: local blend mask threshold [default: 0.3]"),
+    blend_steps: Optional[str] = opt("P2P: steps after which the local blend applies [default: 0:1]"),
+    masactrl_steps: Optional[str] = opt("MasaCtrl: steps [default: 0.08:1, step 4 of 50]"),
+    masactrl_layers: Optional[str] = opt("MasaCtrl: self-attention layers [default: 11-16]"),
+    mask_word: Optional[list[str]] = opt("MasaCtrl: mask from a source word and a target word (give twice)"),
+    mask_threshold: Optional[float] = opt("MasaCtrl: mask threshold [default: 0.1]"),
+    pnp_feature_steps: Optional[str] = opt("PnP: steps of the feature injection [default: 0:0.8]"),
+    pnp_attention_steps: Optional[str] = opt("PnP: steps of the query/key injection [default: 0:0.5]"),
+    pnp_layers: Optional[str] = opt("PnP: self-attention layers of the query/key injection [default: 9-16]"),
+    pnp_feature_block: Optional[str] = opt("PnP: the decoder ResNet block whose features are injected "
+                                           "[default: up_blocks.1.resnets.1]"),
     height: Optional[int] = typer.Option(None, help="image height (multiple of 8) [default: the model's]"),
     width: Optional[int] = typer.Option(None, help="image width (multiple of 8) [default: the model's]"),
     save_latents: bool = typer.Option(False, help="also write the final latents to latents.safetensors"),
@@ -44,25 +65,27 @@ def edit(
                                              "$FREEPROMPT_CACHE/inversions, else ~/.cache/freeprompt/inversions]"),
     no_cache: bool = typer.Option(False, "--no-cache", help="with --image: always invert afresh"),
 ):
-    """Edit a generated image (or a photo with --image): the targets reuse the source's self-attention maps
-    (Free-Prompt-Editing)."""
+    """Edit a generated image (or a photo with --image) with an editing method: by default the targets reuse the
+    source's self-attention maps (Free-Prompt-Editing)."""
     from ..io.outputs import check_writable, save_edit
     from ..models.loading import load_pipeline
 
     check_writable(out)  # fail before the model is loaded
     _check_inputs(source, target, image, inversion, resize, latents, negative)
+    options = {k: v for k, v in locals().items() if k in MethodOptions.__dataclass_fields__}
+    chosen = MethodOptions(**options).build()
     start = time.perf_counter()
     loaded = load_pipeline(model, device=device, dtype=dtype, allow_pickle=allow_pickle, revision=revision,
                            config=config)
     load_s = time.perf_counter() - start
-    fpe = dict(steps=loaded.setting("steps", steps, 50), guidance=loaded.setting("guidance", guidance, 7.5),
-               self_replace=self_replace, layers=layers, edit_unconditional=edit_uncond, progress=not quiet)
+    run = dict(steps=loaded.setting("steps", steps, 50), guidance=loaded.setting("guidance", guidance, 7.5),
+               method=chosen, progress=not quiet)
     size = dict(height=loaded.setting("height", height), width=loaded.setting("width", width))
     if image is None:
-        result = _edit_generated(loaded.pipe, source, target, seed, latents, negative, fpe, size)
+        result = _edit_generated(loaded.pipe, source, target, seed, latents, negative, run, size)
         extra = {"latents_file": str(latents) if latents else None}
     else:
-        result = _edit_photo(loaded, image, source, target, inversion, resize, cache_dir, no_cache, fpe, size)
+        result = _edit_photo(loaded, image, source, target, inversion, resize, cache_dir, no_cache, run, size)
         extra = {"image": str(image)}
     result.timings["load_s"] = load_s
     save_edit(result, out, model=loaded.info, save_latents=save_latents, extra=extra)
@@ -90,14 +113,14 @@ def _check_inputs(source, targets, image, inversion, resize, latents, negative) 
                        "a photo's unconditional branch comes from its inversion; drop --negative")
 
 
-def _edit_generated(pipe, source, targets, seed, latents_file, negative, fpe: dict, size: dict):
+def _edit_generated(pipe, source, targets, seed, latents_file, negative, run: dict, size: dict):
     from ..editing.generated import edit as run_edit
 
     noise = _read_latents(latents_file) if latents_file else None
-    return run_edit(pipe, source, targets, seed=seed, latents=noise, negative_prompt=negative, **fpe, **size)
+    return run_edit(pipe, source, targets, seed=seed, latents=noise, negative_prompt=negative, **run, **size)
 
 
-def _edit_photo(loaded, image_path, source, targets, inversion, resize, cache_dir, no_cache, fpe: dict, size: dict):
+def _edit_photo(loaded, image_path, source, targets, inversion, resize, cache_dir, no_cache, run: dict, size: dict):
     from ..diffusion import image_size, latent_shape
     from ..editing.cache import InversionCache
     from ..editing.images import load_image
@@ -107,7 +130,7 @@ def _edit_photo(loaded, image_path, source, targets, inversion, resize, cache_di
     photo = load_image(image_path, image_size(pipe, latent_shape(pipe, size["height"], size["width"])), resize)
     cache = None if no_cache else InversionCache(cache_dir)
     result = edit_real(pipe, photo, source, targets, inversion=inversion, cache=cache,
-                       model_key=f"{loaded.info.get('id')}@{loaded.info.get('revision')}", **fpe)
+                       model_key=f"{loaded.info.get('id')}@{loaded.info.get('revision')}", **run)
     result.params["resize"] = resize
     return result
 

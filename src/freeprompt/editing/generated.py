@@ -1,8 +1,9 @@
-"""Free-Prompt-Editing of a batch: one noise, a source prompt and N target prompts denoised together.
+"""Editing a batch: one noise, a source prompt and N target prompts denoised together.
 
 ``edit`` generates the source and every target from the same noise (a seed, given latents, or a real image's
-inversion); in the chosen self-attention layers and steps each target uses the source's self-attention map,
-computed as SDPA(Q_src, K_src, V_tgt) by the processors ``attention.free_prompt_editing`` installs.
+inversion) with an editing method (``methods``: FPE by default, Prompt-to-Prompt, MasaCtrl, Plug-and-Play, plain,
+or several at once). The method's plan becomes an ``EditControl`` that ``attention.controlled`` installs on the
+UNet for the run; ``diffusion.sample`` is the loop.
 """
 
 from __future__ import annotations
@@ -13,16 +14,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..attention import (
-    DEFAULT_LAYERS,
-    DEFAULT_SELF_REPLACE,
-    BatchLayout,
-    EditControl,
-    FPEPolicy,
-    StepRange,
-    discover_layers,
-    free_prompt_editing,
-)
+from ..attention import BatchLayout, EditControl, controlled, discover_layers
 from ..diffusion import (
     StepHooks,
     check_latents,
@@ -39,6 +31,7 @@ from ..diffusion import (
 from ..diffusion import decode as decode_latents
 from ..errors import BadInput
 from .inversion import InversionResult
+from .methods import FPE, Method, MethodContext
 
 
 @dataclass
@@ -65,14 +58,15 @@ def edit(
     source: str,
     targets: list[str] | str,
     *,
+    method: Method | None = None,
     seed: int = 0,
     latents: torch.Tensor | None = None,
     steps: int = 50,
     guidance: float = 7.5,
     negative_prompt: str = "",
-    self_replace: str | tuple[float, float] | StepRange = DEFAULT_SELF_REPLACE,
-    layers: str | list[int] = DEFAULT_LAYERS,
-    edit_unconditional: bool = False,
+    self_replace: str | None = None,
+    layers: str | list[int] | None = None,
+    edit_unconditional: bool | None = None,
     height: int | None = None,
     width: int | None = None,
     progress: bool | Callable = True,
@@ -80,42 +74,67 @@ def edit(
     inversion: InversionResult | None = None,
     hooks: Sequence[StepHooks] = (),
 ) -> EditResult:
-    """Generate ``source`` and every target from the same noise; in the chosen self-attention layers and
-    steps each target uses the source's self-attention map (computed as SDPA(Q_src, K_src, V_tgt)).
+    """Generate ``source`` and every target from the same noise, edited by ``method`` (default: FPE, whose
+    ``self_replace``, ``layers`` and ``edit_unconditional`` may also be given here: in the chosen self-attention
+    layers and steps each target uses the source's self-attention map, SDPA(Q_src, K_src, V_tgt)).
 
     The noise is drawn from ``seed``, or given as ``latents``, or comes from ``inversion`` (a real image's
     ``InversionResult``, made with this ``source`` prompt, which may then be "", and these ``steps``): its
     per-step embeddings and trajectory pinning then apply too. ``hooks`` are further ``StepHooks`` the sampling
     loop runs after the edit's own. ``decode=False`` skips the VAE (``images`` is empty), like diffusers'
     ``output_type="latent"``."""
+    method = _method(method, self_replace, layers, edit_unconditional)
     targets = [targets] if isinstance(targets, str) else list(targets)
     prompts = _checked_prompts(pipe, source, targets, empty_source_ok=inversion is not None)
     check_steps(steps, pipe.scheduler.config)
-    step_range = StepRange.parse(self_replace)
     shape = latent_shape(pipe, height, width)
     noise = _start_noise(pipe, shape, seed, latents, inversion, source, steps, guidance)
     registry = discover_layers(pipe.unet)
-    chosen = registry.select(layers, "self", shape[2:])
-    policy = FPEPolicy(layers=frozenset(layer.name for layer in chosen), steps=step_range,
-                       edit_unconditional=edit_unconditional)
-    control = EditControl(BatchLayout.one_source(len(targets), guidance=guidance > 1.0), policy, steps)
-    run_hooks = [control] + ([inversion.hooks(pipe.unet.device, pipe.unet.dtype)] if inversion else []) + list(hooks)
+    layout = BatchLayout.one_source(len(targets), guidance=guidance > 1.0)
+    ctx = MethodContext(pipe.unet, pipe.tokenizer, tuple(prompts), layout, registry, tuple(shape[2:]), steps)
+    plan = method.plan(ctx)
+    control = EditControl(layout, plan.rules, steps, shape[2:], plan.watches, plan.latent_hooks, plan.features)
+    pinned = [inversion.hooks(pipe.unet.device, pipe.unet.dtype)] if inversion else []  # before a local blend
     timings: dict[str, float] = {}
-    with free_prompt_editing(pipe.unet, registry, control):
-        final = _denoise(pipe, prompts, noise, run_hooks, steps, guidance, negative_prompt, progress, timings)
+    with controlled(pipe.unet, registry, control):
+        final = _denoise(pipe, prompts, noise, pinned + [control, *hooks], steps, guidance, negative_prompt, progress,
+                         timings)
     images = _decode(pipe, final, timings) if decode else []
-    width, height = image_size(pipe, shape)
-    given = latents is not None or inversion is not None  # the noise was given, not drawn from the seed
-    params = {
-        "method": "fpe", "source": source, "targets": targets, "seed": None if given else seed,
-        "latents_given": given, "steps": steps, "guidance": guidance, "negative_prompt": negative_prompt,
-        "self_replace": str(step_range), "edited_steps": control.edited_steps(),
-        "layers": layers if isinstance(layers, str) else list(layers),
-        "edited_self_layers": [layer.index for layer in chosen], "edit_unconditional": edit_unconditional,
-        "height": height, "width": width, "scheduler": dict(ddim_scheduler(pipe.scheduler.config).config),
-    }
+    params = _params(pipe, method, control, registry, prompts, seed, latents, inversion, steps, guidance,
+                     negative_prompt, shape)
     return EditResult(prompts=prompts, images=images, latents=final.cpu(), initial_latents=noise.cpu(),
                       params=params, timings=timings)
+
+
+def _method(method, self_replace, layers, edit_unconditional) -> Method:
+    """The method to run: ``method``, or FPE with the FPE options given to ``edit`` (defaults otherwise)."""
+    fpe_options = {key: value for key, value in (("self_replace", self_replace), ("layers", layers),
+                                                 ("edit_unconditional", edit_unconditional)) if value is not None}
+    if method is None:
+        if isinstance(fpe_options.get("layers"), list):
+            fpe_options["layers"] = tuple(fpe_options["layers"])
+        return FPE(**{k: str(v) if k == "self_replace" else v for k, v in fpe_options.items()})
+    if fpe_options:
+        raise BadInput(f"{', '.join(fpe_options)} given beside method={method.name!r}",
+                       "give them to the method, e.g. method=FPE(self_replace='0:0.6')")
+    return method
+
+
+def _params(pipe, method, control, registry, prompts, seed, latents, inversion, steps, guidance, negative_prompt,
+            shape) -> dict:
+    """What run.json records about an edit."""
+    width, height = image_size(pipe, shape)
+    layers: dict[str, set[int]] = {}
+    for rule in control.rules:
+        layers.setdefault(f"{rule.method} {rule.kind}", set()).update(registry.by_name(n).index for n in rule.layers)
+    given = latents is not None or inversion is not None  # the noise was given, not drawn from the seed
+    return {
+        "method": method.name, "method_options": method.options(), "source": prompts[0], "targets": prompts[1:],
+        "seed": None if given else seed, "latents_given": given, "steps": steps, "guidance": guidance,
+        "negative_prompt": negative_prompt, "edited_steps": control.edited_steps(),
+        "edited_layers": {key: sorted(indices) for key, indices in layers.items()},
+        "height": height, "width": width, "scheduler": dict(ddim_scheduler(pipe.scheduler.config).config),
+    }
 
 
 def _checked_prompts(pipe, source: str, targets: list[str], empty_source_ok: bool) -> list[str]:

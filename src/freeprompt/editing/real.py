@@ -16,13 +16,13 @@ from typing import Callable
 
 import numpy as np
 
-from ..attention import DEFAULT_LAYERS, DEFAULT_SELF_REPLACE
 from ..diffusion import PromptTruncated, check_prompt, check_steps, latent_shape
 from ..errors import BadInput
 from .cache import InversionCache
 from .generated import EditResult, edit
 from .images import psnr, to_rgb
 from .inversion import METHODS, InversionResult, check_method, invert, measure_reconstruction
+from .methods import Method
 
 
 def edit_real(
@@ -31,12 +31,13 @@ def edit_real(
     source: str,
     targets: list[str] | str,
     *,
+    method: Method | None = None,
     inversion: str = "direct",
     steps: int = 50,
     guidance: float = 7.5,
-    self_replace: str = DEFAULT_SELF_REPLACE,
-    layers: str | list[int] = DEFAULT_LAYERS,
-    edit_unconditional: bool = False,
+    self_replace: str | None = None,
+    layers: str | list[int] | None = None,
+    edit_unconditional: bool | None = None,
     cache: InversionCache | None = None,
     model_key: str = "",
     progress: bool | Callable = True,
@@ -44,7 +45,8 @@ def edit_real(
 ) -> EditResult:
     """Edit the real ``image`` (PIL, already at the model's size, e.g. from ``load_image``): invert it with
     ``inversion`` (one of ``METHODS``) using ``source`` ("" allowed) and generate every target from the inverted
-    noise with FPE. ``result.images`` is ``[reconstruction, target_1, ...]``; ``result.input_image`` the input.
+    noise with ``method`` (default FPE, whose options may also be given here, as to ``edit``). ``result.images`` is
+    ``[reconstruction, target_1, ...]``; ``result.input_image`` the input.
 
     ``cache`` reuses an earlier inversion of the same image, model (``model_key``: id and revision; required
     with a cache), method, steps, guidance and source prompt. ``check_ddim`` (ddim only) measures plain DDIM
@@ -55,9 +57,9 @@ def edit_real(
     start = time.perf_counter()
     key, inv = _cached_or_inverted(pipe, image, source, inversion, steps, guidance, cache, model_key, progress)
     inversion_s = time.perf_counter() - start
-    result = edit(pipe, source, targets, steps=steps, guidance=guidance, self_replace=self_replace, layers=layers,
-                  edit_unconditional=edit_unconditional, height=image.height, width=image.width, progress=progress,
-                  inversion=inv)
+    result = edit(pipe, source, targets, method=method, steps=steps, guidance=guidance, self_replace=self_replace,
+                  layers=layers, edit_unconditional=edit_unconditional, height=image.height, width=image.width,
+                  progress=progress, inversion=inv)
     start = time.perf_counter()
     fresh = not inv.cached
     if fresh:

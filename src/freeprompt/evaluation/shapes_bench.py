@@ -4,8 +4,9 @@ Per edit and method: did the target attribute appear (colour-specific mask of th
 from the mask of the object's colour), how well the source's structure survived (IoU between the source
 object's mask and the edited object's mask, each taken with its own colour, so a failed edit that leaves the
 old object in place scores 0, not 1), and background preservation (PSNR outside both objects). The joint
-rate "attribute reached AND IoU >= 0.8" is the headline. Methods: ``fpe`` (Free-Prompt-Editing) and
-``plain`` (the target prompt generated from the same seed, no editing).
+rate "attribute reached AND IoU >= 0.8" is the headline. Every editing method runs on the same items, seeds and
+noise (``fpe``, ``p2p``, ``masactrl``, ``pnp``, combinations such as ``fpe+p2p``, and ``plain``: the target
+prompt generated from the same seed, no editing).
 """
 
 from __future__ import annotations
@@ -122,15 +123,15 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("nan") if a.size == 0 else psnr(a, b)  # nan: the objects cover the whole image
 
 
-def run_edits(pipe, items: list[EditItem], out_dir: Path, steps: int, guidance: float, self_replace: str, layers: str,
-              methods=("fpe", "plain"), progress=None, examples: int = 8, model: str = "") -> list[dict]:
-    """Run every item with every method; resumable: rows already in items.csv are skipped, provided the folder's
-    settings.json says they were made with the same model, settings and item list."""
+def run_edits(pipe, items: list[EditItem], out_dir: Path, steps: int, guidance: float, methods: dict,
+              progress=None, examples: int = 8, model: str = "") -> list[dict]:
+    """Run every item with every method (``{name: Method}``); resumable: rows already in items.csv are skipped,
+    provided the folder's settings.json says they were made with the same model, settings, methods and items."""
     from ..editing.generated import edit
 
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {"model": model, "dtype": str(pipe.unet.dtype).removeprefix("torch."), "steps": steps,
-                "guidance": guidance, "self_replace": self_replace, "layers": layers, "methods": list(methods),
+                "guidance": guidance, "methods": {name: m.options() for name, m in methods.items()},
                 "items": [[item.id, item.seed, item.source_prompt, item.target_prompt] for item in items]}
     _claim_folder(out_dir, settings)
     csv_path = out_dir / "items.csv"
@@ -138,17 +139,17 @@ def run_edits(pipe, items: list[EditItem], out_dir: Path, steps: int, guidance: 
     done = {(r["id"], r["method"]) for r in rows}
     strip = []
     for n, item in enumerate(items):
-        for method in methods:
-            if (item.id, method) in done:
+        for name, method in methods.items():
+            if (item.id, name) in done:
                 continue
-            result = edit(pipe, item.source_prompt, [item.target_prompt], seed=item.seed, steps=steps, guidance=guidance,
-                          self_replace=self_replace if method == "fpe" else "0:0", layers=layers, progress=False)
+            result = edit(pipe, item.source_prompt, [item.target_prompt], method=method, seed=item.seed, steps=steps,
+                          guidance=guidance, progress=False)
             src, tgt = (np.asarray(img.convert("RGB")) for img in result.images)
-            rows.append({"id": item.id, "kind": item.kind, "method": method, "seed": item.seed,
+            rows.append({"id": item.id, "kind": item.kind, "method": name, "seed": item.seed,
                          "source_prompt": item.source_prompt, "target_prompt": item.target_prompt,
                          **score_edit(src, tgt, item)})
             if n < examples:
-                strip.append((item, method, result.images))
+                strip.append((item, name, result.images))
             _write_rows(csv_path, rows)
         if progress:
             progress(n + 1, len(items))

@@ -1,0 +1,56 @@
+"""Installing an ``EditControl`` on a UNet for one sampling run, in the spirit of DAAM's ``trace``: inside the
+block every edited or watched attention layer has an ``EditProcessor`` (through diffusers'
+``set_attn_processor``) and every feature injection a forward hook; on exit, also after an error, the original
+processors come back and the hooks are removed."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+from ..errors import BadInput
+from .control import EditControl, FeatureRule
+from .layers import LayerRegistry
+from .processors import EditProcessor, installed_processors
+
+
+@contextmanager
+def controlled(unet, registry: LayerRegistry, control: EditControl) -> Iterator[EditControl]:
+    """Run ``control``'s edits while the block runs (pass the control to ``sample`` as a hook)."""
+    originals = unet.attn_processors
+    replacements = {}
+    for name in sorted(control.layer_names):
+        layer = registry.by_name(name)
+        replacements[layer.processor_key] = EditProcessor(layer, control, originals[layer.processor_key])
+    modules = [(feature, feature_module(unet, feature.module)) for feature in control.features]
+    handles = []
+    try:
+        with installed_processors(unet, replacements):
+            handles = [module.register_forward_hook(_injector(control, feature)) for feature, module in modules]
+            yield control
+    finally:
+        for handle in handles:
+            handle.remove()
+        control.end()
+
+
+def feature_module(unet, path: str) -> torch.nn.Module:
+    """The UNet submodule at ``path``, or a one-line error naming the path."""
+    try:
+        return unet.get_submodule(path)
+    except AttributeError:
+        raise BadInput(f"the UNet has no module {path!r}", "give a module path such as up_blocks.1.resnets.1") from None
+
+
+def _injector(control: EditControl, feature: FeatureRule):
+    def hook(module, args, output):
+        if not control.feature_active(feature):
+            return output
+        if output.shape[0] != len(feature.sources):
+            raise RuntimeError(f"{feature.module} ran on {output.shape[0]} rows but the edit layout has "
+                               f"{len(feature.sources)}; run the UNet through freeprompt's sampling loop")
+        return output.index_select(0, torch.tensor(feature.sources, device=output.device))
+
+    return hook

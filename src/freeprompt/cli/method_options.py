@@ -1,0 +1,103 @@
+"""The editing-method options of ``freeprompt edit`` (and of the commands that run one method): typer options
+that default to None, so that only what a user gives reaches the method, and a one-line error names an option
+given to a method that is not running."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import typer
+
+from ..errors import BadInput
+
+METHOD_HELP = "fpe, p2p, masactrl, pnp, plain, or fpe+p2p (FPE's self-attention with P2P's cross-attention)"
+
+
+@dataclass
+class MethodOptions:
+    """What the command line said about the method; ``build()`` turns it into a ``Method``."""
+
+    method: str = "fpe"
+    self_replace: Optional[str] = None
+    layers: Optional[str] = None
+    edit_uncond: Optional[bool] = None
+    cross_replace: Optional[str] = None
+    p2p_mode: Optional[str] = None
+    p2p_self_replace: Optional[str] = None
+    p2p_self_layers: Optional[str] = None
+    reweight: Optional[list[str]] = None
+    blend: Optional[list[str]] = None
+    blend_threshold: Optional[float] = None
+    blend_steps: Optional[str] = None
+    masactrl_steps: Optional[str] = None
+    masactrl_layers: Optional[str] = None
+    mask_word: Optional[list[str]] = None
+    mask_threshold: Optional[float] = None
+    pnp_feature_steps: Optional[str] = None
+    pnp_attention_steps: Optional[str] = None
+    pnp_layers: Optional[str] = None
+    pnp_feature_block: Optional[str] = None
+
+    def build(self):
+        """The ``Method``: ``--cross-replace`` beside FPE means ``fpe+p2p``."""
+        from ..editing.methods import method_named
+
+        name = self.method.lower()
+        if name == "fpe" and self.cross_replace is not None:
+            name = "fpe+p2p"
+        given = {method: {k: v for k, v in options.items() if v is not None}
+                 for method, options in self._by_method().items()}
+        for method, options in given.items():
+            if options and method not in name.split("+"):
+                flags = ", ".join("--" + FLAGS.get((method, key), key).replace("_", "-") for key in options)
+                raise BadInput(f"{flags} belong(s) to method {method}, not {name}", f"add --method {method} or drop them")
+        return method_named(name, **given)
+
+    def _by_method(self) -> dict[str, dict]:
+        return {
+            "fpe": {"self_replace": self.self_replace, "layers": self.layers, "edit_unconditional": self.edit_uncond},
+            "p2p": {"mode": self.p2p_mode, "cross_replace": self.cross_replace, "self_replace": self.p2p_self_replace,
+                    "self_layers": self.p2p_self_layers, "reweight": _reweight(self.reweight),
+                    "blend": tuple(self.blend) if self.blend else None, "blend_threshold": self.blend_threshold,
+                    "blend_steps": self.blend_steps},
+            "masactrl": {"steps": self.masactrl_steps, "layers": self.masactrl_layers,
+                         "mask_words": tuple(self.mask_word) if self.mask_word else None,
+                         "mask_threshold": self.mask_threshold},
+            "pnp": {"feature_steps": self.pnp_feature_steps, "attention_steps": self.pnp_attention_steps,
+                    "layers": self.pnp_layers, "feature_block": self.pnp_feature_block},
+        }
+
+
+FLAGS = {("fpe", "edit_unconditional"): "edit_uncond", ("p2p", "mode"): "p2p_mode",
+         ("p2p", "self_replace"): "p2p_self_replace", ("p2p", "self_layers"): "p2p_self_layers",
+         ("masactrl", "steps"): "masactrl_steps", ("masactrl", "layers"): "masactrl_layers",
+         ("masactrl", "mask_words"): "mask_word", ("pnp", "feature_steps"): "pnp_feature_steps",
+         ("pnp", "attention_steps"): "pnp_attention_steps", ("pnp", "layers"): "pnp_layers",
+         ("pnp", "feature_block"): "pnp_feature_block"}
+
+
+def _reweight(items: Optional[list[str]]):
+    if not items:
+        return None
+    pairs = []
+    for item in items:
+        word, _, factor = item.rpartition("=")
+        try:
+            pairs.append((word.strip(), float(factor)))
+        except ValueError:
+            raise BadInput(f"cannot read --reweight {item!r}", "write WORD=FACTOR, e.g. --reweight fluffy=3") from None
+        if not word.strip():
+            raise BadInput(f"cannot read --reweight {item!r}", "write WORD=FACTOR, e.g. --reweight fluffy=3")
+    return tuple(pairs)
+
+
+PANEL = "Editing method"
+
+
+def method_option():
+    return typer.Option("fpe", "--method", help=METHOD_HELP, rich_help_panel=PANEL)
+
+
+def opt(help_text: str, *names: str):
+    return typer.Option(None, *names, help=help_text, rich_help_panel=PANEL)
