@@ -144,9 +144,10 @@ class Materialising:
         return out
 
 
-def installed(unet, registry, spec: Spec):
-    """Every attention layer on the materialising path with ``spec``'s edits."""
-    procs = {layer.processor_key: Materialising(spec, layer.name, layer.kind == "cross") for layer in registry}
+def installed(unet, registry, spec: Spec, only=None):
+    """Every attention layer (or the layers named in ``only``) on the materialising path with ``spec``'s edits."""
+    procs = {layer.processor_key: Materialising(spec, layer.name, layer.kind == "cross") for layer in registry
+             if only is None or layer.name in only}
     return installed_processors(unet, procs)
 
 

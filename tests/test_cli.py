@@ -145,6 +145,18 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(model_dir, tmp_path, ca
     assert not list(tmp_path.glob(".out*"))
 
 
+@pytest.mark.parametrize("argv,expected", [
+    (["edit", "--source", "a", "--target", "b", "--out", "x", "--colour", "red"], "No such option"),
+    (["ablate", "--out", "x", "extra"], "unexpected extra argument"),
+    (["edit", "--source", "a", "--out", "x"], "Missing option"),
+    (["edit", "--steps", "many", "--source", "a", "--target", "b", "--out", "x"], "'--steps'"),
+    (["frobnicate"], "No such command"),
+])
+def test_usage_errors_are_one_line_exit_2(capsys, argv, expected):
+    code, _, err = run(argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and expected in err and "--help" in err, err
+
+
 def test_pickle_checkpoint_refused_without_flag(tmp_path, capsys):
     ckpt = tmp_path / "model.ckpt"
     ckpt.write_bytes(b"\x80\x04not really")

@@ -13,8 +13,10 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 import click  # noqa: E402
 import typer  # noqa: E402
+from typer.exceptions import TyperException  # noqa: E402
 
 from ..errors import FreepromptError, first_line  # noqa: E402
+from .ablate_cmd import ablate  # noqa: E402
 from .bench_cmd import bench_app  # noqa: E402
 from .edit_cmd import edit, layers  # noqa: E402
 from .probe_cmd import probe_app  # noqa: E402
@@ -23,6 +25,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
                   help="Free-Prompt-Editing and attention analysis for Stable Diffusion models.")
 app.command()(edit)
 app.command()(layers)
+app.command()(ablate)
 app.add_typer(bench_app, name="bench")
 app.add_typer(probe_app, name="probe")
 
@@ -39,13 +42,13 @@ def main(argv: list[str] | None = None) -> None:
     warnings.showwarning = _one_line_warnings
     try:
         app(args=argv, prog_name="freeprompt", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         print("freeprompt: aborted", file=sys.stderr)
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except (click.ClickException, TyperException) as exc:  # typer >= 0.20 raises its own copy of click's errors
+        print(f"freeprompt: error: {_usage_message(exc)}; see 'freeprompt {_command(argv)}--help'", file=sys.stderr)
         sys.exit(2)
     except FreepromptError as exc:
         if debug:
@@ -65,6 +68,24 @@ def main(argv: list[str] | None = None) -> None:
         print(f"freeprompt: internal error: {type(exc).__name__}: {first_line(exc)} (rerun with --debug for the "
               "traceback)", file=sys.stderr)
         sys.exit(1)
+
+
+def _usage_message(exc: Exception) -> str:
+    text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _command(argv: list[str]) -> str:
+    """The command words before the first option, for the help hint (``probe train ``)."""
+    words = []
+    for word in argv:
+        if word.startswith("-") or len(words) == 2:
+            break
+        words.append(word)
+    return "".join(w + " " for w in words if w in _COMMAND_WORDS)
+
+
+_COMMAND_WORDS = {"edit", "layers", "ablate", "bench", "shapes", "probe", "collect", "train", "report", "run"}
 
 
 def _out_of_memory(exc: BaseException) -> bool:

@@ -11,10 +11,7 @@ prompt generated from the same seed, no editing).
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +21,7 @@ import numpy as np
 from ..editing.images import psnr
 from ..errors import BadInput
 from ..io.outputs import labelled_grid, write_json, write_text_atomic
+from ..io.tables import claim_folder, read_rows, write_rows
 from ..shapes import oracle, world
 
 JOINT_IOU = 0.8
@@ -133,9 +131,9 @@ def run_edits(pipe, items: list[EditItem], out_dir: Path, steps: int, guidance: 
     settings = {"model": model, "dtype": str(pipe.unet.dtype).removeprefix("torch."), "steps": steps,
                 "guidance": guidance, "methods": {name: m.options() for name, m in methods.items()},
                 "items": [[item.id, item.seed, item.source_prompt, item.target_prompt] for item in items]}
-    _claim_folder(out_dir, settings)
+    claim_folder(out_dir, settings)
     csv_path = out_dir / "items.csv"
-    rows = _read_rows(csv_path)
+    rows = read_rows(csv_path)
     done = {(r["id"], r["method"]) for r in rows}
     strip = []
     for n, item in enumerate(items):
@@ -150,29 +148,12 @@ def run_edits(pipe, items: list[EditItem], out_dir: Path, steps: int, guidance: 
                          **score_edit(src, tgt, item)})
             if n < examples:
                 strip.append((item, name, result.images))
-            _write_rows(csv_path, rows)
+            write_rows(csv_path, rows, FIELDS)
         if progress:
             progress(n + 1, len(items))
     if strip:
         _example_sheet(strip, out_dir / "examples.png")
     return rows
-
-
-def _claim_folder(out_dir: Path, settings: dict) -> None:
-    """Refuse to resume into a folder whose results were made with other settings (they would be summarised
-    under this run's parameters); otherwise record this run's settings."""
-    path = out_dir / "settings.json"
-    settings = json.loads(json.dumps(settings))
-    if path.exists():
-        saved = json.loads(path.read_text())
-        changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
-        if changed:
-            raise BadInput(f"{out_dir} holds benchmark results made with other settings ({', '.join(changed)})",
-                           "choose a new --out folder, or delete that one to start over")
-    elif (out_dir / "items.csv").exists():
-        raise BadInput(f"{out_dir} holds benchmark results without a settings.json, so they cannot be resumed",
-                       "choose a new --out folder, or delete that one to start over")
-    write_json(path, settings)
 
 
 def generation_check(pipe, n: int, steps: int, guidance: float, seed: int = 1, colors=None, shapes=None) -> dict:
@@ -271,22 +252,6 @@ def markdown(table: list[dict], generation: dict | None = None) -> str:
         lines += ["", f"Generation ({generation['samples']} samples of \"a <color> <shape>\"): prompted colour "
                       f"{generation['color_rate']:.0%}, prompted shape {generation['shape_rate']:.0%}."]
     return "\n".join(lines) + "\n"
-
-
-def _read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _example_sheet(strip, path: Path) -> None:

@@ -1,8 +1,8 @@
 """Prompt-to-Prompt (Hertz et al., ICLR 2023): targets reuse the source's *cross*-attention maps, so the source's
 layout follows the words that stay.
 
-In every cross-attention layer and the ``cross_replace`` steps, a target's map is built from its source's
-(conditional rows only, as the authors' code):
+In the cross-attention layers ``cross_layers`` (all of them, as the authors' code) and the ``cross_replace`` steps,
+a target's map is built from its source's (conditional rows only, as the authors' code):
 - ``replace`` (a word swap; the prompts must have the same number of tokens): the source's map as it is, so the
   target computes SDPA(Q_src, K_src_text, V_tgt_text) and no map is materialised;
 - ``refine`` (prompts of different lengths): the tokens of the target are aligned to the source's (a global
@@ -40,6 +40,7 @@ class P2P:
     cross_replace: str = "0:0.8"
     self_replace: str = "0:0.4"
     self_layers: str | tuple = "<=16x16"
+    cross_layers: str | tuple = "all"
     reweight: tuple[tuple[str, float], ...] = ()
     blend: tuple[str, ...] | None = None
     blend_threshold: float = 0.3
@@ -58,7 +59,7 @@ class P2P:
 
     def plan(self, ctx: MethodContext) -> MethodPlan:
         layout = ctx.layout
-        cross = ctx.layers("all", "cross")
+        cross = ctx.layers(self.cross_layers, "cross")
         plan = MethodPlan()
         if self.blend:
             watch = MapWatch(ctx.quarter_grid_cross_layers(), _blend_tokens(ctx, self.blend), per_step=False)

@@ -1,0 +1,71 @@
+"""``freeprompt ablate``: the paper's replace-step ablation (Figs 10-11) as an image grid, a table and a plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .options import MODEL_HELP
+
+
+def ablate(
+    out: Path = typer.Option(..., "--out", "-o", help="results folder (resumes an earlier run with the same settings)"),
+    model: str = typer.Option("shapes", "--model", "-m", help=MODEL_HELP),
+    source: Optional[str] = typer.Option(None, "--source", "-s",
+                                         help="source prompt [default: seeded shapes-world swaps, scored by the oracle]"),
+    target: Optional[list[str]] = typer.Option(None, "--target", "-t", help="target prompt (repeat), with --source"),
+    items: int = typer.Option(4, help="shapes-world swaps (half colour, half shape), or seeds per target prompt"),
+    seed: int = typer.Option(0, help="seed of the item list, or the first seed with --source"),
+    types: str = typer.Option("cross,self,both", help="replacement types: cross, self, both (self + cross at 0:0.8)"),
+    layers: Optional[list[str]] = typer.Option(None, help="a layer set (repeat) [default: all, 4-14, <=32x32]"),
+    ratios: str = typer.Option("0.1:0.9:0.1", help="replace ratios r (steps 0:r): START:STOP:STEP or a,b,c"),
+    steps: Optional[int] = typer.Option(None, help="denoising steps [default: the model's, else 50]"),
+    guidance: Optional[float] = typer.Option(None, help="guidance [default: the model's, else 7.5]"),
+    device: str = typer.Option("auto", help="auto, cuda, mps or cpu"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+):
+    """Replace cross-attention maps, self-attention maps or both, by replace ratio and layer set: Figs 10-11 of the
+    paper, with the oracle's scores under every cell on the shapes fixture."""
+    from ..errors import BadInput
+    from ..evaluation import ablation as ab
+    from ..io.outputs import check_writable
+    from ..models.loading import load_pipeline
+
+    check_writable(out)
+    cells = ab.grid([t.strip() for t in types.split(",") if t.strip()], list(layers or ab.DEFAULT_LAYER_SETS),
+                    ab.parse_ratios(ratios))
+    if (source is None) != (not target):
+        raise BadInput("--source and --target go together", "give both, or neither for the shapes-world swaps")
+    chosen = _items(source, target, items, seed)
+    loaded = load_pipeline(model, device=device)
+    steps, guidance = loaded.setting("steps", steps, 50), loaded.setting("guidance", guidance, 7.5)
+    bar = None if quiet else _bar(len(cells) * len(chosen))
+    rows = ab.run_ablation(loaded.pipe, chosen, cells, out, steps, guidance, model=model,
+                           progress=bar.update if bar else None)
+    if bar:
+        bar.close()
+    params = {"model": loaded.info, "steps": steps, "guidance": guidance, "types": types, "layers": layers,
+              "ratios": ratios, "items": items, "seed": seed, "source": source, "targets": target}
+    typer.echo(ab.write_report(out, rows, cells, params))
+
+
+def _items(source, targets, count: int, seed: int) -> list:
+    from ..errors import BadInput
+    from ..evaluation import ablation as ab
+    from ..evaluation import shapes_bench as sb
+
+    if count < 1:
+        raise BadInput(f"--items must be at least 1, got {count}", "use e.g. --items 4")
+    if source is not None:
+        return [ab.AblationItem(f"{i}-{s}", s, source, t) for s in range(seed, seed + count) for i, t in
+                enumerate(targets)]
+    swaps = sb.edit_items((count + 1) // 2, count // 2, seed)
+    return [ab.AblationItem(e.id, e.seed, e.source_prompt, e.target_prompt, e) for e in swaps]
+
+
+def _bar(total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="cells", unit="edit")

@@ -1,0 +1,234 @@
+"""The paper's replace-step ablation (Figs 10-11): what replacing cross-attention maps, self-attention maps, or both
+does to an edit, by the fraction of steps replaced and the layers.
+
+A cell is (type, layer set, ratio r): ``cross`` replaces the cross-attention maps (Prompt-to-Prompt's replace) in
+the layer set for steps 0:r; ``self`` replaces the self-attention maps (FPE) in the layer set for steps 0:r;
+``both`` does FPE's at 0:r and P2P's cross replacement at 0:``BOTH_CROSS`` (0.8), both in the layer set. Every
+cell runs on every item (a source and a target prompt with a seed) from the same noise. On the shapes fixture the
+items are seeded colour and shape swaps and every edit is scored by the oracle (target attribute, mask IoU with
+the source's object, joint rate), so the figure has numbers under it; on another model the cells are images only.
+Resumable: each finished edit is a row of ``cells.csv``, written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..editing.methods import FPE, P2P, Combined
+from ..errors import BadInput
+from ..io.outputs import temporary_beside
+from ..io.tables import claim_folder, read_rows, write_rows
+from .shapes_bench import EditItem, score_edit
+
+TYPES = ("cross", "self", "both")
+DEFAULT_LAYER_SETS = ("all", "4-14", "<=32x32")
+DEFAULT_RATIOS = tuple(round(0.1 * i, 1) for i in range(1, 10))
+BOTH_CROSS = 0.8
+SCORES = ["attribute_ok", "iou", "joint", "background_psnr"]
+FIELDS = ["item", "seed", "source_prompt", "target_prompt", "type", "layers", "ratio"] + SCORES
+
+
+@dataclass(frozen=True)
+class Cell:
+    type: str
+    layers: str
+    ratio: float
+
+    def method(self):
+        steps = f"0:{self.ratio:g}"
+        if self.type == "self":
+            return FPE(self_replace=steps, layers=self.layers)
+        if self.type == "cross":
+            return P2P(cross_replace=steps, self_replace="0:0", cross_layers=self.layers)
+        return Combined((FPE(self_replace=steps, layers=self.layers),
+                         P2P(cross_replace=f"0:{BOTH_CROSS:g}", self_replace="0:0", cross_layers=self.layers)))
+
+    def key(self) -> tuple:
+        return self.type, self.layers, f"{self.ratio:g}"
+
+
+@dataclass(frozen=True)
+class AblationItem:
+    id: str
+    seed: int
+    source: str
+    target: str
+    shapes_item: EditItem | None = None  # scored by the oracle when set
+
+
+def grid(types, layer_sets, ratios) -> list[Cell]:
+    """Every cell, checked: known types, ratios in (0, 1]."""
+    unknown = [t for t in types if t not in TYPES]
+    if unknown or not types:
+        raise BadInput(f"unknown ablation type(s) {', '.join(unknown) or '(none)'}", f"use {', '.join(TYPES)}")
+    bad = [r for r in ratios if not 0.0 < r <= 1.0]
+    if bad or not ratios:
+        raise BadInput(f"replace ratios must be in (0, 1], got {bad or 'none'}", "use e.g. --ratios 0.1:0.9:0.1")
+    if not layer_sets:
+        raise BadInput("no layer set given", "use e.g. --layers all --layers 4-14")
+    return [Cell(t, layers, float(r)) for t in types for layers in layer_sets for r in ratios]
+
+
+def parse_ratios(text: str) -> list[float]:
+    """``0.1,0.5,0.9`` or a range ``START:STOP:STEP`` (inclusive)."""
+    try:
+        if text.count(":") == 2:
+            start, stop, step = (float(x) for x in text.split(":"))
+            count = int(math.floor((stop - start) / step + 1e-9)) + 1
+            return [round(start + i * step, 6) for i in range(max(count, 0))]
+        return [float(x) for x in text.split(",") if x.strip()]
+    except (ValueError, ZeroDivisionError):
+        raise BadInput(f"cannot read ratios {text!r}", "write e.g. 0.1:0.9:0.1 or 0.2,0.4,0.8") from None
+
+
+def run_ablation(pipe, items: list[AblationItem], cells: list[Cell], out_dir: Path, steps: int, guidance: float,
+                 model: str = "", progress=None) -> list[dict]:
+    """Every cell on every item, resumable; the first item's images are kept in ``images/`` for the figure."""
+    from ..editing.generated import edit
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_folder(out_dir, {"model": model, "steps": steps, "guidance": guidance,
+                           "cells": [list(c.key()) for c in cells],
+                           "items": [[i.id, i.seed, i.source, i.target] for i in items]}, table="cells.csv")
+    (out_dir / "images").mkdir(exist_ok=True)
+    table = out_dir / "cells.csv"
+    rows = read_rows(table)
+    done = {(r["item"], r["type"], r["layers"], r["ratio"]) for r in rows}
+    for n, item in enumerate(items):
+        for cell in cells:
+            if (item.id, *cell.key()) not in done:
+                result = edit(pipe, item.source, [item.target], method=cell.method(), seed=item.seed, steps=steps,
+                              guidance=guidance, progress=False)
+                if n == 0:
+                    _save_image(result.images[0], out_dir / "images" / "source.png")
+                    _save_image(result.images[1], image_path(out_dir, cell))
+                rows.append(_row(item, cell, result.images))
+                write_rows(table, rows, FIELDS)
+            if progress:
+                progress(1)
+    return rows
+
+
+def image_path(out_dir: Path, cell: Cell) -> Path:
+    """Where the first item's edit of ``cell`` is kept."""
+    layers = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in cell.layers)
+    return Path(out_dir) / "images" / f"{cell.type}.{layers}.{cell.ratio:g}.png"
+
+
+def _save_image(image, path: Path) -> None:
+    tmp = temporary_beside(path)
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def _row(item: AblationItem, cell: Cell, images) -> dict:
+    row = {"item": item.id, "seed": item.seed, "source_prompt": item.source, "target_prompt": item.target,
+           "type": cell.type, "layers": cell.layers, "ratio": f"{cell.ratio:g}"}
+    if item.shapes_item is not None:
+        src, tgt = (np.asarray(img.convert("RGB")) for img in images)
+        scores = score_edit(src, tgt, item.shapes_item)
+        row.update({key: scores[key] for key in SCORES})
+    return row
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per cell: n, target attribute rate, IoU median, joint rate (shapes items only)."""
+    cells: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r.get("iou") not in (None, ""):
+            cells.setdefault((r["type"], r["layers"], r["ratio"]), []).append(r)
+    table = []
+    for (kind, layers, ratio), sel in cells.items():
+        table.append({"type": kind, "layers": layers, "ratio": float(ratio), "n": len(sel),
+                      "attribute": float(np.mean([str(r["attribute_ok"]) == "True" for r in sel])),
+                      "iou_median": float(np.median([float(r["iou"]) for r in sel])),
+                      "joint": float(np.mean([str(r["joint"]) == "True" for r in sel]))})
+    order = {layers: i for i, layers in enumerate(dict.fromkeys(r["layers"] for r in rows))}
+    return sorted(table, key=lambda e: (TYPES.index(e["type"]), order[e["layers"]], e["ratio"]))
+
+
+def figure(out_dir: Path, cells: list[Cell], scale: int = 2):
+    """The image grid: a row per (type, layers), a column per ratio, the source image first; a label above each
+    column and at the start of each row."""
+    from PIL import Image, ImageDraw
+
+    source = Image.open(Path(out_dir) / "images" / "source.png").convert("RGB")
+    w, h = source.width * scale, source.height * scale
+    rows = list(dict.fromkeys((c.type, c.layers) for c in cells))
+    ratios = list(dict.fromkeys(c.ratio for c in cells))
+    left, top = 110, 18
+    sheet = Image.new("RGB", (left + w * (len(ratios) + 1), top + h * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((left + 3, 3), "source", fill="black")
+    for j, ratio in enumerate(ratios, 1):
+        draw.text((left + j * w + 3, 3), f"r = {ratio:g}", fill="black")
+    for i, (kind, layers) in enumerate(rows):
+        y = top + i * h
+        draw.text((3, y + h // 2 - 12), f"{kind}\nlayers: {layers}", fill="black")
+        sheet.paste(source.resize((w, h)), (left, y))
+        for j, ratio in enumerate(ratios, 1):
+            path = image_path(out_dir, Cell(kind, layers, ratio))
+            if path.exists():
+                sheet.paste(Image.open(path).convert("RGB").resize((w, h)), (left + j * w, y))
+    return sheet
+
+
+def plot(table: list[dict], path: Path) -> None:
+    """Joint rate, target attribute and IoU median against the ratio: a panel per layer set, a line per type."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layer_sets = list(dict.fromkeys(e["layers"] for e in table))
+    fig, axes = plt.subplots(1, len(layer_sets), figsize=(4.2 * len(layer_sets), 3.4), squeeze=False, sharey=True)
+    for ax, layers in zip(axes[0], layer_sets):
+        for kind, colour in zip(TYPES, ("tab:red", "tab:blue", "tab:purple")):
+            sel = [e for e in table if e["layers"] == layers and e["type"] == kind]
+            if sel:
+                x = [e["ratio"] for e in sel]
+                ax.plot(x, [e["joint"] for e in sel], "-o", color=colour, label=f"{kind}: joint")
+                ax.plot(x, [e["attribute"] for e in sel], "--", color=colour, alpha=0.6, label=f"{kind}: attribute")
+                ax.plot(x, [e["iou_median"] for e in sel], ":", color=colour, alpha=0.6, label=f"{kind}: IoU median")
+        ax.set_title(f"layers {layers}")
+        ax.set_xlabel("replace ratio")
+        ax.set_ylim(0, 1.02)
+    axes[0][0].legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(table: list[dict]) -> str:
+    """Joint rate (IoU median) per cell: a row per (type, layers), a column per ratio."""
+    ratios = sorted({e["ratio"] for e in table})
+    lines = ["| type | layers | " + " | ".join(f"r={r:g}" for r in ratios) + " |",
+             "|---|---|" + "---|" * len(ratios)]
+    for kind, layers in dict.fromkeys((e["type"], e["layers"]) for e in table):
+        cells = {e["ratio"]: e for e in table if e["type"] == kind and e["layers"] == layers}
+        values = [f"{cells[r]['joint']:.0%} ({cells[r]['iou_median']:.2f})" if r in cells else "-" for r in ratios]
+        lines.append(f"| {kind} | {layers} | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: Path, rows: list[dict], cells: list[Cell], params: dict) -> str:
+    """figure.png, and for scored items plot.png and summary.md; run.json with the summary."""
+    from ..io.outputs import write_json, write_text_atomic
+    from ..io.runinfo import package_versions
+
+    out_dir = Path(out_dir)
+    figure(out_dir, cells).save(out_dir / "figure.png")
+    table = summarise(rows)
+    text = "Cells as images only (no oracle for this model): see figure.png\n"
+    if table:
+        plot(table, out_dir / "plot.png")
+        text = (f"Joint rate \"target attribute AND IoU >= 0.8\" (IoU median) over {table[0]['n']} edits per cell; "
+                f"'both' adds P2P's cross replacement at 0:{BOTH_CROSS:g}.\n\n" + markdown(table))
+    write_text_atomic(out_dir / "summary.md", text)
+    write_json(out_dir / "run.json", {"params": params, "summary": table, "versions": package_versions()})
+    return text
