@@ -54,29 +54,31 @@ def ours(name: str, steps: int):
 
 
 def materialising(name: str, pipe, prompts, steps: int, latent_hw):
-    """(Spec, layer names to materialise, feature module or None) of the reference for method ``name``."""
+    """(Spec, layer names to materialise or None for all, feature module or None) of the reference for method
+    ``name``, with the layers, steps and feature block our method plans for this model."""
     import torch
     from method_reference import Spec
 
-    from freeprompt.attention import discover_layers
+    from freeprompt.attention import BatchLayout, discover_layers
+    from freeprompt.editing.methods import MethodContext
 
     registry = discover_layers(pipe.unet)
+    layout = BatchLayout.one_source(len(prompts) - 1)
+    plan = ours(name, steps).plan(MethodContext(pipe.unet, pipe.tokenizer, tuple(prompts), layout, registry,
+                                                tuple(latent_hw), steps))
+    self_layers = {n for rule in plan.rules if rule.kind == "self" for n in rule.layers}
     every = set(range(steps))
-
-    def layers(spec, kind="self"):
-        return {layer.name for layer in registry.select(spec, kind, latent_hw)}
-
     spec, only, feature = Spec(len(prompts)), None, None
     if name == "fpe":
-        spec.fpe = (layers("<=32x32"), every, False)
+        spec.fpe = (self_layers, every, False)
     elif name == "p2p":
         ones, ids = torch.ones(len(prompts) - 1, 77), torch.arange(77).expand(len(prompts) - 1, -1)
-        spec.p2p_cross, spec.p2p_self = (every, ids, ones, ones), (layers("<=16x16"), every)
+        spec.p2p_cross, spec.p2p_self = (every, ids, ones, ones), (self_layers, every)
     elif name == "masactrl":
-        spec.masactrl = (layers("11-16"), every)
+        spec.masactrl = (self_layers, every)
     else:
-        spec.pnp_attention = (layers("9-16"), every)
-        only, feature = spec.pnp_attention[0], "up_blocks.1.resnets.1.conv2"
+        spec.pnp_attention = (self_layers, every)
+        only, feature = self_layers, plan.features[0].module
     return spec, only, feature
 
 
@@ -158,7 +160,7 @@ def table(report: dict, rows: list[dict], sizes) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", default="sd15", choices=("sd15", "tiny"))
+    parser.add_argument("--arch", default="sd15", choices=("sd15", "tiny", "sd21", "tiny-sd2", "sdxl", "tiny-sdxl"))
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--reps", type=int, default=3)

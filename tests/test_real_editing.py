@@ -97,7 +97,7 @@ def test_ddim_invert_matches_the_sampler_step_by_step(toy_pipe, image):
     for i, t in enumerate(scheduler.timesteps):  # one sampler step from x_{T-i} lands near x_{T-i-1}
         x = traj[STEPS - i].unsqueeze(0)
         with torch.no_grad():
-            eps = toy_pipe.unet(x, t, encoder_hidden_states=cond, return_dict=False)[0]
+            eps = toy_pipe.unet(x, t, **cond.unet_kwargs(), return_dict=False)[0]
         nxt = scheduler.step(eps, t, x, return_dict=False)[0]
         assert rmse(nxt[0], traj[STEPS - i - 1]) < 0.02 * max(1.0, rmse(traj[STEPS - i - 1], 0 * traj[0])), i
 
@@ -147,7 +147,7 @@ def test_null_text_inversion_reconstructs(toy_pipe, image):
 def test_negative_prompt_inversion_reconstructs(toy_pipe, image):
     result = edit_real(toy_pipe, image, SOURCE, [SOURCE], inversion="negative-prompt", steps=STEPS, progress=False)
     inv = invert(toy_pipe, image, SOURCE, "negative-prompt", STEPS, 7.5)
-    assert inv.uncond.shape[0] == STEPS and torch.equal(inv.uncond[0], encode_text(toy_pipe, SOURCE)[0].float())
+    assert inv.uncond.shape[0] == STEPS and torch.equal(inv.uncond[0], encode_text(toy_pipe, SOURCE).embeddings[0].float())
     # guided == conditional for the source, as in the (unguided) inversion: near exact (measured ~0.02)
     assert result.params["reconstruction_latent_rmse"] < 0.1
     assert torch.equal(result.latents[0], result.latents[1])
@@ -184,7 +184,7 @@ def test_null_text_runs_in_float32_for_a_low_precision_pipeline(tiny_pipe, image
                                    inner_steps=2)
     assert emb.dtype == torch.float32 and emb.shape[0] == 2 and info["optimised_in"] == "float32 copy"
     assert pipe.unet.dtype == torch.bfloat16  # the pipeline itself is left as it was
-    assert not torch.equal(emb[0], encode_text(pipe, "")[0].float())  # it moved
+    assert not torch.equal(emb[0], encode_text(pipe, "").embeddings[0].float())  # it moved
 
 
 # ---------------------------------------------------------------- the cache

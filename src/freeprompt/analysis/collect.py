@@ -23,7 +23,7 @@ import torch
 
 from ..attention import StepRange, discover_layers
 from ..attention.recorder import layer_layout, pooled_grid, record_attention, word_token_indices
-from ..diffusion import check_steps, ddim_scheduler, encode_prompts, initial_latents, latent_shape, sample
+from ..diffusion import check_steps, ddim_scheduler, encode_prompts, image_size, initial_latents, latent_shape, sample
 from ..errors import BadInput
 from ..io.outputs import write_json
 from .datasets import (
@@ -261,7 +261,8 @@ def _collect_batch(pipe, rec, plan: Plan, options: CollectOptions, part: Path, k
     device, dtype = pipe.unet.device, pipe.unet.dtype
     rec.reset(tokens={w: [r["tokens"][w] for r in batch] for w in spec.words} if spec.kind == "cross" else None)
     noise = torch.cat([initial_latents(r["seed"], plan.shape, device, dtype) for r in batch])
-    embeddings = encode_prompts(pipe, [r["prompt"] for r in batch], options.negative_prompt, guided, device)
+    size = image_size(pipe, plan.shape)[::-1]  # (height, width): SDXL's size conditioning
+    embeddings = encode_prompts(pipe, [r["prompt"] for r in batch], options.negative_prompt, guided, device, size)
     sample(pipe.unet, ddim_scheduler(pipe.scheduler.config), noise, embeddings, options.steps, options.guidance,
            hooks=[rec])
     store_dtype = getattr(torch, plan.meta["collect"]["store_dtype"])

@@ -25,6 +25,7 @@ class AttentionLayer:
     index: int  # 1-based, forward order within its kind
     place: str  # "down", "mid" or "up"
     level: int  # number of halvings of the latent grid before this layer
+    block: int = 0  # the block's number within its place (down_blocks.N, up_blocks.N; 0 for mid)
 
     @property
     def processor_key(self) -> str:
@@ -41,20 +42,24 @@ class AttentionLayer:
         return h * w
 
 
-SPEC_HELP = "use 'all', index ranges like '4-14' or '1,3,5-7', or a token bound like '<=32x32'"
+SPEC_HELP = ("use 'all', index ranges like '4-14' or '1,3,5-7', a token bound like '<=32x32', or blocks like "
+             "'down.2,mid,up.0'")
+_BLOCKS = re.compile(r"(down|mid|up)(?:\.(\d+))?")
 _COMPARE = {"<=": int.__le__, "<": int.__lt__, ">=": int.__ge__, ">": int.__gt__}
 
 
 @dataclass(frozen=True)
 class LayerSpec:
     """A parsed layer selection, the one reading of every ``--layers`` spelling: ``all`` (or ``*``), ``none``,
-    1-based index ranges in forward order (``4-14``, ``1,3,5-7``) or a token bound (``<=32x32``, ``<1024``,
-    ``>=16x16``) that is evaluated at a resolution."""
+    1-based index ranges in forward order (``4-14``, ``1,3,5-7``), a token bound (``<=32x32``, ``<1024``,
+    ``>=16x16``) that is evaluated at a resolution, or blocks (``down.2,mid,up.0``: every layer of those UNet
+    blocks; ``up`` alone is every decoder block), which name the same part of SD1.x, SD2.x and SDXL alike."""
 
     text: str
     indices: frozenset[int] | None = None  # an index spec
     bound: tuple[str, int] | None = None  # a token bound: (operator, tokens)
     everything: bool = False
+    blocks: frozenset[tuple[str, int | None]] | None = None  # (place, block number or None for all)
 
     @classmethod
     def parse(cls, spec: "str | LayerSpec | None | list[int] | tuple[int, ...]") -> "LayerSpec":
@@ -73,12 +78,19 @@ class LayerSpec:
         if bound:
             op, a, b = bound.groups()
             return cls(spec, bound=(op, int(a) * int(b) if b else int(a)))
+        if text[0].isalpha():
+            return cls(spec, blocks=_parse_blocks(text, spec))
         return cls(spec, indices=frozenset(_parse_indices(text, spec)))
 
-    def chooses(self, index: int, tokens: int | None) -> bool:
-        """Whether the layer with this 1-based index and this many tokens (None: unknown) is selected."""
+    def chooses(self, index: int, tokens: int | None, place: str | None = None, block: int | None = None) -> bool:
+        """Whether the layer with this 1-based index, this many tokens and this block (None: unknown) is selected."""
         if self.everything:
             return True
+        if self.blocks is not None:
+            if place is None:
+                raise BadInput(f"the block spec {self.text!r} needs the layers' blocks, which are unknown here",
+                               "select layers by index, e.g. 4-14")
+            return (place, block) in self.blocks or (place, None) in self.blocks
         if self.bound is not None:
             if tokens is None:
                 raise BadInput(f"the token bound {self.text!r} needs the layers' token grids, which are unknown here",
@@ -106,6 +118,16 @@ def _parse_indices(text: str, original: str) -> set[int]:
             raise BadInput(f"layer range {part!r} starts after it ends", "write ranges as LOW-HIGH, e.g. 4-14")
         wanted.update(range(lo, hi + 1))
     return wanted
+
+
+def _parse_blocks(text: str, original: str) -> frozenset[tuple[str, int | None]]:
+    blocks = set()
+    for part in text.split(","):
+        m = _BLOCKS.fullmatch(part)
+        if not m:
+            raise BadInput(f"cannot read layer spec {original!r}", SPEC_HELP)
+        blocks.add((m.group(1), int(m.group(2)) if m.group(2) is not None and m.group(1) != "mid" else None))
+    return frozenset(blocks)
 
 
 def _ranges(indices: list[int]) -> str:
@@ -147,7 +169,8 @@ class LayerRegistry:
             return self._named(spec, kind)
         chosen = LayerSpec.parse(spec)
         chosen.check_indices([layer.index for layer in candidates], kind)
-        return [layer for layer in candidates if chosen.chooses(layer.index, layer.tokens(latent_hw))]
+        return [layer for layer in candidates
+                if chosen.chooses(layer.index, layer.tokens(latent_hw), layer.place, layer.block)]
 
     def _named(self, layers, kind: str) -> list[AttentionLayer]:
         chosen = [layer if isinstance(layer, AttentionLayer) else self.by_name(layer) for layer in layers]
@@ -161,7 +184,8 @@ class LayerRegistry:
         for layer in self.layers:
             h, w = layer.grid(latent_hw)
             rows.append(
-                {"kind": layer.kind, "index": layer.index, "place": layer.place, "grid": f"{h}x{w}",
+                {"kind": layer.kind, "index": layer.index, "grid": f"{h}x{w}",
+                 "place": layer.place if layer.place == "mid" else f"{layer.place}.{layer.block}",
                  "tokens": h * w, "name": layer.name}
             )
         return rows
@@ -185,13 +209,14 @@ def discover_layers(unet) -> LayerRegistry:
         level = {"down": lambda: down_levels[number], "mid": lambda: mid_level, "up": lambda: up_levels[number]}[place]()
         kind = "cross" if module.is_cross_attention else "self"
         # named_modules() follows registration order, which is forward order inside a block.
-        found.append((PLACES.index(place), number, order, name, kind, place, level))
+        found.append((PLACES.index(place), number, order, name, kind, place, level, number))
     found.sort()
     counters = {"self": 0, "cross": 0}
     layers = []
-    for *_, name, kind, place, level in found:
+    for *_, name, kind, place, level, number in found:
         counters[kind] += 1
-        layers.append(AttentionLayer(name=name, kind=kind, index=counters[kind], place=place, level=level))
+        layers.append(AttentionLayer(name=name, kind=kind, index=counters[kind], place=place, level=level,
+                                     block=number))
     return LayerRegistry(layers)
 
 

@@ -35,20 +35,21 @@ def edit(
                                        "beside --method fpe it means fpe+p2p"),
     p2p_mode: Optional[str] = opt("P2P: replace (a word swap) or refine (prompts of different lengths)"),
     p2p_self_replace: Optional[str] = opt("P2P: steps whose self-attention maps are replaced [default: 0:0.4]"),
-    p2p_self_layers: Optional[str] = opt("P2P: those self-attention layers [default: <=16x16]"),
+    p2p_self_layers: Optional[str] = opt("P2P: those self-attention layers [default: <=16x16; SDXL <=32x32]"),
     reweight: Optional[list[str]] = opt("P2P: WORD=FACTOR scales a target word's attention (repeat)"),
     blend: Optional[list[str]] = opt("P2P: local blend, one word per prompt, source first (repeat)"),
     blend_threshold: Optional[float] = opt("P2P: local blend mask threshold [default: 0.3]"),
     blend_steps: Optional[str] = opt("P2P: steps after which the local blend applies [default: 0:1]"),
     masactrl_steps: Optional[str] = opt("MasaCtrl: steps [default: 0.08:1, step 4 of 50]"),
-    masactrl_layers: Optional[str] = opt("MasaCtrl: self-attention layers [default: 11-16]"),
+    masactrl_layers: Optional[str] = opt("MasaCtrl: self-attention layers [default: 11-16; SDXL 45-70]"),
     mask_word: Optional[list[str]] = opt("MasaCtrl: mask from a source word and a target word (give twice)"),
     mask_threshold: Optional[float] = opt("MasaCtrl: mask threshold [default: 0.1]"),
     pnp_feature_steps: Optional[str] = opt("PnP: steps of the feature injection [default: 0:0.8]"),
     pnp_attention_steps: Optional[str] = opt("PnP: steps of the query/key injection [default: 0:0.5]"),
-    pnp_layers: Optional[str] = opt("PnP: self-attention layers of the query/key injection [default: 9-16]"),
+    pnp_layers: Optional[str] = opt("PnP: self-attention layers of the query/key injection "
+                                    "[default: 9-16; SDXL 45-70]"),
     pnp_feature_block: Optional[str] = opt("PnP: the decoder ResNet block whose features are injected "
-                                           "[default: up_blocks.1.resnets.1]"),
+                                           "[default: up_blocks.1.resnets.1; SDXL up_blocks.0.resnets.1]"),
     height: Optional[int] = typer.Option(None, help="image height (multiple of 8) [default: the model's]"),
     width: Optional[int] = typer.Option(None, help="image width (multiple of 8) [default: the model's]"),
     save_latents: bool = typer.Option(False, help="also write the final latents to latents.safetensors"),
@@ -161,10 +162,10 @@ def layers(
     latent_hw = latent_shape(pipe, height, width)[2:]
     registry = discover_layers(pipe.unet)
     chosen = {layer.name for layer in registry.select(select, "self", latent_hw)} if select else set()
-    typer.echo(f"{'kind':5} {'idx':>3} {'place':5} {'grid':>7} {'tokens':>6}  {'sel':3} name")
+    typer.echo(f"{'kind':5} {'idx':>3} {'block':6} {'grid':>7} {'tokens':>6}  {'sel':3} name")
     for row in registry.table(latent_hw):
         mark = "*" if row["name"] in chosen else ""
-        typer.echo(f"{row['kind']:5} {row['index']:>3} {row['place']:5} {row['grid']:>7} {row['tokens']:>6}  "
+        typer.echo(f"{row['kind']:5} {row['index']:>3} {row['place']:6} {row['grid']:>7} {row['tokens']:>6}  "
                    f"{mark:3} {row['name']}")
 
 

@@ -5,9 +5,19 @@ Everything above (attention control, editing methods, inversions, probing, evalu
 """
 
 from .latents import check_latents, image_size, latent_shape
-from .prompts import PromptTruncated, check_prompt, encode_prompts, encode_text, require_text
-from .sampler import StepCallback, StepHooks, check_steps, ddim_scheduler, decode, initial_latents, sample, step_bar
+from .prompts import Conditioning, PromptTruncated, check_prompt, encode_prompts, encode_text, is_sdxl, require_text
+from .sampler import (
+                      StepCallback,
+                      StepHooks,
+                      check_steps,
+                      ddim_scheduler,
+                      decode,
+                      initial_latents,
+                      sample,
+                      step_bar,
+                      vae_precision,
+)
 
-__all__ = ["PromptTruncated", "StepCallback", "StepHooks", "check_latents", "check_prompt", "check_steps", "ddim_scheduler", "decode",
-           "encode_prompts", "encode_text", "image_size", "initial_latents", "latent_shape", "require_text", "sample",
-           "step_bar"]
+__all__ = ["Conditioning", "PromptTruncated", "StepCallback", "StepHooks", "check_latents", "check_prompt", "check_steps", "ddim_scheduler", "decode",
+           "encode_prompts", "encode_text", "image_size", "initial_latents", "is_sdxl", "latent_shape", "require_text",
+           "sample", "step_bar", "vae_precision"]

@@ -1,8 +1,9 @@
-"""Prompt checks and text encoding through the pipeline's own encoder."""
+"""Prompt checks and text encoding through the pipeline's own encoder(s), into the UNet's ``Conditioning``."""
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 
@@ -34,17 +35,93 @@ def check_prompt(tokenizer, text: str, what: str = "prompt") -> str:
     return text
 
 
-def encode_prompts(pipe, prompts: list[str], negative_prompt: str, guidance: bool, device) -> torch.Tensor:
-    """Text embeddings for the UNet batch: ``[negatives..., prompts...]`` with guidance, ``prompts`` without."""
-    with warnings.catch_warnings(), torch.no_grad():
-        cond, uncond = pipe.encode_prompt(
-            prompts, device, 1, guidance, negative_prompt=[negative_prompt] * len(prompts)
-        )
-    return torch.cat([uncond, cond]) if guidance else cond
+@dataclass
+class Conditioning:
+    """What the UNet is conditioned on, one row per batch row: the text embeddings, and for SDXL the pooled text
+    embeddings and the size/crop ids (``added``, diffusers' ``added_cond_kwargs``: ``text_embeds``, ``time_ids``)."""
+
+    embeddings: torch.Tensor
+    added: dict[str, torch.Tensor] | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return self.embeddings.shape[0]
+
+    def unet_kwargs(self) -> dict:
+        """Keyword arguments of a diffusers UNet call."""
+        kwargs = {"encoder_hidden_states": self.embeddings}
+        if self.added:
+            kwargs["added_cond_kwargs"] = self.added
+        return kwargs
+
+    def to(self, device=None, dtype=None) -> "Conditioning":
+        added = {k: v.to(device=device, dtype=dtype) for k, v in self.added.items()} if self.added else None
+        return Conditioning(self.embeddings.to(device=device, dtype=dtype), added)
+
+    def rows(self, index) -> "Conditioning":
+        """The rows ``index`` (a slice, list or tensor of row numbers)."""
+        added = {k: v[index] for k, v in self.added.items()} if self.added else None
+        return Conditioning(self.embeddings[index], added)
+
+    def replaced(self, start: int, embeddings: torch.Tensor | None = None,
+                 text_embeds: torch.Tensor | None = None) -> "Conditioning":
+        """A copy whose rows ``start`` .. ``start + len`` take these embeddings and (SDXL) pooled embeddings."""
+        out = Conditioning(self.embeddings.clone(), {k: v.clone() for k, v in self.added.items()} if self.added else None)
+        if embeddings is not None:
+            out.embeddings[start:start + embeddings.shape[0]] = embeddings.to(out.embeddings)
+        if text_embeds is not None and out.added:
+            out.added["text_embeds"][start:start + text_embeds.shape[0]] = text_embeds.to(out.added["text_embeds"])
+        return out
+
+    @staticmethod
+    def cat(parts: list["Conditioning"]) -> "Conditioning":
+        added = None
+        if parts[0].added:
+            added = {k: torch.cat([p.added[k] for p in parts]) for k in parts[0].added}
+        return Conditioning(torch.cat([p.embeddings for p in parts]), added)
 
 
-def encode_text(pipe, text: str) -> torch.Tensor:
-    """(1, tokens, width) conditional embedding of ``text`` ("" allowed) through the pipeline's encoder."""
+def as_conditioning(value) -> Conditioning:
+    return value if isinstance(value, Conditioning) else Conditioning(value)
+
+
+def is_sdxl(pipe) -> bool:
+    """Whether the pipeline conditions its UNet SDXL's way (two text encoders, pooled embeddings, size ids)."""
+    return getattr(pipe, "text_encoder_2", None) is not None
+
+
+def encode_prompts(pipe, prompts: list[str], negative_prompt: str, guidance: bool, device,
+                   size: tuple[int, int] | None = None) -> Conditioning:
+    """The UNet's conditioning for a batch: ``[negatives..., prompts...]`` with guidance, ``prompts`` without, through
+    the pipeline's own encoder(s). An empty negative prompt is the pipeline's default unconditional input (SDXL:
+    zeros where its config says so). ``size`` (height, width) is SDXL's size conditioning [default: the model's]."""
+    negative = [negative_prompt] * len(prompts) if negative_prompt else None
     with warnings.catch_warnings(), torch.no_grad():
-        cond, _ = pipe.encode_prompt([text], pipe.unet.device, 1, False)
-    return cond
+        if not is_sdxl(pipe):
+            cond, uncond = pipe.encode_prompt(prompts, device, 1, guidance, negative_prompt=negative)
+            return Conditioning(torch.cat([uncond, cond]) if guidance else cond)
+        cond, uncond, pooled, uncond_pooled = pipe.encode_prompt(
+            prompt=prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=guidance,
+            negative_prompt=negative)
+    embeddings = torch.cat([uncond, cond]) if guidance else cond
+    text_embeds = torch.cat([uncond_pooled, pooled]) if guidance else pooled
+    return Conditioning(embeddings, {"text_embeds": text_embeds, "time_ids": size_ids(pipe, size, embeddings)})
+
+
+def size_ids(pipe, size: tuple[int, int] | None, like: torch.Tensor) -> torch.Tensor:
+    """SDXL's micro-conditioning, one row per batch row: original size, crop top-left (0, 0), target size."""
+    if size is None:
+        side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        size = (side, side)
+    h, w = (int(v) for v in size)
+    return torch.tensor([[h, w, 0, 0, h, w]], dtype=like.dtype, device=like.device).expand(like.shape[0], -1)
+
+
+def encode_text(pipe, text: str, size: tuple[int, int] | None = None) -> Conditioning:
+    """One row of conditioning for ``text`` ("" allowed) without guidance, through the pipeline's encoder(s): the
+    text's own embedding (SDXL: and pooled embedding, never zeroed)."""
+    if not is_sdxl(pipe):
+        with warnings.catch_warnings(), torch.no_grad():
+            cond, _ = pipe.encode_prompt([text], pipe.unet.device, 1, False)
+        return Conditioning(cond)
+    return encode_prompts(pipe, [text], "", False, pipe.unet.device, size)

@@ -7,12 +7,14 @@ source branch) is a ``StepHooks`` object the loop calls, with the step index, at
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable, Sequence
 
 import torch
 from diffusers import DDIMScheduler
 
 from ..errors import BadInput
+from .prompts import Conditioning, as_conditioning
 
 # The official FPE code's scheduler: SD's training betas, no clipping, final alpha from the schedule.
 OFFICIAL_DDIM = dict(
@@ -63,8 +65,8 @@ class StepHooks:
 
     * ``begin_step(i)``: before the UNet call of step ``i`` (edit controls and recorders learn the step here;
       nothing infers it by counting attention calls);
-    * ``embeddings(i, embeddings)``: the text embeddings for step ``i`` (e.g. null-text inversion's per-step
-      unconditional rows); return ``embeddings`` unchanged otherwise;
+    * ``conditioning(i, conditioning)``: the UNet's ``Conditioning`` for step ``i`` (e.g. null-text inversion's
+      per-step unconditional rows); return it unchanged otherwise;
     * ``after_step(i, latents)``: the latents after step ``i`` (e.g. pinning a branch to an inversion
       trajectory); return ``latents`` unchanged otherwise.
     """
@@ -72,8 +74,8 @@ class StepHooks:
     def begin_step(self, step: int) -> None:
         pass
 
-    def embeddings(self, step: int, embeddings: torch.Tensor) -> torch.Tensor:
-        return embeddings
+    def conditioning(self, step: int, conditioning: Conditioning) -> Conditioning:
+        return conditioning
 
     def after_step(self, step: int, latents: torch.Tensor) -> torch.Tensor:
         return latents
@@ -94,27 +96,29 @@ def sample(
     unet,
     scheduler,
     latents: torch.Tensor,
-    embeddings: torch.Tensor,
+    conditioning: "Conditioning | torch.Tensor",
     num_steps: int,
     guidance_scale: float,
     hooks: Sequence[StepHooks] = (),
     progress: Callable | None = None,
 ) -> torch.Tensor:
-    """Denoise ``latents`` (one row per prompt) with DDIM. With ``guidance_scale > 1`` ``embeddings`` holds the
-    unconditional rows first, then the conditional rows, and the UNet sees ``[latents, latents]``, as in
-    diffusers pipelines. ``hooks`` are called in order at every step (see ``StepHooks``)."""
+    """Denoise ``latents`` (one row per prompt) with DDIM. With ``guidance_scale > 1`` ``conditioning`` (a
+    ``Conditioning``, or text embeddings alone) holds the unconditional rows first, then the conditional rows, and
+    the UNet sees ``[latents, latents]``, as in diffusers pipelines. ``hooks`` are called in order at every step
+    (see ``StepHooks``)."""
+    conditioning = as_conditioning(conditioning)
     guided = guidance_scale > 1.0
     scheduler.set_timesteps(num_steps, device=latents.device)
     latents = latents * scheduler.init_noise_sigma
     timesteps = scheduler.timesteps
     for i, t in enumerate(progress(timesteps) if progress else timesteps):
-        context = embeddings
+        context = conditioning
         for hook in hooks:
             hook.begin_step(i)
-            context = hook.embeddings(i, context)
+            context = hook.conditioning(i, context)
         model_input = torch.cat([latents, latents]) if guided else latents
         model_input = scheduler.scale_model_input(model_input, t)
-        noise = unet(model_input, t, encoder_hidden_states=context, return_dict=False)[0]
+        noise = unet(model_input, t, **context.unet_kwargs(), return_dict=False)[0]
         if guided:
             uncond, cond = noise.chunk(2)
             noise = uncond + guidance_scale * (cond - uncond)
@@ -126,7 +130,24 @@ def sample(
 
 @torch.no_grad()
 def decode(pipe, latents: torch.Tensor) -> list:
-    """Latents to PIL images through the pipeline's VAE and image processor."""
+    """Latents to PIL images through the pipeline's VAE and image processor (an fp16 VAE whose config asks for it,
+    SDXL's, decodes in float32, as diffusers does)."""
     vae = pipe.vae
-    images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
-    return pipe.image_processor.postprocess(images, output_type="pil", do_denormalize=[True] * len(images))
+    with vae_precision(vae):
+        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    return pipe.image_processor.postprocess(images.float(), output_type="pil", do_denormalize=[True] * len(images))
+
+
+@contextmanager
+def vae_precision(vae):
+    """Inside the block the VAE runs in float32 if it is fp16 and its config says ``force_upcast`` (SDXL's VAE
+    overflows in fp16); its dtype comes back on exit."""
+    dtype = vae.dtype
+    upcast = dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        yield vae
+    finally:
+        if upcast:
+            vae.to(dtype)

@@ -91,7 +91,7 @@ class InversionCache:
         return InversionResult(method=info["method"], trajectory=traj, uncond=uncond, source=info["source"],
                                steps=steps, guidance=float(info["guidance"]), seconds=float(info["seconds"]),
                                psnr=info.get("psnr"), ddim_psnr=info.get("ddim_psnr"), vae_psnr=info.get("vae_psnr"),
-                               cached=True, info=info.get("extra", {}))
+                               cached=True, info=info.get("extra", {}), uncond_pooled=tensors.get("uncond_pooled"))
 
     def save(self, key: str, inversion: InversionResult, describe: dict | None = None) -> Path:
         """Write the entry for ``key`` atomically; returns its path."""
@@ -100,6 +100,8 @@ class InversionCache:
         tensors = {"trajectory": inversion.trajectory.float().contiguous()}
         if inversion.uncond is not None:
             tensors["uncond"] = inversion.uncond.float().contiguous()
+        if inversion.uncond_pooled is not None:
+            tensors["uncond_pooled"] = inversion.uncond_pooled.float().contiguous()
         extra = {k: v for k, v in inversion.info.items() if k != "edit_offsets_rms"}
         info = {"method": inversion.method, "source": inversion.source, "steps": inversion.steps,
                 "guidance": inversion.guidance, "seconds": inversion.seconds, "psnr": inversion.psnr,

@@ -165,11 +165,12 @@ def _start_noise(pipe, shape, seed: int, latents, inversion: InversionResult | N
 
 def _denoise(pipe, prompts, noise, hooks, steps, guidance, negative_prompt, progress, timings) -> torch.Tensor:
     start = time.perf_counter()
-    embeddings = encode_prompts(pipe, prompts, negative_prompt, guidance > 1.0, noise.device)
+    size = image_size(pipe, noise.shape)[::-1]  # (height, width): SDXL's size conditioning
+    conditioning = encode_prompts(pipe, prompts, negative_prompt, guidance > 1.0, noise.device, size)
     timings["encode_s"] = time.perf_counter() - start
     scheduler = ddim_scheduler(pipe.scheduler.config)
     start = time.perf_counter()
-    final = sample(pipe.unet, scheduler, noise.expand(len(prompts), -1, -1, -1).clone(), embeddings, steps, guidance,
+    final = sample(pipe.unet, scheduler, noise.expand(len(prompts), -1, -1, -1).clone(), conditioning, steps, guidance,
                    hooks=hooks, progress=step_bar(progress, steps, "denoising"))
     timings["denoise_s"] = time.perf_counter() - start
     return final

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..diffusion import latent_shape
+from ..diffusion import latent_shape, vae_precision
 from ..errors import BadInput, first_line
 
 RESIZE_MODES = ("crop", "pad", "fit")
@@ -125,7 +125,8 @@ def image_to_latents(pipe, image: Image.Image) -> torch.Tensor:
     latent_shape(pipe, image.height, image.width)  # BadInput unless the size suits the model
     vae = pipe.vae
     pixels = pipe.image_processor.preprocess(to_rgb(image), height=image.height, width=image.width)
-    posterior = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist
+    with vae_precision(vae):
+        posterior = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist
     latents = posterior.mean.float()
     shift = getattr(vae.config, "shift_factor", None)
     if shift is not None:

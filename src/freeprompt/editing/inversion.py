@@ -33,7 +33,18 @@ from typing import Callable
 
 import torch
 
-from ..diffusion import StepHooks, check_steps, ddim_scheduler, decode, encode_prompts, encode_text, sample, step_bar
+from ..diffusion import (
+    Conditioning,
+    StepHooks,
+    check_steps,
+    ddim_scheduler,
+    decode,
+    encode_prompts,
+    encode_text,
+    sample,
+    step_bar,
+)
+from ..diffusion.prompts import as_conditioning
 from ..errors import BadInput
 from .images import image_to_latents, psnr
 
@@ -71,11 +82,12 @@ def _invert_step(eps, sample_prev, alpha_t, alpha_prev):
     return alpha_t**0.5 * x0 + (1 - alpha_t) ** 0.5 * eps
 
 
-def _unet_eps(unet, x, t, context, guidance, alpha, prediction_type):
-    """Guided noise prediction; ``context`` is ``[uncond, cond]`` when guidance > 1, else ``cond``."""
+def _unet_eps(unet, x, t, conditioning: Conditioning, guidance, alpha, prediction_type):
+    """Guided noise prediction; ``conditioning`` is ``[uncond, cond]`` when guidance > 1, else ``cond``."""
     guided = guidance > 1.0
     model_in = torch.cat([x, x]) if guided else x
-    out = unet(model_in.to(unet.dtype), t, encoder_hidden_states=context.to(unet.dtype), return_dict=False)[0].float()
+    kwargs = conditioning.to(dtype=unet.dtype).unet_kwargs()
+    out = unet(model_in.to(unet.dtype), t, **kwargs, return_dict=False)[0].float()
     if guided:
         uncond, cond = out.chunk(2)
         out = uncond + guidance * (cond - uncond)
@@ -83,17 +95,18 @@ def _unet_eps(unet, x, t, context, guidance, alpha, prediction_type):
 
 
 @torch.no_grad()
-def ddim_invert(pipe, latents0: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None = None,
-                steps: int = 50, guidance: float = 1.0, progress: Callable | None = None) -> torch.Tensor:
+def ddim_invert(pipe, latents0: torch.Tensor, cond, uncond=None, steps: int = 50, guidance: float = 1.0,
+                progress: Callable | None = None) -> torch.Tensor:
     """Deterministic DDIM inversion: ``[x_0, x_1, ..., x_T]`` as a (T+1, C, h, w) float32 tensor on the
     UNet's device; ``x_0 = latents0``, ``x_T`` is the noise to sample from. ``x_k`` is the latent *after*
-    sampling step ``T-1-k`` of ``sampler.sample`` with the same ``steps``. ``cond`` (1, tokens, width) is the
-    prompt embedding; ``uncond`` and ``guidance > 1`` give guided inversion (the default is unguided)."""
+    sampling step ``T-1-k`` of ``sampler.sample`` with the same ``steps``. ``cond`` is the prompt's one-row
+    ``Conditioning`` (or embedding); ``uncond`` and ``guidance > 1`` give guided inversion (the default is
+    unguided)."""
     scheduler, rows = _schedule(pipe, steps)
     unet, device = pipe.unet, pipe.unet.device
     prediction = scheduler.config.prediction_type
-    context = torch.cat([uncond, cond]) if guidance > 1.0 else cond
-    context = context.to(device)
+    parts = [as_conditioning(uncond), as_conditioning(cond)] if guidance > 1.0 else [as_conditioning(cond)]
+    context = Conditioning.cat(parts).to(device)
     x = latents0.to(device=device, dtype=torch.float32).reshape(1, *latents0.shape[-3:])
     trajectory = [x[0]]
     order = list(reversed(range(steps)))
@@ -107,13 +120,15 @@ def ddim_invert(pipe, latents0: torch.Tensor, cond: torch.Tensor, uncond: torch.
 
 # ---------------------------------------------------------------- null-text optimisation
 
-def null_text_optimise(pipe, trajectory: torch.Tensor, cond: torch.Tensor, uncond_init: torch.Tensor,
-                       guidance: float = 7.5, inner_steps: int = 10, lr: float = 1e-2, epsilon: float = 1e-5,
+def null_text_optimise(pipe, trajectory: torch.Tensor, cond, uncond_init, guidance: float = 7.5,
+                       inner_steps: int = 10, lr: float = 1e-2, epsilon: float = 1e-5,
                        progress: Callable | None = None) -> tuple[torch.Tensor, dict]:
     """Mokady et al.'s null-text inversion: per sampling step ``i``, Adam (learning rate ``lr * (1 - i / 2T)``,
     i.e. 1e-2 * (1 - i/100) at 50 steps) for at most ``inner_steps`` updates of the unconditional embedding,
     stopping early once the MSE between the guided DDIM step and the trajectory is below
-    ``epsilon + i * 2e-5``. Returns (T, tokens, width) float32 embeddings on the CPU and per-step stats.
+    ``epsilon + i * 2e-5``. ``cond`` and ``uncond_init`` are one-row conditionings (or embeddings); only the
+    unconditional token embeddings are optimised (SDXL's pooled embedding stays). Returns (T, tokens, width)
+    float32 embeddings on the CPU and per-step stats.
 
     Always float32: a float16/bfloat16 pipeline's UNet is copied to float32 for the optimisation."""
     if guidance <= 1.0:
@@ -124,43 +139,60 @@ def null_text_optimise(pipe, trajectory: torch.Tensor, cond: torch.Tensor, uncon
     unet = pipe.unet if pipe.unet.dtype == torch.float32 else copy.deepcopy(pipe.unet).to(torch.float32)
     device = unet.device
     traj = trajectory.to(device=device, dtype=torch.float32)
-    cond = cond.to(device=device, dtype=torch.float32)
-    uncond = uncond_init.to(device=device, dtype=torch.float32).clone()
+    cond = as_conditioning(cond).to(device=device, dtype=torch.float32)
+    uncond = as_conditioning(uncond_init).to(device=device, dtype=torch.float32)
     latent = traj[-1:].clone()
     found, inner_used, losses = [], [], []
     order = list(range(steps))
     for i in (progress(order) if progress else order):
         t = rows[i][0]
-        target = traj[steps - 1 - i : steps - i]
         with torch.no_grad():
-            out_cond = unet(latent, t, encoder_hidden_states=cond, return_dict=False)[0].float()
-        uncond = uncond.detach().clone().requires_grad_(True)  # Adam updates in place: a fresh leaf per step
-        optimiser = torch.optim.Adam([uncond], lr=lr * (1.0 - i / (2.0 * steps)))
-        loss_value, used = float("nan"), 0
-        for _ in range(inner_steps):
-            out_uncond = unet(latent, t, encoder_hidden_states=uncond, return_dict=False)[0].float()
-            guided = out_uncond + guidance * (out_cond - out_uncond)  # as sampler.sample guides: on the raw output
-            prev = scheduler.step(guided, t, latent, return_dict=False)[0]
-            loss = torch.nn.functional.mse_loss(prev, target)
-            (grad,) = torch.autograd.grad(loss, [uncond])  # only the embedding's gradient, not the UNet's
-            uncond.grad = grad
-            optimiser.step()
-            optimiser.zero_grad(set_to_none=True)
-            used += 1
-            loss_value = loss.item()
-            if loss_value < epsilon + i * 2e-5:
-                break
-        uncond = uncond.detach()
-        found.append(uncond[0].clone().cpu())  # .cpu() does not copy a CPU tensor
+            out_cond = unet(latent, t, **cond.unet_kwargs(), return_dict=False)[0].float()
+        step = _NullTextStep(unet, scheduler, latent, t, out_cond, guidance, traj[steps - 1 - i : steps - i])
+        lr_i = lr * (1.0 - i / (2.0 * steps))
+        uncond, used, loss_value = step.optimise(uncond, lr_i, inner_steps, epsilon + i * 2e-5)
+        found.append(uncond.embeddings[0].clone().cpu())  # .cpu() does not copy a CPU tensor
         inner_used.append(used)
         losses.append(loss_value)
-        with torch.no_grad():
-            out_uncond = unet(latent, t, encoder_hidden_states=uncond, return_dict=False)[0].float()
-            latent = scheduler.step(out_uncond + guidance * (out_cond - out_uncond), t, latent, return_dict=False)[0]
+        latent = step.advance(uncond)
     if unet is not pipe.unet:
         del unet
     return torch.stack(found), {"inner_steps": inner_used, "final_losses": losses,
                                 "optimised_in": "float32" if pipe.unet.dtype == torch.float32 else "float32 copy"}
+
+
+class _NullTextStep:
+    """One sampling step of null-text inversion: the guided DDIM step from ``latent`` should land on ``target``."""
+
+    def __init__(self, unet, scheduler, latent, t, out_cond, guidance, target):
+        self.unet, self.scheduler, self.latent, self.t = unet, scheduler, latent, t
+        self.out_cond, self.guidance, self.target = out_cond, guidance, target
+
+    def guided_step(self, uncond: Conditioning) -> torch.Tensor:
+        out_uncond = self.unet(self.latent, self.t, **uncond.unet_kwargs(), return_dict=False)[0].float()
+        guided = out_uncond + self.guidance * (self.out_cond - out_uncond)  # as sampler.sample guides
+        return self.scheduler.step(guided, self.t, self.latent, return_dict=False)[0]
+
+    def optimise(self, uncond: Conditioning, lr: float, inner_steps: int, stop_below: float):
+        """Adam on the unconditional token embeddings; returns (the optimised conditioning, updates, last loss)."""
+        embedding = uncond.embeddings.detach().clone().requires_grad_(True)  # a fresh leaf per step
+        optimiser = torch.optim.Adam([embedding], lr=lr)
+        loss_value, used = float("nan"), 0
+        for _ in range(inner_steps):
+            loss = torch.nn.functional.mse_loss(self.guided_step(Conditioning(embedding, uncond.added)), self.target)
+            (grad,) = torch.autograd.grad(loss, [embedding])  # only the embedding's gradient, not the UNet's
+            embedding.grad = grad
+            optimiser.step()
+            optimiser.zero_grad(set_to_none=True)
+            used += 1
+            loss_value = loss.item()
+            if loss_value < stop_below:
+                break
+        return Conditioning(embedding.detach(), uncond.added), used, loss_value
+
+    @torch.no_grad()
+    def advance(self, uncond: Conditioning) -> torch.Tensor:
+        return self.guided_step(uncond)
 
 
 # ---------------------------------------------------------------- results and the entry point
@@ -179,6 +211,7 @@ class InversionResult:
     vae_psnr: float | None = None  # dB: decode(encode(image)) vs input, the upper bound of any reconstruction
     cached: bool = False
     info: dict = field(default_factory=dict)
+    uncond_pooled: torch.Tensor | None = None  # (1, width) SDXL: the pooled embedding that goes with ``uncond``
 
     @property
     def noise(self) -> torch.Tensor:
@@ -206,17 +239,21 @@ class InversionHooks(StepHooks):
     def __init__(self, inversion: InversionResult, device, dtype, offsets: list, pinned: bool = True):
         self.steps = inversion.steps
         self.uncond = None if inversion.uncond is None else inversion.uncond.to(device=device, dtype=dtype)
+        self.pooled = None if inversion.uncond_pooled is None else inversion.uncond_pooled.to(device=device,
+                                                                                               dtype=dtype)
         pinned = pinned and inversion.method in ("ddim", "direct")
         self.trajectory = inversion.trajectory.to(device=device, dtype=dtype) if pinned else None
         self.replace = inversion.method == "ddim"
         self.offsets = offsets
         self.guided = inversion.guidance > 1.0
 
-    def embeddings(self, step: int, embeddings: torch.Tensor) -> torch.Tensor:
+    def conditioning(self, step: int, conditioning: Conditioning) -> Conditioning:
         if self.uncond is None or not self.guided:
-            return embeddings  # no per-step embeddings, or no unconditional half to put them in
-        cond = embeddings[embeddings.shape[0] // 2:]
-        return torch.cat([self.uncond[step : step + 1].to(cond).expand(cond.shape[0], -1, -1), cond])
+            return conditioning  # no per-step embeddings, or no unconditional half to put them in
+        half = conditioning.num_rows // 2
+        embeddings = self.uncond[step : step + 1].expand(half, -1, -1)
+        pooled = None if self.pooled is None else self.pooled.expand(half, -1)
+        return conditioning.replaced(0, embeddings, pooled)
 
     def after_step(self, step: int, latents: torch.Tensor) -> torch.Tensor:
         if self.trajectory is None:
@@ -248,18 +285,23 @@ def invert(pipe, image, source: str, method: str = "direct", steps: int = 50, gu
         raise BadInput("the source prompt is not text", "give a string (\"\" is allowed for real images)")
     start = time.perf_counter()
     latents0 = image_to_latents(pipe, image)
-    cond = encode_text(pipe, source)
+    size = (image.height, image.width)
+    cond = encode_text(pipe, source, size)
     bar = step_bar(progress, steps, "inverting")
     trajectory = ddim_invert(pipe, latents0, cond, steps=steps, progress=bar).float().cpu()
-    uncond, info = None, {}
+    uncond, pooled, info = None, None, {}
     if method == "null-text":
+        empty = encode_text(pipe, "", size)
         bar = step_bar(progress, steps, "null-text")
-        uncond, info = null_text_optimise(pipe, trajectory, cond, encode_text(pipe, ""), guidance, progress=bar,
+        uncond, info = null_text_optimise(pipe, trajectory, cond, empty, guidance, progress=bar,
                                           **(null_text_options or {}))
+        pooled = empty.added["text_embeds"] if empty.added else None
     elif method == "negative-prompt":
-        uncond = cond.float().cpu().expand(steps, -1, -1).clone()
+        uncond = cond.embeddings.float().cpu().expand(steps, -1, -1).clone()
+        pooled = cond.added["text_embeds"] if cond.added else None
     result = InversionResult(method=method, trajectory=trajectory, uncond=uncond, source=source, steps=steps,
-                             guidance=guidance, seconds=time.perf_counter() - start, info=info)
+                             guidance=guidance, seconds=time.perf_counter() - start, info=info,
+                             uncond_pooled=None if pooled is None else pooled.float().cpu())
     if measure:
         measure_reconstruction(pipe, result, image)
     return result
@@ -271,11 +313,12 @@ def reconstruct(pipe, inversion: InversionResult, pinned: bool = True) -> torch.
     guidance: with the method's per-step embeddings (null-text, negative-prompt) and, if ``pinned``, its
     trajectory pinning (ddim, direct). ``pinned=False`` on a ddim/direct result is plain DDIM reconstruction."""
     device, dtype = pipe.unet.device, pipe.unet.dtype
-    embeddings = encode_prompts(pipe, [inversion.source], "", inversion.guidance > 1.0, device)
+    size = tuple(v * pipe.vae_scale_factor for v in inversion.trajectory.shape[-2:])
+    conditioning = encode_prompts(pipe, [inversion.source], "", inversion.guidance > 1.0, device, size)
     hooks = inversion.hooks(device, dtype, pinned)
     scheduler = ddim_scheduler(pipe.scheduler.config)
-    final = sample(pipe.unet, scheduler, inversion.noise.to(device=device, dtype=dtype), embeddings, inversion.steps,
-                   inversion.guidance, hooks=[hooks])
+    final = sample(pipe.unet, scheduler, inversion.noise.to(device=device, dtype=dtype), conditioning,
+                   inversion.steps, inversion.guidance, hooks=[hooks])
     return final.float().cpu()
 
 

@@ -1,5 +1,8 @@
-"""Loading Stable Diffusion pipelines: a hub id, a local diffusers folder, a single checkpoint file, or a
-fixture alias shipped with the package (``shapes``). Safetensors only unless pickles are explicitly allowed."""
+"""Loading Stable Diffusion pipelines (1.x, 2.x, XL): a hub id, a local diffusers folder, a single checkpoint file,
+or a fixture alias shipped with the package (``shapes``). The pipeline class follows the model: SDXL (two text
+encoders) loads as ``StableDiffusionXLPipeline``, everything else as ``StableDiffusionPipeline``; models freeprompt
+cannot edit (transformer-based ones such as SD3 and FLUX, inpainting UNets) are refused in one line. Safetensors
+only unless pickles are explicitly allowed."""
 
 from __future__ import annotations
 
@@ -19,7 +22,10 @@ FIXTURES = ("shapes",)
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 REQUIRED_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-WEIGHT_FILES = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
+XL_PARTS = ("text_encoder_2", "tokenizer_2")
+WEIGHT_FILES = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model",
+                "text_encoder_2": "model"}
+SUPPORTED = "Stable Diffusion 1.x, 2.x and XL (a UNet with text cross-attention)"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -74,7 +80,7 @@ def resolve_dtype(spec: str = "fp32") -> torch.dtype:
 
 def load_pipeline(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "fp32", allow_pickle: bool = False,
                   revision: str | None = None, config: str | None = None) -> LoadedModel:
-    """Load a Stable Diffusion 1.x/2.x pipeline from wherever ``model`` points."""
+    """Load a Stable Diffusion 1.x/2.x/XL pipeline from wherever ``model`` points."""
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     model = str(model)
     if model in FIXTURES:
@@ -115,8 +121,8 @@ def load_pipeline(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str =
     return LoadedModel(pipe=pipe, info=info, defaults=defaults)
 
 
-def _pipeline_class():
-    from diffusers import StableDiffusionPipeline
+def _pipeline_class(xl: bool = False):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from diffusers.utils import logging as dlogging
 
     dlogging.disable_progress_bar()
@@ -126,11 +132,23 @@ def _pipeline_class():
         tlogging.disable_progress_bar()
     except ImportError:
         pass
-    return StableDiffusionPipeline
+    return StableDiffusionXLPipeline if xl else StableDiffusionPipeline
+
+
+def check_index(index: dict, where: str) -> bool:
+    """Whether a ``model_index.json`` describes SDXL (True) or SD1.x/2.x (False); a one-line error for a model
+    freeprompt cannot edit."""
+    name = index.get("_class_name", "this")
+    if "transformer" in index or "unet" not in index:
+        raise ModelLoadError(f"{where} holds a {name} model, which has no UNet", f"freeprompt edits {SUPPORTED}")
+    if "Inpaint" in str(name) or "Upscale" in str(name) or "Pix2Pix" in str(name):
+        raise ModelLoadError(f"{where} holds a {name} model, whose UNet takes extra input channels",
+                             f"freeprompt edits {SUPPORTED}; use the base text-to-image model")
+    return "text_encoder_2" in index
 
 
 def check_model_folder(path: Path, allow_pickle: bool) -> dict:
-    """Fail with a one-line message if ``path`` is not a complete SD1.x/2.x diffusers folder."""
+    """Fail with a one-line message if ``path`` is not a complete SD1.x/2.x/XL diffusers folder."""
     index_file = path / "model_index.json"
     if not index_file.exists():
         raise ModelLoadError(f"{path} is not a diffusers model folder (no model_index.json)",
@@ -139,14 +157,16 @@ def check_model_folder(path: Path, allow_pickle: bool) -> dict:
         index = json.loads(index_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ModelLoadError(f"{index_file} is not valid JSON (truncated or corrupt)", "re-download or re-save the model") from None
-    if "text_encoder_2" in index or "transformer" in index:
-        raise ModelLoadError(f"{path} holds a {index.get('_class_name', 'non-SD1/2')} model",
-                             "freeprompt supports Stable Diffusion 1.x/2.x layouts (unet, vae, text_encoder)")
-    missing = [part for part in REQUIRED_PARTS if part not in index or not (path / part).is_dir()]
+    xl = check_index(index, str(path))
+    parts = REQUIRED_PARTS + (XL_PARTS if xl else ())
+    missing = [part for part in parts if part not in index or not (path / part).is_dir()]
     if missing:
         raise ModelLoadError(f"{path} is not a Stable Diffusion folder: missing {', '.join(missing)}",
-                             "give a complete Stable Diffusion 1.x/2.x folder")
+                             f"give a complete folder of {SUPPORTED}")
+    _check_unet_config(path / "unet" / "config.json")
     for part, stem in WEIGHT_FILES.items():
+        if part not in parts:
+            continue
         folder = path / part
         if not (folder / "config.json").exists():
             raise ModelLoadError(f"{folder} has no config.json (partial download?)", "re-download or re-save the model")
@@ -160,16 +180,30 @@ def check_model_folder(path: Path, allow_pickle: bool) -> dict:
     return index
 
 
-def _from_folder(path: Path, allow_pickle: bool, torch_dtype):
-    check_model_folder(path, allow_pickle)
-    cls = _pipeline_class()
+def _check_unet_config(config_file: Path) -> None:
     try:
-        pipe = cls.from_pretrained(str(path), safety_checker=None, requires_safety_checker=False,
-                                   use_safetensors=None if allow_pickle else True, local_files_only=True)
+        config = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return  # a missing or broken config is reported with the weights below
+    if config.get("in_channels", 4) != config.get("out_channels", 4):
+        raise ModelLoadError(f"{config_file.parent.parent} holds a UNet with {config.get('in_channels')} input channels "
+                             "(an inpainting or image-conditioned model)", f"freeprompt edits {SUPPORTED}")
+
+
+def _from_folder(path: Path, allow_pickle: bool, torch_dtype):
+    index = check_model_folder(path, allow_pickle)
+    xl = "text_encoder_2" in index
+    try:
+        pipe = _pipeline_class(xl).from_pretrained(str(path), use_safetensors=None if allow_pickle else True,
+                                                   local_files_only=True, **_class_kwargs(xl))
     except (OSError, ValueError, RuntimeError, EnvironmentError) as err:
         raise ModelLoadError(f"cannot load the model in {path}: {first_line(err)}",
                              "check that the folder is complete and uncorrupted") from err
     return pipe, {"id": str(path), "path": str(path.resolve()), "revision": _content_hash(path)}
+
+
+def _class_kwargs(xl: bool) -> dict:
+    return {"add_watermarker": False} if xl else {"safety_checker": None, "requires_safety_checker": False}
 
 
 def _from_file(path: Path, allow_pickle: bool, torch_dtype, config: str | None):
@@ -178,21 +212,36 @@ def _from_file(path: Path, allow_pickle: bool, torch_dtype, config: str | None):
                              "use a .safetensors file, or pass --allow-pickle if you trust the source")
     if path.suffix not in (".safetensors",) + PICKLE_SUFFIXES:
         raise ModelLoadError(f"{path} is not a model checkpoint (.safetensors)", "give a .safetensors file, a folder or a hub id")
-    cls = _pipeline_class()
+    xl = _single_file_is_xl(path, config)
+    cls = _pipeline_class(xl)
     try:
-        pipe = cls.from_single_file(str(path), config=config, safety_checker=None,
-                                    requires_safety_checker=False)
+        pipe = cls.from_single_file(str(path), config=config, **_class_kwargs(xl))
     except Exception as err:  # noqa: BLE001 - diffusers raises many types here; the user needs one line
         hint = ("pass --config with a local diffusers folder of the same architecture (offline, the base config "
-                "cannot be fetched)" if _offline() else "check that the file is a complete SD1.x/2.x checkpoint")
+                "cannot be fetched)" if _offline() else f"check that the file is a complete checkpoint of {SUPPORTED}")
         raise ModelLoadError(f"cannot load checkpoint {path.name}: {first_line(err)}", hint) from err
     return pipe, {"id": str(path), "path": str(path.resolve()), "revision": _file_hash(path)}
 
 
+def _single_file_is_xl(path: Path, config: str | None) -> bool:
+    """SDXL if ``--config`` names an SDXL folder, or the checkpoint holds SDXL's second text encoder."""
+    if config and os.path.isdir(config) and (Path(config) / "model_index.json").exists():
+        return check_index(json.loads((Path(config) / "model_index.json").read_text()), config)
+    if path.suffix != ".safetensors":
+        return False
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            return any(key.startswith("conditioner.embedders.1.") for key in f.keys())
+    except Exception:  # noqa: BLE001 - an unreadable file fails with its own message when loaded
+        return False
+
+
 def _from_hub(model_id: str, revision: str | None, allow_pickle: bool, torch_dtype):
-    cls = _pipeline_class()
-    kwargs = dict(revision=revision, safety_checker=None, requires_safety_checker=False,
-                  use_safetensors=None if allow_pickle else True)
+    xl = check_index(_hub_index(model_id, revision), model_id)
+    cls = _pipeline_class(xl)
+    kwargs = dict(revision=revision, use_safetensors=None if allow_pickle else True, **_class_kwargs(xl))
     try:
         pipe = cls.from_pretrained(model_id, local_files_only=True, **kwargs)  # cached: no network round trip
     except Exception:  # noqa: BLE001 - not cached (or incomplete): go to the hub unless offline
@@ -206,6 +255,26 @@ def _from_hub(model_id: str, revision: str | None, allow_pickle: bool, torch_dty
             raise ModelLoadError(f"cannot download model {model_id!r}: {first_line(err)}",
                                  "check the id and your network, or use a local folder or --model shapes") from err
     return pipe, {"id": model_id, "path": None, "revision": _hub_revision(model_id, revision)}
+
+
+def _hub_index(model_id: str, revision: str | None) -> dict:
+    """The model's ``model_index.json``, from the local cache first (it decides the pipeline class)."""
+    from huggingface_hub import hf_hub_download
+
+    for local in (True, False):
+        if not local and _offline():
+            break
+        try:
+            return json.loads(Path(hf_hub_download(model_id, "model_index.json", revision=revision,
+                                                   local_files_only=local)).read_text())
+        except Exception:  # noqa: BLE001 - not cached, or no such model: told below
+            continue
+    if _offline():
+        raise ModelLoadError(f"model {model_id!r} is not in the local Hugging Face cache and the hub is offline "
+                             "(HF_HUB_OFFLINE=1)",
+                             "download it once with network access, or use a local folder or --model shapes")
+    raise ModelLoadError(f"cannot find model {model_id!r} on the hub (no model_index.json)",
+                         "check the id, or give a local folder or a .safetensors file")
 
 
 def _offline() -> bool:

@@ -22,6 +22,22 @@ class MethodContext:
     latent_hw: tuple[int, int]
     num_steps: int
 
+    @property
+    def family(self) -> str:
+        """``sdxl`` for a UNet with SDXL's size/pooled conditioning, else ``sd`` (SD1.x and SD2.x share a layout)."""
+        return "sdxl" if getattr(self.unet.config, "addition_embed_type", None) == "text_time" else "sd"
+
+    def default(self, value, defaults: dict):
+        """``value``, or the model family's default when it is None."""
+        return defaults[self.family] if value is None else value
+
+    def tail(self, start: int, total: int, kind: str = "self") -> str:
+        """The authors' "from layer ``start`` of ``total`` on" (0-based), as an index range of this model: the same
+        share of its layers when it has another count (a distilled or tiny variant)."""
+        count = len(self.registry.of_kind(kind))
+        first = start if count == total else round(start / total * count)
+        return f"{first + 1}-{count}"
+
     def layers(self, spec, kind: str) -> frozenset[str]:
         """Names of the layers of ``kind`` that ``spec`` (a ``LayerSpec`` spelling or indices) selects."""
         chosen = self.registry.select(spec, kind, self.latent_hw)

@@ -1,7 +1,8 @@
 """MasaCtrl (Cao et al., ICCV 2023): mutual self-attention. In the chosen layers and steps every target row attends
 with its *own* queries to its source's keys and values (in both halves of guidance), so the target is painted
 with the source's content: SDPA(Q_tgt, K_src, V_src). The authors' defaults start at step 4 of 50 and at layer 10
-of 16 (0-based: self-attention layers 11-16 in forward order, the decoder's 32x32 and 64x64 blocks at 512 px).
+of 16 (0-based: self-attention layers 11-16 in forward order, the decoder's 32x32 and 64x64 blocks at 512 px); on
+SDXL their script starts at layer 44 of 70 (0-based: layers 45-70; "may not be optimal", they note).
 
 With ``mask_words`` (a word of the source prompt and one of the target's) the target's foreground attends only to
 the source's foreground keys and its background only to the source's background (the authors'
@@ -18,13 +19,13 @@ from ...errors import BadInput
 from .base import MethodContext, MethodPlan, options_of, steps
 
 AUTHORS_STEPS = "0.08:1"  # step 4 of 50
-AUTHORS_LAYERS = "11-16"  # start_layer 10 of 16 (0-based)
+AUTHORS_START = {"sd": (10, 16), "sdxl": (44, 70)}  # start layer 10 of 16, 44 of 70 (0-based): 11-16, 45-70
 
 
 @dataclass(frozen=True)
 class MasaCtrl:
     steps: str = AUTHORS_STEPS
-    layers: str | tuple = AUTHORS_LAYERS
+    layers: str | tuple | None = None  # None: the authors' layers for the model family
     mask_words: tuple[str, str] | None = None
     mask_threshold: float = 0.1
 
@@ -44,7 +45,8 @@ class MasaCtrl:
         if self.mask_words:
             watch = self._watch(ctx)
             edit, watches = MaskedMix(mix, watch, self.mask_threshold), [watch]
-        rule = Rule("self", ctx.layers(self.layers, "self"), steps(self.steps, "MasaCtrl's steps"), edit, self.name)
+        layers = ctx.layers(self.layers or ctx.tail(*AUTHORS_START[ctx.family]), "self")
+        rule = Rule("self", layers, steps(self.steps, "MasaCtrl's steps"), edit, self.name)
         return MethodPlan(rules=[rule], watches=watches)
 
     def _watch(self, ctx: MethodContext) -> MapWatch:

@@ -10,7 +10,8 @@ a target's map is built from its source's (conditional rows only, as the authors
   keep the target's own;
 - ``reweight``: chosen words' columns of the (replaced or refined) map are scaled, e.g. {"fluffy": 3}.
 In the ``self_replace`` steps and the self-attention layers ``self_layers`` (at most 16x16 tokens, the authors'
-rule), targets also take the source's self-attention map. ``blend`` (one word per prompt, source first) is the
+rule; at most 32x32 on SDXL, whose smallest grid is 32x32 at 1024 px, as the community SDXL port does), targets
+also take the source's self-attention map. ``blend`` (one word per prompt, source first) is the
 authors' local blend: after every step in ``blend_steps`` each target's latents outside the union of the source
 word's and its own word's mask are reset to the source's; the masks are the words' cross-attention maps in the
 quarter-grid layers (16x16 at 512 px) summed over the steps so far, max-pooled 3x3, scaled to the latent grid,
@@ -32,6 +33,7 @@ from ...errors import BadInput
 from .base import MethodContext, MethodPlan, options_of, steps
 
 MODES = ("replace", "refine")
+SELF_LAYERS = {"sd": "<=16x16", "sdxl": "<=32x32"}  # SDXL's smallest grid at 1024 px is 32x32
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class P2P:
     mode: str = "replace"
     cross_replace: str = "0:0.8"
     self_replace: str = "0:0.4"
-    self_layers: str | tuple = "<=16x16"
+    self_layers: str | tuple | None = None  # None: <=16x16 (the authors' rule); <=32x32 on SDXL
     cross_layers: str | tuple = "all"
     reweight: tuple[tuple[str, float], ...] = ()
     blend: tuple[str, ...] | None = None
@@ -79,7 +81,8 @@ class P2P:
         self_steps = steps(self.self_replace, "P2P's self-replace steps")
         if self_steps.steps(ctx.num_steps):
             mix = layout.mix(queries="source", keys="source", values="own", halves=("cond",))
-            plan.rules.append(Rule("self", ctx.layers(self.self_layers, "self"), self_steps, mix, self.name))
+            layers = ctx.layers(ctx.default(self.self_layers, SELF_LAYERS), "self")
+            plan.rules.append(Rule("self", layers, self_steps, mix, self.name))
         return plan
 
     def _map_edit(self, ctx: MethodContext) -> CrossMapEdit:
