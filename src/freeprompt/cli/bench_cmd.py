@@ -13,13 +13,14 @@ from ..errors import BadInput
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that score edits.")
 
 
-def _methods(names: str, self_replace: str, layers: str) -> dict:
+def methods_from(names: str, self_replace: str | None = None, layers: str | None = None) -> dict:
     """``{name: Method}`` for the comma-separated names; FPE (also inside a combination) with the FPE options."""
     from ..editing.methods import method_named
 
     chosen = {}
     for name in _words(names) or []:
-        fpe = {"self_replace": self_replace, "layers": layers} if "fpe" in name.split("+") else {}
+        given = {"self_replace": self_replace, "layers": layers}
+        fpe = {k: v for k, v in given.items() if v is not None} if "fpe" in name.split("+") else {}
         chosen[name] = method_named(name, fpe=fpe)
     if not chosen:
         raise BadInput("no method given", "use e.g. --methods fpe,p2p,masactrl,pnp,plain")
@@ -57,7 +58,7 @@ def shapes(
     from ..models.loading import load_pipeline
 
     check_writable(out)
-    chosen = _methods(methods, self_replace, layers)
+    chosen = methods_from(methods, self_replace, layers)
     template_list = _words(templates) or []
     items = sb.edit_items(color_edits, shape_edits, seed, _words(colors), _words(shape_words), tuple(template_list))
     loaded = load_pipeline(model, device=device)

@@ -19,6 +19,7 @@ from ..errors import FreepromptError, first_line  # noqa: E402
 from .ablate_cmd import ablate  # noqa: E402
 from .bench_cmd import bench_app  # noqa: E402
 from .edit_cmd import edit, layers  # noqa: E402
+from .eval_cmd import evaluate  # noqa: E402
 from .probe_cmd import probe_app  # noqa: E402
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -26,6 +27,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 app.command()(edit)
 app.command()(layers)
 app.command()(ablate)
+app.command("eval")(evaluate)
 app.add_typer(bench_app, name="bench")
 app.add_typer(probe_app, name="probe")
 
@@ -85,7 +87,7 @@ def _command(argv: list[str]) -> str:
     return "".join(w + " " for w in words if w in _COMMAND_WORDS)
 
 
-_COMMAND_WORDS = {"edit", "layers", "ablate", "bench", "shapes", "probe", "collect", "train", "report", "run"}
+_COMMAND_WORDS = {"edit", "layers", "ablate", "eval", "bench", "shapes", "probe", "collect", "train", "report", "run"}
 
 
 def _out_of_memory(exc: BaseException) -> bool:

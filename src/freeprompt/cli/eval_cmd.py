@@ -1,0 +1,113 @@
+"""``freeprompt eval``: every method over an edit dataset, scored; resumable and shardable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+from .options import MODEL_HELP
+
+DATASET_HELP = ("car-fake-edit, car-real-edit, imagenet-fake-edit, imagenet-real-edit (the paper's), pie-bench, "
+                "custom, shapes-fake-edit, shapes-real-edit")
+
+
+def evaluate(
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
+    out: Path = typer.Option(..., "--out", "-o", help="results folder (resumes an earlier run with the same settings)"),
+    model: str = typer.Option("shapes", "--model", "-m", help=MODEL_HELP),
+    method: str = typer.Option("fpe", "--method", help="comma-separated methods: fpe, p2p, masactrl, pnp, plain, "
+                               "fpe+p2p (each with its defaults)"),
+    data: Optional[Path] = typer.Option(None, help="the dataset's file (the paper's JSON, PIE-Bench's "
+                                        "mapping_file.json, or your JSON/CSV)"),
+    images: Optional[Path] = typer.Option(None, help="folder of the real images, by the names in the file"),
+    inversion: str = typer.Option("direct", help="for real images: direct, ddim, null-text or negative-prompt"),
+    metrics: Optional[str] = typer.Option(None, help="comma-separated: clip, cds, clip_edited, structure, psnr, mse, "
+                                          "ssim, lpips, oracle [default: all that can run]"),
+    clip: Optional[str] = typer.Option(None, help="CLIP for CS/CDS: a hub id or path, or 'shapes' [default: shapes "
+                                       "on the shapes fixture, else openai/clip-vit-large-patch14]"),
+    dino: str = typer.Option("facebook/dino-vitb8", help="DINO ViT for the structure distance"),
+    limit: Optional[int] = typer.Option(None, help="at most this many sources (quick runs)"),
+    steps: Optional[int] = typer.Option(None, help="denoising steps [default: the model's, else 50]"),
+    guidance: Optional[float] = typer.Option(None, help="guidance [default: the model's, else 7.5]"),
+    seed: int = typer.Option(0, help="first seed (every source gets its own)"),
+    num_shards: Optional[int] = typer.Option(None, help="processes splitting the work [the launcher's WORLD_SIZE]"),
+    shard_index: Optional[int] = typer.Option(None, help="this process's index [the launcher's RANK]"),
+    device: str = typer.Option("auto", help="auto, cuda, mps or cpu"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+):
+    """Run editing methods over an edit dataset and score every edit (CLIP score, directional similarity, structure
+    and background metrics, the shapes oracle); writes items.csv, summary.md, metrics.png, examples/."""
+    from ..analysis.collect import distributed_position
+    from ..editing.cache import InversionCache
+    from ..editing.inversion import check_method
+    from ..evaluation import edit_sets, eval_report, runner
+    from ..io.outputs import check_writable
+    from ..models.loading import load_pipeline, process_device
+    from .bench_cmd import methods_from
+
+    check_writable(out)
+    check_method(inversion)
+    chosen = methods_from(method)
+    wanted = runner.check_metrics(metrics.split(",")) if metrics else None
+    shards, index = distributed_position(num_shards, shard_index)
+    cases = edit_sets.load(dataset, data, images, limit, seed)
+    loaded = load_pipeline(model, device=process_device(device))
+    steps, guidance = loaded.setting("steps", steps, 50), loaded.setting("guidance", guidance, 7.5)
+    scorers = _scorers(wanted, clip or ("shapes" if model == "shapes" else None), dino, loaded.info["device"], cases)
+    settings = {"dataset": dataset, "data": str(data) if data else None, "model": model, "steps": steps,
+                "guidance": guidance, "inversion": inversion, "methods": {n: m.options() for n, m in chosen.items()},
+                "metrics": list(scorers.metrics), "cases": len(cases.cases), "seed": seed}
+    bar = None if quiet else _bar(len(cases.cases) * len(chosen) // shards)
+    runner.run_eval(loaded.pipe, cases, chosen, out, settings, scorers, steps=steps, guidance=guidance,
+                    inversion=inversion, cache=InversionCache() if cases.real else None,
+                    model_key=f"{loaded.info.get('id')}@{loaded.info.get('revision')}", num_shards=shards,
+                    shard_index=index, progress=bar.update if bar else None)
+    if bar:
+        bar.close()
+    if index == 0:
+        runner.wait_for_shards(out, shards)
+        typer.echo(eval_report.write_report(out, dataset, {**settings, "model": loaded.info}, cases.skipped,
+                                            scorers.notes))
+
+
+def _scorers(wanted, clip_name, dino, device, cases):
+    """The metric models: explicitly asked-for metrics must load; by default, what cannot load is left out with a
+    one-line note."""
+    from ..errors import FreepromptError
+    from ..evaluation import metrics as mt
+    from ..evaluation import runner
+
+    names = list(wanted or runner.METRICS)
+    notes, clip, structure = [], None, None
+    if not any(c.mask is not None for c in cases.cases) and "clip_edited" in names and not wanted:
+        names.remove("clip_edited")
+    if not any("color" in c.extra for c in cases.cases) and "oracle" in names:
+        names.remove("oracle")
+    for metric, build in (("clip", lambda: mt.ClipScorer(clip_name or mt.DEFAULT_CLIP, device=device)),
+                          ("structure", lambda: mt.StructureDistance(dino, device=device))):
+        needed = [n for n in names if n == metric or (metric == "clip" and n in ("cds", "clip_edited"))]
+        if not needed:
+            continue
+        try:
+            model = build()
+        except FreepromptError as err:
+            if wanted:
+                raise
+            notes.append(f"{', '.join(needed)} left out: {err.problem}")
+            names = [n for n in names if n not in needed]
+            continue
+        clip, structure = (model, structure) if metric == "clip" else (clip, model)
+    if "lpips" in names and mt.lpips_distance(*[np.zeros((8, 8, 3), np.uint8)] * 2) is None:
+        notes.append(mt.LPIPS_NOTE)
+        names.remove("lpips")
+    return runner.Scorers(tuple(names), clip, structure, notes)
+
+
+def _bar(total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="edits", unit="source")
+
