@@ -21,7 +21,8 @@ FLOORS = [
     {"editing"},
     {"analysis"},
     {"evaluation"},
-    {"cli", "ui"},
+    {"ui"},
+    {"cli"},
     {None},
 ]
 MAX_FUNCTION_LINES = 60

@@ -21,6 +21,7 @@ from .bench_cmd import bench_app  # noqa: E402
 from .edit_cmd import edit, layers  # noqa: E402
 from .eval_cmd import evaluate  # noqa: E402
 from .probe_cmd import probe_app  # noqa: E402
+from .ui_cmd import ui  # noqa: E402
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Free-Prompt-Editing and attention analysis for Stable Diffusion models.")
@@ -28,6 +29,7 @@ app.command()(edit)
 app.command()(layers)
 app.command()(ablate)
 app.command("eval")(evaluate)
+app.command()(ui)
 app.add_typer(bench_app, name="bench")
 app.add_typer(probe_app, name="probe")
 
@@ -87,7 +89,7 @@ def _command(argv: list[str]) -> str:
     return "".join(w + " " for w in words if w in _COMMAND_WORDS)
 
 
-_COMMAND_WORDS = {"edit", "layers", "ablate", "eval", "bench", "shapes", "probe", "collect", "train", "report", "run"}
+_COMMAND_WORDS = {"edit", "layers", "ablate", "eval", "ui", "bench", "shapes", "probe", "collect", "train", "report", "run"}
 
 
 def _out_of_memory(exc: BaseException) -> bool:

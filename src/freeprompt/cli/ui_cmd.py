@@ -1,0 +1,33 @@
+"""``freeprompt ui``: the web UI (gradio, in the ``ui`` extra)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .options import MODEL_HELP
+
+
+def ui(
+    model: str = typer.Option("shapes", "--model", "-m", help=MODEL_HELP),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (127.0.0.1: this machine only)"),
+    port: Optional[int] = typer.Option(None, help="port [default: gradio's, 7860 or the next free one]"),
+    share: bool = typer.Option(False, "--share/--no-share", help="also publish a gradio share link (off)"),
+    max_upload: str = typer.Option("20mb", help="largest upload accepted"),
+    device: str = typer.Option("auto", help="auto, cuda, mps or cpu"),
+    dtype: str = typer.Option("fp32", help="fp32, fp16 or bf16"),
+):
+    """Serve the web UI: edit generated images and photos with any method, see heat maps, download results."""
+    from ..errors import BadInput
+    from ..models.loading import load_pipeline
+
+    try:
+        import gradio  # noqa: F401 - only to say how to install it
+    except ImportError:
+        raise BadInput("the web UI needs gradio, which is not installed", "pip install 'freeprompt[ui]'") from None
+    from ..ui.app import launch
+
+    loaded = load_pipeline(model, device=device, dtype=dtype)
+    typer.echo(f"serving {loaded.info.get('id')} on http://{host}:{port or 7860} (Ctrl-C stops)")
+    launch(loaded, host=host, port=port, share=share, max_upload=max_upload)

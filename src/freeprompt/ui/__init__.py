@@ -1,0 +1,1 @@
+"""The web UI (``freeprompt ui``): gradio, installed with the ``ui`` extra."""
