@@ -125,6 +125,8 @@ def bad_cases(model_dir, tmp_path):
         "replace needs equal tokens": (["edit", "--model", str(model_dir), "--source", "a car", "--target",
                                         "a big red car", "--method", "p2p", "--out", str(out), *base], "refine"),
         "bad mask threshold": (edit_args(model_dir, out, "--method", "masactrl", "--mask-threshold", "3"), "outside"),
+        "nan guidance": (edit_args(model_dir, out, "--guidance", "nan"), "guidance"),
+        "negative guidance": (edit_args(model_dir, out, "--guidance", "-1"), "guidance"),
     }
 
 
@@ -132,7 +134,8 @@ def bad_cases(model_dir, tmp_path):
                                   "layer out of range", "height not multiple of 8", "zero height", "zero steps",
                                   "too many steps", "missing model", "partial model",
                                   "not a SD folder", "unwritable out", "unknown method", "option of another method",
-                                  "bad reweight", "replace needs equal tokens", "bad mask threshold"])
+                                  "bad reweight", "replace needs equal tokens", "bad mask threshold", "nan guidance",
+                                  "negative guidance"])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(model_dir, tmp_path, capsys, case):
     argv, expected = bad_cases(model_dir, tmp_path)[case]
     code, stdout, err = run(argv, capsys)
@@ -155,6 +158,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(model_dir, tmp_path, ca
 def test_usage_errors_are_one_line_exit_2(capsys, argv, expected):
     code, _, err = run(argv, capsys)
     assert code == 2 and err.count("\n") == 1 and expected in err and "--help" in err, err
+
+
+def test_bare_command_prints_help(capsys):
+    code, out, err = run([], capsys)
+    assert code == 0 and "edit" in out and "eval" in out and not err
 
 
 def test_pickle_checkpoint_refused_without_flag(tmp_path, capsys):

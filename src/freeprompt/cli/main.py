@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         argv.remove("--debug")
     warnings.showwarning = _one_line_warnings
     try:
-        app(args=argv, prog_name="freeprompt", standalone_mode=False)
+        code = app(args=argv or ["--help"], prog_name="freeprompt", standalone_mode=False)
     except (click.exceptions.Exit, typer.Exit) as exc:
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, typer.Abort):
@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"freeprompt: internal error: {type(exc).__name__}: {first_line(exc)} (rerun with --debug for the "
               "traceback)", file=sys.stderr)
         sys.exit(1)
+    if isinstance(code, int) and code:  # typer returns 130 for Ctrl-C under standalone_mode=False
+        print("freeprompt: interrupted" if code == 130 else f"freeprompt: exit status {code}", file=sys.stderr)
+        sys.exit(code)
 
 
 def _usage_message(exc: Exception) -> str:

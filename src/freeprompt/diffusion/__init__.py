@@ -5,10 +5,19 @@ Everything above (attention control, editing methods, inversions, probing, evalu
 """
 
 from .latents import check_latents, image_size, latent_shape
-from .prompts import Conditioning, PromptTruncated, check_prompt, encode_prompts, encode_text, is_sdxl, require_text
+from .prompts import (
+                      Conditioning,
+                      PromptTruncated,
+                      check_prompt,
+                      encode_prompts,
+                      encode_text,
+                      is_sdxl,
+                      require_text,
+)
 from .sampler import (
                       StepCallback,
                       StepHooks,
+                      check_guidance,
                       check_steps,
                       ddim_scheduler,
                       decode,
@@ -18,6 +27,6 @@ from .sampler import (
                       vae_precision,
 )
 
-__all__ = ["Conditioning", "PromptTruncated", "StepCallback", "StepHooks", "check_latents", "check_prompt", "check_steps", "ddim_scheduler", "decode",
+__all__ = ["Conditioning", "PromptTruncated", "StepCallback", "StepHooks", "check_guidance", "check_latents", "check_prompt", "check_steps", "ddim_scheduler", "decode",
            "encode_prompts", "encode_text", "image_size", "initial_latents", "is_sdxl", "latent_shape", "require_text",
            "sample", "step_bar", "vae_precision"]

@@ -33,4 +33,6 @@ def check_latents(latents: torch.Tensor, shape) -> torch.Tensor:
     if tuple(latents.shape) != tuple(shape):
         raise BadInput(f"the given latents have shape {tuple(latents.shape)} but this model and size need "
                        f"{tuple(shape)}", "pass latents of that shape or change --height/--width")
+    if not torch.isfinite(latents).all():
+        raise BadInput("the given latents hold NaN or infinite values", "pass finite noise, e.g. from --save-latents")
     return latents

@@ -7,6 +7,7 @@ source branch) is a ``StepHooks`` object the loop calls, with the step index, at
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Callable, Sequence
 
@@ -41,6 +42,17 @@ def check_steps(steps: int, scheduler_config=None) -> int:
         raise BadInput(f"steps must be between 1 and {train} (the model's training steps), got {steps}",
                        "use e.g. --steps 50")
     return steps
+
+
+def check_guidance(guidance: float) -> float:
+    """Classifier-free guidance a run can use: a finite number, 0 or more (1 or less: no guidance)."""
+    try:
+        value = float(guidance)
+    except (TypeError, ValueError):
+        raise BadInput(f"guidance {guidance!r} is not a number", "use e.g. --guidance 7.5") from None
+    if not math.isfinite(value) or value < 0 or value > 1000:
+        raise BadInput(f"guidance {guidance} is not a number between 0 and 1000", "use e.g. --guidance 7.5")
+    return value
 
 
 def initial_latents(seed: int, shape: tuple[int, ...], device, dtype) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch
 from ..attention import BatchLayout, EditControl, controlled, discover_layers
 from ..diffusion import (
     StepHooks,
+    check_guidance,
     check_latents,
     check_prompt,
     check_steps,
@@ -87,6 +88,7 @@ def edit(
     targets = [targets] if isinstance(targets, str) else list(targets)
     prompts = _checked_prompts(pipe, source, targets, empty_source_ok=inversion is not None)
     check_steps(steps, pipe.scheduler.config)
+    guidance = check_guidance(guidance)
     shape = latent_shape(pipe, height, width)
     noise = _start_noise(pipe, shape, seed, latents, inversion, source, steps, guidance)
     registry = discover_layers(pipe.unet)
