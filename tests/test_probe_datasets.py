@@ -135,6 +135,12 @@ def test_corrupt_files_are_skipped_reported_and_regenerated(tiny_pipe, reference
     with pytest.warns(CorruptShard, match="checksum"):
         ds = open_dataset(root, verify=True)
     assert len(ds.items) == 2 and ds.skipped
+    # a resumed collection checks the finished shards' checksums too: the damaged one is made again, and the
+    # dataset is only then reported complete (issue #29: "complete" was reported over a corrupted shard)
+    with pytest.warns(CorruptShard):
+        summary = collect(tiny_pipe, small_spec(), root, OPTIONS, model_info=MODEL)
+    assert summary["items_generated"] == 4 and "checksum" in summary["skipped_files"][0] and summary["complete"]
+    assert same(contents(root), contents(reference_run[0]))
 
 
 def test_sharding_across_processes_and_self_maps(tiny_pipe, reference_run, tmp_path):

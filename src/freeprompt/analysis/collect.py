@@ -229,7 +229,7 @@ def _collect_shard(pipe, rec, plan: Plan, options: CollectOptions, root: Path, k
         stale.unlink(missing_ok=True)  # a write that was killed before its rename
     if final.exists():
         try:
-            check_file(final, ids, plan.expected)
+            check_file(final, ids, plan.expected, verify=True)
             for leftover in (root / "shards").glob(f"shard-{k:05d}.batch-*.safetensors"):
                 leftover.unlink(missing_ok=True)  # killed after the merge, before the clean-up
             tracker.done(len(ids))
@@ -241,7 +241,7 @@ def _collect_shard(pipe, rec, plan: Plan, options: CollectOptions, root: Path, k
         part = batch_path(root, k, j)
         if part.exists():
             try:
-                check_file(part, batch_ids, plan.expected)
+                check_file(part, batch_ids, plan.expected, verify=True)
                 tracker.done(len(batch_ids))
                 continue
             except ValueError as err:

@@ -79,8 +79,13 @@ def read_header(path: Path) -> tuple[dict, dict[str, list[int]]]:
     return meta, shapes
 
 
-def check_file(path: Path, expected_ids: list[int], expected_shapes: dict[str, list[int]]) -> dict:
+def check_file(path: Path, expected_ids: list[int], expected_shapes: dict[str, list[int]],
+               verify: bool = False) -> dict:
+    """The file's metadata if it holds exactly these items with these tensor shapes (``verify``: and every
+    tensor matches its checksum); raises ValueError naming what is wrong."""
     meta, shapes = read_header(path)
+    if verify:
+        _verify_checksums(path, meta.get("checksums") or {})
     ids = [rec["id"] for rec in meta.get("items", [])]
     if ids != expected_ids:
         raise ValueError(f"it holds items {ids[:3]}... instead of {expected_ids[:3]}...")
@@ -90,6 +95,18 @@ def check_file(path: Path, expected_ids: list[int], expected_shapes: dict[str, l
         if shapes[key] != [len(ids), *shape]:
             raise ValueError(f"tensor {key!r} has shape {shapes[key]}, expected {[len(ids), *shape]}")
     return meta
+
+
+def _verify_checksums(path: Path, checksums: dict) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            bad = [k for k in f.keys() if k in checksums and crc(f.get_tensor(k)) != checksums[k]]
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for bad files
+        raise ValueError(first_line(err)) from None
+    if bad:
+        raise ValueError(f"checksum mismatch in {bad[0]}")
 
 
 def shard_path(root: Path, k: int) -> Path:
@@ -198,17 +215,15 @@ class ProbeDataset:
 
     def verify(self) -> list[str]:
         """Check every tensor's checksum; corrupt shards are dropped (with a warning) and listed in ``skipped``."""
-        from safetensors import safe_open
-
         good = []
         for s in self.shards:
             try:
-                with safe_open(str(s.path), "pt") as f:
-                    bad = [k for k in f.keys() if k in s.checksums and crc(f.get_tensor(k)) != s.checksums[k]]
-            except Exception as err:  # noqa: BLE001
-                bad = [first_line(err)]
+                _verify_checksums(s.path, s.checksums)
+                bad = None
+            except ValueError as err:
+                bad = str(err)
             if bad:
-                reason = f"{s.path.name}: checksum mismatch in {bad[0]}"
+                reason = f"{s.path.name}: {bad}"
                 warnings.warn(f"skipping corrupt shard {reason}", CorruptShard, stacklevel=2)
                 self.skipped.append(reason)
             else:

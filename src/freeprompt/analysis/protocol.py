@@ -49,18 +49,23 @@ def read_config(path: Path) -> dict:
     """A protocol config from a .toml or .json file."""
     if not path.is_file():
         raise BadInput(f"config file {path} does not exist", "give a .toml or .json file")
-    text = path.read_text()
+    text = path.read_text(errors="replace")
     try:
         if path.suffix == ".json":
-            return json.loads(text)
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10: the same parser from PyPI
-            import tomli as tomllib
+            config = json.loads(text)
+        else:
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10: the same parser from PyPI
+                import tomli as tomllib
 
-        return tomllib.loads(text)
+            config = tomllib.loads(text)
     except (json.JSONDecodeError, ValueError) as err:
         raise BadInput(f"cannot read config {path}: {first_line(err)}", "fix the file's syntax") from None
+    if not isinstance(config, dict) or not config.get("experiments"):
+        raise BadInput(f"config {path} lists no experiments (an empty config would start the whole ~40-minute "
+                       "protocol)", "list them under 'experiments', or use --preset shapes|paper for all of them")
+    return config
 
 
 def preset(name: str) -> dict:

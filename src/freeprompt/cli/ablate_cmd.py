@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .options import MODEL_HELP
+from .options import MODEL_HELP, count_option, guidance_option, seed_option, steps_option
 
 
 def ablate(
@@ -16,13 +16,14 @@ def ablate(
     source: Optional[str] = typer.Option(None, "--source", "-s",
                                          help="source prompt [default: seeded shapes-world swaps, scored by the oracle]"),
     target: Optional[list[str]] = typer.Option(None, "--target", "-t", help="target prompt (repeat), with --source"),
-    items: int = typer.Option(4, help="shapes-world swaps (half colour, half shape), or seeds per target prompt"),
-    seed: int = typer.Option(0, help="seed of the item list, or the first seed with --source"),
+    items: int = count_option(4, "shapes-world swaps (half colour, half shape), or seeds per target prompt", 1,
+                              10_000),
+    seed: int = seed_option(0, "seed of the item list, or the first seed with --source"),
     types: str = typer.Option("cross,self,both", help="replacement types: cross, self, both (self + cross at 0:0.8)"),
     layers: Optional[list[str]] = typer.Option(None, help="a layer set (repeat) [default: all, 4-14, <=32x32]"),
     ratios: str = typer.Option("0.1:0.9:0.1", help="replace ratios r (steps 0:r): START:STOP:STEP or a,b,c"),
-    steps: Optional[int] = typer.Option(None, help="denoising steps [default: the model's, else 50]"),
-    guidance: Optional[float] = typer.Option(None, help="guidance [default: the model's, else 7.5]"),
+    steps: Optional[int] = steps_option(),
+    guidance: Optional[float] = guidance_option(),
     device: str = typer.Option("auto", help="auto, cuda, mps or cpu"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ):
@@ -30,10 +31,11 @@ def ablate(
     paper, with the oracle's scores under every cell on the shapes fixture."""
     from ..errors import BadInput
     from ..evaluation import ablation as ab
-    from ..io.outputs import check_writable
-    from ..models.loading import load_pipeline
+    from ..io.outputs import check_output_folder
+    from ..models.loading import load_pipeline, resolve_device
 
-    check_writable(out)
+    check_output_folder(out, resumable=True)
+    resolve_device(device)
     cells = ab.grid([t.strip() for t in types.split(",") if t.strip()], list(layers or ab.DEFAULT_LAYER_SETS),
                     ab.parse_ratios(ratios))
     if (source is None) != (not target):

@@ -11,18 +11,28 @@ import typer
 from ..attention import DEFAULT_LAYERS, DEFAULT_SELF_REPLACE
 from ..errors import BadInput
 from .method_options import PANEL, MethodOptions, method_option, opt
-from .options import CONFIG_HELP, DEFAULT_MODEL, MODEL_HELP, REVISION_HELP
+from .options import (
+    CONFIG_HELP,
+    DEFAULT_MODEL,
+    MODEL_HELP,
+    REVISION_HELP,
+    guidance_option,
+    seed_option,
+    side_option,
+    steps_option,
+)
 
 
 def edit(
     source: str = typer.Option(..., "--source", "-s", help="source prompt"),
     target: list[str] = typer.Option(..., "--target", "-t", help="target prompt (repeat for several)"),
-    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder (new or empty; see --overwrite)"),
+    overwrite: bool = typer.Option(False, help="replace an earlier run's output folder"),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
-    seed: int = typer.Option(0, help="seed of the initial noise shared by source and targets"),
+    seed: int = seed_option(0, "seed of the initial noise shared by source and targets"),
     latents: Optional[Path] = typer.Option(None, help="initial noise from a .safetensors file instead of --seed"),
-    steps: Optional[int] = typer.Option(None, help="denoising steps [default: 50, or the model's recommendation]"),
-    guidance: Optional[float] = typer.Option(None, help="classifier-free guidance [default: 7.5, or the model's]"),
+    steps: Optional[int] = steps_option(),
+    guidance: Optional[float] = guidance_option(),
     negative: str = typer.Option("", help="negative prompt"),
     method: str = method_option(),
     self_replace: Optional[str] = opt(f"FPE: fraction range of steps whose self-attention maps are replaced "
@@ -50,8 +60,8 @@ def edit(
                                     "[default: 9-16; SDXL 45-70]"),
     pnp_feature_block: Optional[str] = opt("PnP: the decoder ResNet block whose features are injected "
                                            "[default: up_blocks.1.resnets.1; SDXL up_blocks.0.resnets.1]"),
-    height: Optional[int] = typer.Option(None, help="image height (multiple of 8) [default: the model's]"),
-    width: Optional[int] = typer.Option(None, help="image width (multiple of 8) [default: the model's]"),
+    height: Optional[int] = side_option("image height (multiple of 8) [default: the model's]"),
+    width: Optional[int] = side_option("image width (multiple of 8) [default: the model's]"),
     save_latents: bool = typer.Option(False, help="also write the final latents to latents.safetensors"),
     device: str = typer.Option("auto", help="auto, cuda, mps or cpu"),
     dtype: str = typer.Option("fp32", help="fp32, fp16 or bf16"),
@@ -68,11 +78,14 @@ def edit(
 ):
     """Edit a generated image (or a photo with --image) with an editing method: by default the targets reuse the
     source's self-attention maps (Free-Prompt-Editing)."""
-    from ..io.outputs import check_writable, save_edit
-    from ..models.loading import load_pipeline
+    from ..diffusion import check_size
+    from ..io.outputs import check_output_folder, save_edit
+    from ..models.loading import load_pipeline, resolve_device, resolve_dtype
 
-    check_writable(out)  # fail before the model is loaded
+    check_output_folder(out, overwrite)  # everything is checked before the model is loaded
     _check_inputs(source, target, image, inversion, resize, latents, negative)
+    check_size(height, width)
+    resolve_device(device), resolve_dtype(dtype)
     options = {k: v for k, v in locals().items() if k in MethodOptions.__dataclass_fields__}
     chosen = MethodOptions(**options).build()
     start = time.perf_counter()
@@ -97,16 +110,22 @@ def _check_inputs(source, targets, image, inversion, resize, latents, negative) 
     """Every refusal that needs no model, so a bad call fails before the (slow) model load."""
     from ..diffusion import require_text
 
-    for i, text in enumerate([source, *targets]):
-        if i or image is None:  # a photo may be inverted with the empty source prompt, as the official code does
-            require_text(text, "source prompt" if i == 0 else f"target prompt {i}")
-    if image is None:
-        return
     from ..editing.images import check_resize_mode
     from ..editing.inversion import check_method
 
-    check_method(inversion)
+    for i, text in enumerate([source, *targets]):
+        if i or image is None:  # a photo may be inverted with the empty source prompt, as the official code does
+            require_text(text, "source prompt" if i == 0 else f"target prompt {i}")
+    check_method(inversion)  # typos are caught with or without --image
     check_resize_mode(resize)
+    if latents is not None and not latents.is_file():
+        what = "is a folder" if latents.is_dir() else "does not exist"
+        raise BadInput(f"latents file {latents} {what}", "give a .safetensors file written by --save-latents")
+    if image is None:
+        return
+    from ..editing.images import open_image
+
+    open_image(image).close()
     if latents is not None:
         raise BadInput("--latents and --image exclude each other", "the noise of a photo comes from its inversion")
     if negative:

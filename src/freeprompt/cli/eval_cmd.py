@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from .options import MODEL_HELP
+from .options import MODEL_HELP, count_option, guidance_option, seed_option, steps_option
 
 DATASET_HELP = ("car-fake-edit, car-real-edit, imagenet-fake-edit, imagenet-real-edit (the paper's), pie-bench, "
                 "custom, shapes-fake-edit, shapes-real-edit")
@@ -29,10 +29,10 @@ def evaluate(
     clip: Optional[str] = typer.Option(None, help="CLIP for CS/CDS: a hub id or path, or 'shapes' [default: shapes "
                                        "on the shapes fixture, else openai/clip-vit-large-patch14]"),
     dino: str = typer.Option("facebook/dino-vitb8", help="DINO ViT for the structure distance"),
-    limit: Optional[int] = typer.Option(None, help="at most this many sources (quick runs)"),
-    steps: Optional[int] = typer.Option(None, help="denoising steps [default: the model's, else 50]"),
-    guidance: Optional[float] = typer.Option(None, help="guidance [default: the model's, else 7.5]"),
-    seed: int = typer.Option(0, help="first seed (every source gets its own)"),
+    limit: Optional[int] = count_option(None, "at most this many sources (quick runs)", 1, 10**7),
+    steps: Optional[int] = steps_option(),
+    guidance: Optional[float] = guidance_option(),
+    seed: int = seed_option(0, "first seed (every source gets its own)"),
     num_shards: Optional[int] = typer.Option(None, help="processes splitting the work [the launcher's WORLD_SIZE]"),
     shard_index: Optional[int] = typer.Option(None, help="this process's index [the launcher's RANK]"),
     device: str = typer.Option("auto", help="auto, cuda, mps or cpu"),
@@ -44,12 +44,13 @@ def evaluate(
     from ..editing.cache import InversionCache
     from ..editing.inversion import check_method
     from ..evaluation import edit_sets, eval_report, runner
-    from ..io.outputs import check_writable
-    from ..models.loading import load_pipeline, process_device
+    from ..io.outputs import check_output_folder
+    from ..models.loading import load_pipeline, process_device, resolve_device
     from .bench_cmd import methods_from
 
-    check_writable(out)
+    check_output_folder(out, resumable=True)
     check_method(inversion)
+    resolve_device(device)
     chosen = methods_from(method)
     wanted = runner.check_metrics(metrics.split(",")) if metrics else None
     shards, index = distributed_position(num_shards, shard_index)

@@ -44,6 +44,11 @@ class MethodOptions:
         from ..editing.methods import method_named
 
         name = self.method.lower()
+        for field, value in vars(self).items():
+            if isinstance(value, str) and not value.strip() and field != "method":
+                flag = "--" + field.replace("_", "-")
+                raise BadInput(f"{flag} is empty", f"give a value (e.g. all or none for layers) or leave out {flag}")
+        self._check_specs()
         if name == "fpe" and self.cross_replace is not None:
             name = "fpe+p2p"
         given = {method: {k: v for k, v in options.items() if v is not None}
@@ -53,6 +58,23 @@ class MethodOptions:
                 flags = ", ".join("--" + FLAGS.get((method, key), key).replace("_", "-") for key in options)
                 raise BadInput(f"{flags} belong(s) to method {method}, not {name}", f"add --method {method} or drop them")
         return method_named(name, **given)
+
+    def _check_specs(self) -> None:
+        """Layer specs and step ranges read now, before any model is loaded (whether the layers exist is checked
+        against the model later)."""
+        from ..attention import LayerSpec, StepRange
+
+        for field, value in vars(self).items():
+            if value is None or not isinstance(value, str):
+                continue
+            flag = "--" + field.replace("_", "-")
+            try:
+                if field.endswith("layers"):
+                    LayerSpec.parse(value)
+                elif field.endswith(("replace", "steps")):
+                    StepRange.parse(value)
+            except BadInput as err:
+                raise BadInput(f"{flag}: {err.problem}", err.fix) from None
 
     def _by_method(self) -> dict[str, dict]:
         return {

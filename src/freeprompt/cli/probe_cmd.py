@@ -19,7 +19,18 @@ from typing import Optional
 import typer
 
 from ..errors import BadInput
-from .options import CONFIG_HELP, DEFAULT_MODEL, MODEL_HELP, REVISION_HELP
+from .options import (
+    CONFIG_HELP,
+    DEFAULT_MODEL,
+    MODEL_HELP,
+    REVISION_HELP,
+    count_option,
+    guidance_option,
+    real_option,
+    seed_option,
+    side_option,
+    steps_option,
+)
 
 probe_app = typer.Typer(no_args_is_help=True, help="Probing analysis: collect attention maps, train probes, report.")
 
@@ -34,17 +45,18 @@ def collect_cmd(
     animals: Optional[str] = typer.Option(None, help="animal list: a,b,c or @file"),
     objects: Optional[str] = typer.Option(None, help="object list: a,b,c or @file"),
     noun: Optional[str] = typer.Option(None, help="the noun of 'a <color> <noun>' [default: car; shapes: circle]"),
-    seeds: Optional[int] = typer.Option(None, help="seeds per class [default: the experiment's, e.g. 200]"),
-    first_seed: int = typer.Option(0, help="first seed"),
-    steps: Optional[int] = typer.Option(None, help="denoising steps [default: 50 or the model's]"),
-    guidance: Optional[float] = typer.Option(None, help="classifier-free guidance [default: 7.5 or the model's]"),
-    height: Optional[int] = typer.Option(None, help="image height [default: the model's]"),
-    width: Optional[int] = typer.Option(None, help="image width [default: the model's]"),
-    batch_size: int = typer.Option(8, help="prompts per UNet batch (the unit a kill can lose)"),
-    shard_size: int = typer.Option(256, help="items per shard file"),
+    seeds: Optional[int] = count_option(None, "seeds per class [default: the experiment's, e.g. 200]", 1, 100_000),
+    first_seed: int = seed_option(0, "first seed"),
+    steps: Optional[int] = steps_option(),
+    guidance: Optional[float] = guidance_option(),
+    height: Optional[int] = side_option("image height [default: the model's]"),
+    width: Optional[int] = side_option("image width [default: the model's]"),
+    batch_size: int = count_option(8, "prompts per UNet batch (the unit a kill can lose)", 1, 4096),
+    shard_size: int = count_option(256, "items per shard file", 1, 1_000_000),
     layers: str = typer.Option("all", help="layers to record: all, 4-14, <=32x32 ..."),
     record_steps: Optional[str] = typer.Option(None, help="fraction range of steps to average, e.g. 0:0.5 [all]"),
-    self_max_tokens: int = typer.Option(256, help="self maps of larger layers are block-pooled to this many tokens"),
+    self_max_tokens: int = count_option(256, "self maps of larger layers are block-pooled to this many tokens",
+                                        1, 1_000_000),
     store_dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16 [cross float32, self float16]"),
     num_shards: Optional[int] = typer.Option(None, help="processes splitting the work [the launcher's WORLD_SIZE, else 1]"),
     shard_index: Optional[int] = typer.Option(None, help="this process's index [the launcher's RANK, else 0]"),
@@ -61,7 +73,19 @@ def collect_cmd(
     from ..analysis.specs import build_spec
     from ..models.loading import load_pipeline, process_device
 
-    spec = build_spec(dataset, vocabulary(vocab, colors, animals, objects, noun), seeds, first_seed)
+    from ..attention import StepRange
+    from ..diffusion import check_size
+    from ..io.outputs import check_writable
+
+    check_writable(out)
+    check_size(height, width)
+    if record_steps is not None:
+        try:
+            StepRange.parse(record_steps)
+        except BadInput as err:
+            raise BadInput(f"--record-steps: {err.problem}", "e.g. --record-steps 0:0.5") from None
+    spec = build_spec(dataset, vocabulary(vocab, _given(colors, "--colors"), _given(animals, "--animals"),
+                                          _given(objects, "--objects"), noun), seeds, first_seed)
     loaded = load_pipeline(model, device=process_device(device), dtype=dtype, allow_pickle=allow_pickle,
                            revision=revision, config=config)
     options = CollectOptions(
@@ -72,6 +96,13 @@ def collect_cmd(
     summary = collect(loaded.pipe, spec, out, options, model_info=loaded.info, num_shards=num_shards,
                       shard_index=shard_index, progress=not quiet)
     _echo_collect(summary)
+
+
+def _given(words: Optional[str], flag: str) -> Optional[str]:
+    """A word-list option that was given empty is refused (it would silently mean the default list)."""
+    if words is not None and not words.strip(" ,@"):
+        raise BadInput(f"{flag} is empty", f"give comma-separated words or @file, or leave out {flag}")
+    return words
 
 
 def _echo_collect(summary: dict) -> None:
@@ -97,13 +128,13 @@ def train_cmd(
     control: bool = typer.Option(True, "--control/--no-control", help="also the shuffled-label chance control"),
     all_layers: bool = typer.Option(True, "--all-layers/--no-all-layers", help="also probe all layers together"),
     name: Optional[str] = typer.Option(None, help="experiment name [default: the dataset names]"),
-    epochs: int = typer.Option(30, help="training epochs"),
-    batch_size: int = typer.Option(64, help="training batch"),
-    lr: float = typer.Option(1e-3, help="Adam learning rate"),
-    test_fraction: float = typer.Option(0.2, help="held-out fraction of each class (in distribution)"),
-    seed: int = typer.Option(0, help="seed of the split, the initialisation and the shuffles"),
-    max_features: int = typer.Option(4096, help="larger layer inputs are block-pooled to at most this"),
-    hidden_cap: Optional[int] = typer.Option(None, help="cap on the authors' hidden width [none]"),
+    epochs: int = count_option(30, "training epochs", 1, 100_000),
+    batch_size: int = count_option(64, "training batch", 1, 1_000_000),
+    lr: float = real_option(1e-3, "Adam learning rate", 1e-12, 10.0),
+    test_fraction: float = real_option(0.2, "held-out fraction of each class (in distribution)", 0.01, 0.99),
+    seed: int = seed_option(0, "seed of the split, the initialisation and the shuffles"),
+    max_features: int = count_option(4096, "larger layer inputs are block-pooled to at most this", 1, 10**8),
+    hidden_cap: Optional[int] = count_option(None, "cap on the authors' hidden width [none]", 1, 10**6),
     standardize: bool = typer.Option(True, "--standardize/--no-standardize",
                                      help="z-score features with the training set's statistics"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
@@ -114,6 +145,14 @@ def train_cmd(
     from ..analysis.probes import ProbeConfig, run_probes
     from ..analysis.report import accuracy_table, markdown_table, write_result
 
+    from ..io.outputs import check_writable
+    from ..models.loading import resolve_device
+
+    resolve_device(device)
+    if out.suffix != ".json":
+        check_writable(out)
+    elif out.is_dir():
+        raise BadInput(f"--out {out} is a folder, not a .json file", "give a new .json file or a folder name")
     train_ds = open_dataset(data, verify=verify)
     test_ds = open_dataset(test, verify=verify) if test else None
     typer.echo(train_ds.summary() + (f"\ntest: {test_ds.summary()}" if test_ds else ""))

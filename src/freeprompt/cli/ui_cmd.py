@@ -12,7 +12,7 @@ from .options import MODEL_HELP
 def ui(
     model: str = typer.Option("shapes", "--model", "-m", help=MODEL_HELP),
     host: str = typer.Option("127.0.0.1", help="address to listen on (127.0.0.1: this machine only)"),
-    port: Optional[int] = typer.Option(None, help="port [default: gradio's, 7860 or the next free one]"),
+    port: Optional[int] = typer.Option(None, min=1, max=65535, help="port [default: gradio's, 7860 or the next free one]"),
     share: bool = typer.Option(False, "--share/--no-share", help="also publish a gradio share link (off)"),
     max_upload: str = typer.Option("20mb", help="largest upload accepted"),
     device: str = typer.Option("auto", help="auto, cuda, mps or cpu"),
@@ -20,8 +20,9 @@ def ui(
 ):
     """Serve the web UI: edit generated images and photos with any method, see heat maps, download results."""
     from ..errors import BadInput
-    from ..models.loading import load_pipeline
+    from ..models.loading import load_pipeline, resolve_device, resolve_dtype
 
+    resolve_device(device), resolve_dtype(dtype)
     try:
         import gradio  # noqa: F401 - only to say how to install it
     except ImportError:

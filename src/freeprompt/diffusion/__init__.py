@@ -4,7 +4,7 @@ Everything above (attention control, editing methods, inversions, probing, evalu
 ``sample``; this package imports nothing of freeprompt's but its errors.
 """
 
-from .latents import check_latents, image_size, latent_shape
+from .latents import check_latents, check_size, image_size, latent_shape, pixel_budget
 from .prompts import (
                       Conditioning,
                       PromptTruncated,
@@ -27,6 +27,6 @@ from .sampler import (
                       vae_precision,
 )
 
-__all__ = ["Conditioning", "PromptTruncated", "StepCallback", "StepHooks", "check_guidance", "check_latents", "check_prompt", "check_steps", "ddim_scheduler", "decode",
-           "encode_prompts", "encode_text", "image_size", "initial_latents", "is_sdxl", "latent_shape", "require_text",
+__all__ = ["Conditioning", "PromptTruncated", "StepCallback", "StepHooks", "check_guidance", "check_latents", "check_prompt", "check_size", "check_steps", "ddim_scheduler", "decode",
+           "encode_prompts", "encode_text", "image_size", "initial_latents", "is_sdxl", "latent_shape", "pixel_budget", "require_text",
            "sample", "step_bar", "vae_precision"]

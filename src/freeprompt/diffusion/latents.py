@@ -2,9 +2,51 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..errors import BadInput
+
+BYTES_PER_PIXEL = 8 * 1024  # a generous estimate of one image row's activation memory per pixel (fp32, SDPA)
+MIN_BUDGET = 1024 * 1024  # the budget never falls below one megapixel (SDXL's native 1024 x 1024)
+MAX_SIDE = 16384
+
+
+def pixel_budget() -> int:
+    """The largest image (in pixels) a run may ask for: ``$FREEPROMPT_MAX_PIXELS`` if set, else the memory
+    available now divided by ``BYTES_PER_PIXEL`` (24 GiB free: about 3 megapixels), at least one megapixel."""
+    given = os.environ.get("FREEPROMPT_MAX_PIXELS")
+    if given:
+        try:
+            return int(float(given))
+        except ValueError:
+            raise BadInput(f"FREEPROMPT_MAX_PIXELS={given!r} is not a number", "set it to e.g. 4000000") from None
+    return max(MIN_BUDGET, available_memory() // BYTES_PER_PIXEL)
+
+
+def available_memory() -> int:
+    """Bytes of host memory available now (MemAvailable), or 16 GiB where it cannot be read."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return 16 * 2**30
+
+
+def check_size(height: int | None, width: int | None, multiple: int = 8) -> None:
+    """Refuse an image size before any model is loaded: sides positive multiples of ``multiple`` up to
+    ``MAX_SIDE``, and at most ``pixel_budget()`` pixels (``None``: the model's own size)."""
+    for name, value in (("height", height), ("width", width)):
+        if value is not None and (value <= 0 or value % multiple or value > MAX_SIDE):
+            raise BadInput(f"{name} {value} is not a positive multiple of {multiple} up to {MAX_SIDE}",
+                           f"use e.g. --{name} {min(MAX_SIDE, max(multiple, round(value / multiple) * multiple))}")
+    if height is not None and width is not None and height * width > pixel_budget():
+        budget = pixel_budget()
+        raise BadInput(f"{height} x {width} is {height * width / 1e6:.1f} megapixels, over this machine's budget of "
+                       f"{budget / 1e6:.1f} megapixels (from its free memory)",
+                       "use a smaller --height/--width, or raise the budget with FREEPROMPT_MAX_PIXELS")
 
 
 def latent_shape(pipe, height: int | None, width: int | None) -> tuple[int, int, int, int]:
@@ -12,11 +54,7 @@ def latent_shape(pipe, height: int | None, width: int | None) -> tuple[int, int,
     factor = pipe.vae_scale_factor
     height = pipe.unet.config.sample_size * factor if height is None else height
     width = pipe.unet.config.sample_size * factor if width is None else width
-    multiple = max(8, factor)
-    for name, value in (("height", height), ("width", width)):
-        if value <= 0 or value % multiple:
-            raise BadInput(f"{name} {value} is not a positive multiple of {multiple}",
-                           f"use e.g. {max(multiple, round(value / multiple) * multiple)}")
+    check_size(height, width, max(8, factor))
     return (1, pipe.unet.config.in_channels, height // factor, width // factor)
 
 

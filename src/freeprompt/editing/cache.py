@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import BadInput, first_line
+from ..io.outputs import remove_stale_temporaries, temporary_beside
 from .inversion import InversionResult
 
 CACHE_FORMAT = "freeprompt-inversion-1"  # bump when what is stored or how it is computed changes
@@ -45,6 +46,7 @@ class InversionCache:
             self.folder.mkdir(parents=True, exist_ok=True)
             if not os.access(self.folder, os.W_OK | os.X_OK):
                 raise OSError("permission denied")
+            remove_stale_temporaries(self.folder)
         except OSError as err:
             raise BadInput(f"cannot use {self.folder} as the inversion cache ({first_line(err)})",
                            CACHE_FIX) from None
@@ -70,11 +72,7 @@ class InversionCache:
         if not path.exists():
             return None
         try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {name: f.get_tensor(name) for name in f.keys()}
+            meta, tensors = _read_entry(path)
             if meta.get("format") != CACHE_FORMAT or meta.get("key") != key:
                 raise ValueError("its format or key does not match")
             if meta.get("checksum") != _checksum(tensors):
@@ -115,7 +113,7 @@ class InversionCache:
                 save_file(tensors, tmp, metadata=meta)
                 os.replace(tmp, path)
                 side = path.with_suffix(".json")
-                side_tmp = side.with_name(f".{side.name}.tmp")
+                side_tmp = temporary_beside(side)
                 side_tmp.write_text(json.dumps({**info, **(describe or {}), "key": key, "format": CACHE_FORMAT},
                                                indent=2, default=str) + "\n", encoding="utf-8")
                 os.replace(side_tmp, side)
@@ -126,6 +124,17 @@ class InversionCache:
             raise BadInput(f"cannot write the inversion cache in {self.folder} ({first_line(err)})",
                            CACHE_FIX) from None
         return path
+
+
+def _read_entry(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Metadata and tensors of an entry from one read of the file: another process may replace the entry at any
+    moment, and reading the header and the tensors separately could pair one version's with the other's."""
+    from safetensors.torch import load
+
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    return header.get("__metadata__") or {}, load(data)
 
 
 def _checksum(tensors: dict[str, torch.Tensor]) -> str:

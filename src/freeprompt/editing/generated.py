@@ -87,6 +87,8 @@ def edit(
     method = _method(method, self_replace, layers, edit_unconditional)
     targets = [targets] if isinstance(targets, str) else list(targets)
     prompts = _checked_prompts(pipe, source, targets, empty_source_ok=inversion is not None)
+    if negative_prompt:
+        check_prompt(pipe.tokenizer, negative_prompt, "negative prompt")  # warns when it will be truncated
     check_steps(steps, pipe.scheduler.config)
     guidance = check_guidance(guidance)
     shape = latent_shape(pipe, height, width)

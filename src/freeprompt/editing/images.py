@@ -37,22 +37,7 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], resize: str = "cr
     width, height = _check_size(size)
     check_resize_mode(resize)
     path = Path(path)
-    if not path.exists():
-        raise BadInput(f"image {path} does not exist", "check the path")
-    if not path.is_file():
-        raise BadInput(f"image path {path} is not a file", "give the path of an image file (PNG, JPEG, WebP)")
-    try:
-        with warnings.catch_warnings():
-            # The size is checked below against our own, lower limit before decoding.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
-    except Image.DecompressionBombError as err:
-        raise BadInput(f"image {path.name} is too large to open safely ({first_line(err)})",
-                       f"downscale it below {MAX_DECODE_PIXELS // 1_000_000} megapixels first") from None
-    except UnidentifiedImageError:
-        raise BadInput(f"{path.name} is not an image Pillow can read", "give a PNG, JPEG or WebP file") from None
-    except OSError as err:
-        raise BadInput(f"cannot read image {path}: {first_line(err)}", "check the file and its permissions") from None
+    img = open_image(path)
     with img:
         frames = getattr(img, "n_frames", 1)
         if frames > 1 and img.format != "MPO":  # MPO: a phone JPEG with extra previews, not an animation
@@ -71,6 +56,28 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], resize: str = "cr
         except Exception:  # noqa: BLE001 - a broken EXIF block should not make a readable image unusable
             pass
         return prepare_image(img, (width, height), resize, name=path.name)
+
+
+def open_image(path: Path) -> Image.Image:
+    """The image file at ``path`` opened (its header read, not yet decoded), or a one-line error; cheap enough to
+    check a photo before any model is loaded."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"image {path} does not exist", "check the path")
+    if not path.is_file():
+        raise BadInput(f"image path {path} is not a file", "give the path of an image file (PNG, JPEG, WebP)")
+    try:
+        with warnings.catch_warnings():
+            # The size is checked against our own, lower limit before decoding.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except Image.DecompressionBombError as err:
+        raise BadInput(f"image {path.name} is too large to open safely ({first_line(err)})",
+                       f"downscale it below {MAX_DECODE_PIXELS // 1_000_000} megapixels first") from None
+    except UnidentifiedImageError:
+        raise BadInput(f"{path.name} is not an image Pillow can read", "give a PNG, JPEG or WebP file") from None
+    except OSError as err:
+        raise BadInput(f"cannot read image {path}: {first_line(err)}", "check the file and its permissions") from None
 
 
 def prepare_image(image: Image.Image, size: tuple[int, int], resize: str = "crop",

@@ -17,8 +17,8 @@ from typing import Callable
 import numpy as np
 
 from ..diffusion import PromptTruncated, check_prompt, check_steps, latent_shape
-from ..errors import BadInput
-from .cache import InversionCache
+from ..errors import BadInput, FreepromptError
+from .cache import CacheWarning, InversionCache
 from .generated import EditResult, edit
 from .images import psnr, to_rgb
 from .inversion import METHODS, InversionResult, check_method, invert, measure_reconstruction
@@ -68,11 +68,19 @@ def edit_real(
     if measure:
         measure_reconstruction(pipe, inv, image)  # fills ddim_psnr and vae_psnr (psnr: the same decoded x_0)
     if cache is not None and (fresh or measure):
-        cache.save(key, inv, describe={"model": model_key, "size": list(image.size)})
+        _save_to_cache(cache, key, inv, {"model": model_key, "size": list(image.size)})
     result.timings.update(inversion_s=inversion_s, check_s=time.perf_counter() - start)
     result.params.update(_inversion_params(inv, result, key, model_key, image.size))
     result.input_image = image
     return result
+
+
+def _save_to_cache(cache, key: str, inv, describe: dict) -> None:
+    """A cache that cannot be written costs the next run an inversion, never this run's finished edit."""
+    try:
+        cache.save(key, inv, describe=describe)
+    except FreepromptError as err:
+        warnings.warn(f"the inversion was not cached: {err}", CacheWarning, stacklevel=3)
 
 
 def _check_inputs(pipe, image, source, targets, inversion, steps, cache, model_key) -> list[str]:

@@ -80,10 +80,14 @@ def parse_ratios(text: str) -> list[float]:
         if text.count(":") == 2:
             start, stop, step = (float(x) for x in text.split(":"))
             count = int(math.floor((stop - start) / step + 1e-9)) + 1
-            return [round(start + i * step, 6) for i in range(max(count, 0))]
-        return [float(x) for x in text.split(",") if x.strip()]
+            ratios = [round(start + i * step, 6) for i in range(max(count, 0))]
+        else:
+            ratios = [float(x) for x in text.split(",") if x.strip()]
     except (ValueError, ZeroDivisionError):
         raise BadInput(f"cannot read ratios {text!r}", "write e.g. 0.1:0.9:0.1 or 0.2,0.4,0.8") from None
+    if not ratios or len(ratios) > 1000:  # each value's range is checked by grid()
+        raise BadInput(f"ratios {text!r} give {len(ratios)} values, not 1-1000", "write e.g. 0.1:0.9:0.1 or 0.2,0.4,0.8")
+    return ratios
 
 
 def run_ablation(pipe, items: list[AblationItem], cells: list[Cell], out_dir: Path, steps: int, guidance: float,

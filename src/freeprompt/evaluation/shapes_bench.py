@@ -12,6 +12,7 @@ prompt generated from the same seed, no editing).
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 
 from ..editing.images import psnr
 from ..errors import BadInput
-from ..io.outputs import labelled_grid, write_json, write_text_atomic
+from ..io.outputs import labelled_grid, temporary_beside, write_json, write_text_atomic
 from ..io.tables import claim_folder, read_rows, write_rows
 from ..shapes import oracle, world
 
@@ -135,7 +136,6 @@ def run_edits(pipe, items: list[EditItem], out_dir: Path, steps: int, guidance: 
     csv_path = out_dir / "items.csv"
     rows = read_rows(csv_path)
     done = {(r["id"], r["method"]) for r in rows}
-    strip = []
     for n, item in enumerate(items):
         for name, method in methods.items():
             if (item.id, name) in done:
@@ -146,13 +146,12 @@ def run_edits(pipe, items: list[EditItem], out_dir: Path, steps: int, guidance: 
             rows.append({"id": item.id, "kind": item.kind, "method": name, "seed": item.seed,
                          "source_prompt": item.source_prompt, "target_prompt": item.target_prompt,
                          **score_edit(src, tgt, item)})
-            if n < examples:
-                strip.append((item, name, result.images))
+            if n < examples:  # kept per edit, so a resumed run's sheet still shows every example
+                _save_example(out_dir / "examples" / f"{n:03d}-{name}.png", item, name, result.images)
             write_rows(csv_path, rows, FIELDS)
         if progress:
             progress(n + 1, len(items))
-    if strip:
-        _example_sheet(strip, out_dir / "examples.png")
+    _example_sheet(sorted((out_dir / "examples").glob("*.png")), out_dir / "examples.png")
     return rows
 
 
@@ -254,17 +253,27 @@ def markdown(table: list[dict], generation: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _example_sheet(strip, path: Path) -> None:
-    rows = []
-    for item, method, images in strip:
-        rows.append(labelled_grid(images, [f"{item.source_prompt}", f"{method}: {item.target_prompt}"]))
-    w, h = rows[0].size
+def _save_example(path: Path, item, method: str, images) -> None:
+    path.parent.mkdir(exist_ok=True)
+    tmp = temporary_beside(path)
+    labelled_grid(images, [f"{item.source_prompt}", f"{method}: {item.target_prompt}"]).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def _example_sheet(files: list[Path], path: Path) -> None:
+    """Two example rows side by side per line, from the saved rows (of this run and of the runs it resumed)."""
     from PIL import Image
 
+    if not files:
+        return
+    rows = [Image.open(f).convert("RGB") for f in files]
+    w, h = rows[0].size
     sheet = Image.new("RGB", (w * 2, h * math.ceil(len(rows) / 2)), "white")
     for i, row in enumerate(rows):
         sheet.paste(row, ((i % 2) * w, (i // 2) * h))
-    sheet.save(path)
+    tmp = temporary_beside(path)
+    sheet.save(tmp, format="PNG")
+    os.replace(tmp, path)
 
 
 def write_report(out_dir: Path, rows: list[dict], generation: dict | None, params: dict) -> str:

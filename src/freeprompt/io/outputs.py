@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -18,15 +19,45 @@ from ..errors import BadInput
 from .runinfo import device_description, package_versions
 
 
+OWN_MARKERS = ("run.json", "settings.json")  # files that show a folder holds freeprompt's results
+
+
 def check_writable(out_dir: Path) -> Path:
     """Fail early, before any model is loaded, if ``out_dir`` cannot be created or written."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise BadInput(f"output path {out_dir} exists and is not a folder", "choose another --out")
+        raise BadInput(f"output path {out_dir} exists and is a file, not a folder", "choose another --out")
     parent = out_dir if out_dir.exists() else _existing_parent(out_dir)
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not os.access(parent, os.W_OK | os.X_OK) or _read_only_mount(parent):
         raise BadInput(f"cannot write to {parent}", "choose an --out folder you can write to")
     return out_dir
+
+
+def check_output_folder(out_dir: Path, overwrite: bool = False, resumable: bool = False) -> Path:
+    """``check_writable``, and refuse a non-empty folder this run would mix its files with: an edit's folder unless
+    ``overwrite`` (which replaces a previous freeprompt run's folder, never one holding other files); a resumable
+    run's folder unless it holds such a run's results (``settings.json``; whether they match is checked then)."""
+    out_dir = check_writable(out_dir)
+    present = sorted(p.name for p in out_dir.iterdir()) if out_dir.exists() else []
+    if not present or (resumable and "settings.json" in present):
+        return out_dir
+    ours = any(name in present for name in OWN_MARKERS)
+    if not ours:
+        raise BadInput(f"output folder {out_dir} holds files freeprompt did not write ({', '.join(present[:3])}"
+                       f"{', ...' if len(present) > 3 else ''}), so --overwrite will not clear it",
+                       "choose a new or empty --out folder")
+    if not overwrite:
+        raise BadInput(f"output folder {out_dir} holds an earlier run", "choose a new --out folder, or add --overwrite "
+                       "to replace that run")
+    return out_dir
+
+
+def _read_only_mount(path: Path) -> bool:
+    """``os.access`` says yes on read-only or pseudo file systems (``/proc``) for root; statvfs knows."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY) or str(Path(path).resolve()).startswith(("/proc", "/sys"))
+    except OSError:
+        return True
 
 
 def _existing_parent(path: Path) -> Path:
@@ -34,27 +65,61 @@ def _existing_parent(path: Path) -> Path:
     while not path.exists():
         path = path.parent
     if not path.is_dir():
-        raise BadInput(f"{path} is a file, so {path} cannot hold an output folder", "choose another --out")
+        raise BadInput(f"{path} is a file, so it cannot hold an output folder", "choose another --out")
     return path
 
 
 @contextmanager
-def atomic_folder(out_dir: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out_dir``; on success its files replace those in ``out_dir``, on
-    failure it is removed, so no half-written output is left behind."""
+def atomic_folder(out_dir: Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out_dir``; on success it becomes ``out_dir`` (``replace``: swapped in whole
+    for an earlier run's folder; else its files are moved into an existing folder), on failure it is removed, so
+    no half-written output is left behind."""
     out_dir = Path(out_dir)
     check_writable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir.parent, (f".{out_dir.name}.*.partial", f".{out_dir.name}.*.old"))
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; an output folder gets the usual mode
     try:
         yield tmp
-        if not out_dir.exists():
+        if replace and out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+            os.replace(out_dir, old / "run")
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        elif not out_dir.exists():
             os.replace(tmp, out_dir)
         else:
             for item in tmp.iterdir():
                 os.replace(item, out_dir / item.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+STALE_AFTER_S = 3600  # a temporary file or folder this old belongs to a killed run: no writer keeps one that long
+
+
+def remove_stale_temporaries(folder: Path, patterns: tuple[str, ...] = (".*.tmp-*", ".*.partial", ".*.old",
+                                                                        ".*.tmp")) -> int:
+    """Delete what killed runs left in ``folder`` (temporary files and ``.partial`` folders older than an hour);
+    returns how many. Fresh ones may belong to a run in progress and are kept."""
+    removed, now = 0, time.time()
+    for pattern in patterns:
+        for path in Path(folder).glob(pattern):
+            try:
+                if now - path.lstat().st_mtime < STALE_AFTER_S:
+                    continue
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+                removed += 1
+            except OSError:
+                continue  # another process removed it first, or it is not ours to remove
+    return removed
 
 
 def temporary_beside(path: Path) -> Path:
@@ -71,7 +136,19 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: dict, indent: int = 2) -> None:
-    write_text_atomic(path, json.dumps(data, indent=indent, default=str) + "\n")
+    """Strict JSON (NaN and infinities written as null, which every JSON reader accepts), atomically."""
+    write_text_atomic(path, json.dumps(json_safe(data), indent=indent, default=str, allow_nan=False) + "\n")
+
+
+def json_safe(value):
+    """``value`` with every non-finite float replaced by None, through dicts, lists and tuples."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def labelled_grid(images: list[Image.Image], labels: list[str]) -> Image.Image:
@@ -103,10 +180,11 @@ def _wrap(text: str, width_px: int, char_px: int = 6) -> list[str]:
 
 def save_edit(result, out_dir: Path, model: dict, save_latents: bool = False, extra: dict | None = None) -> Path:
     """Write source.png, target_<i>.png, grid.png, run.json (and latents.safetensors; input.png for a real
-    image's edit) into ``out_dir``, atomically."""
+    image's edit) as the folder ``out_dir``, atomically; an earlier run there is replaced whole (the caller
+    checked with ``check_output_folder`` that it may be)."""
     start = time.perf_counter()
     names = ["source"] + [f"target_{i}" for i in range(1, len(result.images))]
-    with atomic_folder(Path(out_dir)) as tmp:
+    with atomic_folder(Path(out_dir), replace=True) as tmp:
         for name, img in zip(names, result.images):
             img.save(tmp / f"{name}.png")
         first = (f"photo, {result.params.get('inversion')} inversion" if result.params.get("real_image")
