@@ -9,7 +9,7 @@ import typer
 
 from ..attention import DEFAULT_LAYERS, DEFAULT_SELF_REPLACE
 from ..errors import BadInput
-from .options import count_option, guidance_option, seed_option, steps_option
+from .options import count_option, guidance_option, not_empty, seed_option, steps_option
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that score edits.")
 
@@ -35,12 +35,7 @@ def _words(text: Optional[str]) -> Optional[list[str]]:
 def word_list(text: Optional[str], flag: str) -> Optional[list[str]]:
     """A comma-separated list option: None when not given; a given but empty list is refused (it would silently
     mean every word)."""
-    if text is None:
-        return None
-    words = _words(text)
-    if not words:
-        raise BadInput(f"{flag} is empty", f"give comma-separated words, or leave out {flag} for all of them")
-    return words
+    return _words(not_empty(text, flag))
 
 
 @bench_app.command("shapes")

@@ -8,9 +8,8 @@ from typing import Optional
 
 import typer
 
-from ..attention import DEFAULT_LAYERS, DEFAULT_SELF_REPLACE
 from ..errors import BadInput
-from .method_options import PANEL, MethodOptions, method_option, opt
+from .method_options import MethodOptions, method_option, opt
 from .options import (
     CONFIG_HELP,
     DEFAULT_MODEL,
@@ -35,31 +34,25 @@ def edit(
     guidance: Optional[float] = guidance_option(),
     negative: str = typer.Option("", help="negative prompt"),
     method: str = method_option(),
-    self_replace: Optional[str] = opt(f"FPE: fraction range of steps whose self-attention maps are replaced "
-                                      f"[default: {DEFAULT_SELF_REPLACE}]"),
-    layers: Optional[str] = opt(f"FPE: self-attention layers: all, 4-14, 1,3,5-7 or a token bound "
-                                f"[default: {DEFAULT_LAYERS}]"),
-    edit_uncond: Optional[bool] = typer.Option(None, "--edit-uncond/--no-edit-uncond", rich_help_panel=PANEL,
-                                               help="FPE: also in the unconditional half of guidance [default: no]"),
-    cross_replace: Optional[str] = opt("P2P: steps whose cross-attention maps are replaced [default: 0:0.8]; "
-                                       "beside --method fpe it means fpe+p2p"),
-    p2p_mode: Optional[str] = opt("P2P: replace (a word swap) or refine (prompts of different lengths)"),
-    p2p_self_replace: Optional[str] = opt("P2P: steps whose self-attention maps are replaced [default: 0:0.4]"),
-    p2p_self_layers: Optional[str] = opt("P2P: those self-attention layers [default: <=16x16; SDXL <=32x32]"),
-    reweight: Optional[list[str]] = opt("P2P: WORD=FACTOR scales a target word's attention (repeat)"),
-    blend: Optional[list[str]] = opt("P2P: local blend, one word per prompt, source first (repeat)"),
-    blend_threshold: Optional[float] = opt("P2P: local blend mask threshold [default: 0.3]"),
-    blend_steps: Optional[str] = opt("P2P: steps after which the local blend applies [default: 0:1]"),
-    masactrl_steps: Optional[str] = opt("MasaCtrl: steps [default: 0.08:1, step 4 of 50]"),
-    masactrl_layers: Optional[str] = opt("MasaCtrl: self-attention layers [default: 11-16; SDXL 45-70]"),
-    mask_word: Optional[list[str]] = opt("MasaCtrl: mask from a source word and a target word (give twice)"),
-    mask_threshold: Optional[float] = opt("MasaCtrl: mask threshold [default: 0.1]"),
-    pnp_feature_steps: Optional[str] = opt("PnP: steps of the feature injection [default: 0:0.8]"),
-    pnp_attention_steps: Optional[str] = opt("PnP: steps of the query/key injection [default: 0:0.5]"),
-    pnp_layers: Optional[str] = opt("PnP: self-attention layers of the query/key injection "
-                                    "[default: 9-16; SDXL 45-70]"),
-    pnp_feature_block: Optional[str] = opt("PnP: the decoder ResNet block whose features are injected "
-                                           "[default: up_blocks.1.resnets.1; SDXL up_blocks.0.resnets.1]"),
+    self_replace: Optional[str] = opt("self_replace"),
+    layers: Optional[str] = opt("layers"),
+    edit_uncond: Optional[bool] = opt("edit_uncond", "--edit-uncond/--no-edit-uncond"),
+    cross_replace: Optional[str] = opt("cross_replace"),
+    p2p_mode: Optional[str] = opt("p2p_mode"),
+    p2p_self_replace: Optional[str] = opt("p2p_self_replace"),
+    p2p_self_layers: Optional[str] = opt("p2p_self_layers"),
+    reweight: Optional[list[str]] = opt("reweight"),
+    blend: Optional[list[str]] = opt("blend"),
+    blend_threshold: Optional[float] = opt("blend_threshold"),
+    blend_steps: Optional[str] = opt("blend_steps"),
+    masactrl_steps: Optional[str] = opt("masactrl_steps"),
+    masactrl_layers: Optional[str] = opt("masactrl_layers"),
+    mask_word: Optional[list[str]] = opt("mask_word"),
+    mask_threshold: Optional[float] = opt("mask_threshold"),
+    pnp_feature_steps: Optional[str] = opt("pnp_feature_steps"),
+    pnp_attention_steps: Optional[str] = opt("pnp_attention_steps"),
+    pnp_layers: Optional[str] = opt("pnp_layers"),
+    pnp_feature_block: Optional[str] = opt("pnp_feature_block"),
     height: Optional[int] = side_option("image height (multiple of 8) [default: the model's]"),
     width: Optional[int] = side_option("image width (multiple of 8) [default: the model's]"),
     save_latents: bool = typer.Option(False, help="also write the final latents to latents.safetensors"),
@@ -76,25 +69,20 @@ def edit(
                                              "$FREEPROMPT_CACHE/inversions, else ~/.cache/freeprompt/inversions]"),
     no_cache: bool = typer.Option(False, "--no-cache", help="with --image: always invert afresh"),
 ):
-    """Edit a generated image (or a photo with --image) with an editing method: by default the targets reuse the
-    source's self-attention maps (Free-Prompt-Editing)."""
+    """Edit a generated image (or a photo with --image); by default FPE: targets reuse the source's self-attention."""
     from ..diffusion import check_size
     from ..io.outputs import check_output_folder, save_edit
     from ..models.loading import load_pipeline, resolve_device, resolve_dtype
 
     check_output_folder(out, overwrite)  # everything is checked before the model is loaded
     _check_inputs(source, target, image, inversion, resize, latents, negative)
-    check_size(height, width)
-    resolve_device(device), resolve_dtype(dtype)
-    options = {k: v for k, v in locals().items() if k in MethodOptions.__dataclass_fields__}
-    chosen = MethodOptions(**options).build()
+    check_size(height, width), resolve_device(device), resolve_dtype(dtype)
+    chosen = MethodOptions(**{k: v for k, v in locals().items() if k in MethodOptions.__dataclass_fields__}).build()
     start = time.perf_counter()
-    loaded = load_pipeline(model, device=device, dtype=dtype, allow_pickle=allow_pickle, revision=revision,
-                           config=config)
+    loaded = load_pipeline(model, device, dtype, allow_pickle, revision=revision, config=config)
     load_s = time.perf_counter() - start
-    run = dict(steps=loaded.setting("steps", steps, 50), guidance=loaded.setting("guidance", guidance, 7.5),
-               method=chosen, progress=not quiet)
-    size = dict(height=loaded.setting("height", height), width=loaded.setting("width", width))
+    run, size = _settings(loaded, steps, guidance, height, width)
+    run.update(method=chosen, progress=not quiet)
     if image is None:
         result = _edit_generated(loaded.pipe, source, target, seed, latents, negative, run, size)
         extra = {"latents_file": str(latents) if latents else None}
@@ -104,6 +92,12 @@ def edit(
     result.timings["load_s"] = load_s
     save_edit(result, out, model=loaded.info, save_latents=save_latents, extra=extra)
     typer.echo(_written(out, result))
+
+
+def _settings(loaded, steps, guidance, height, width) -> tuple[dict, dict]:
+    """The run's steps and guidance, and its image size: what was given, else the model's recommendation."""
+    return ({"steps": loaded.setting("steps", steps, 50), "guidance": loaded.setting("guidance", guidance, 7.5)},
+            {"height": loaded.setting("height", height), "width": loaded.setting("width", width)})
 
 
 def _check_inputs(source, targets, image, inversion, resize, latents, negative) -> None:

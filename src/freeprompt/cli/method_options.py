@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from ..attention import DEFAULT_LAYERS, DEFAULT_SELF_REPLACE
 from ..errors import BadInput
 
 METHOD_HELP = "fpe, p2p, masactrl, pnp, plain, or fpe+p2p (FPE's self-attention with P2P's cross-attention)"
@@ -115,11 +116,34 @@ def _reweight(items: Optional[list[str]]):
 
 
 PANEL = "Editing method"
+METHOD_HELPS = {  # the help text of every method option, by MethodOptions field
+    "self_replace": f"FPE: fraction range of steps whose self-attention maps are replaced "
+                    f"[default: {DEFAULT_SELF_REPLACE}]",
+    "layers": f"FPE: self-attention layers: all, 4-14, 1,3,5-7 or a token bound [default: {DEFAULT_LAYERS}]",
+    "edit_uncond": "FPE: also in the unconditional half of guidance [default: no]",
+    "cross_replace": "P2P: steps whose cross-attention maps are replaced [default: 0:0.8]; " "beside --method fpe it means fpe+p2p",
+    "p2p_mode": "P2P: replace (a word swap) or refine (prompts of different lengths)",
+    "p2p_self_replace": "P2P: steps whose self-attention maps are replaced [default: 0:0.4]",
+    "p2p_self_layers": "P2P: those self-attention layers [default: <=16x16; SDXL <=32x32]",
+    "reweight": "P2P: WORD=FACTOR scales a target word's attention (repeat)",
+    "blend": "P2P: local blend, one word per prompt, source first (repeat)",
+    "blend_threshold": "P2P: local blend mask threshold [default: 0.3]",
+    "blend_steps": "P2P: steps after which the local blend applies [default: 0:1]",
+    "masactrl_steps": "MasaCtrl: steps [default: 0.08:1, step 4 of 50]",
+    "masactrl_layers": "MasaCtrl: self-attention layers [default: 11-16; SDXL 45-70]",
+    "mask_word": "MasaCtrl: mask from a source word and a target word (give twice)",
+    "mask_threshold": "MasaCtrl: mask threshold [default: 0.1]",
+    "pnp_feature_steps": "PnP: steps of the feature injection [default: 0:0.8]",
+    "pnp_attention_steps": "PnP: steps of the query/key injection [default: 0:0.5]",
+    "pnp_layers": "PnP: self-attention layers of the query/key injection " "[default: 9-16; SDXL 45-70]",
+    "pnp_feature_block": "PnP: the decoder ResNet block whose features are injected " "[default: up_blocks.1.resnets.1; SDXL up_blocks.0.resnets.1]",
+}
 
 
 def method_option():
     return typer.Option("fpe", "--method", help=METHOD_HELP, rich_help_panel=PANEL)
 
 
-def opt(help_text: str, *names: str):
-    return typer.Option(None, *names, help=help_text, rich_help_panel=PANEL)
+def opt(field: str, *names: str):
+    """The typer option of a method setting (default None: only what a user gives reaches the method)."""
+    return typer.Option(None, *names, help=METHOD_HELPS[field], rich_help_panel=PANEL)

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from ..diffusion.latents import MAX_SIDE
 from ..models.loading import DEFAULT_MODEL
 
 MODEL_HELP = "hub id, local diffusers folder, .safetensors file, or 'shapes' (the bundled fixture)"
@@ -15,7 +16,13 @@ CONFIG_HELP = "diffusers folder or hub id with the config of a single-file model
 REVISION_HELP = "hub revision (branch, tag or commit)"
 MAX_SEED = 2**63 - 1
 MAX_STEPS = 1000  # the training steps of every Stable Diffusion model
-MAX_SIDE = 16384
+
+
+def not_empty(text: Optional[str], flag: str) -> Optional[str]:
+    """A list option (comma-separated words or @file) given empty is refused: it would silently mean the default."""
+    if text is not None and not text.strip(" ,@"):
+        raise typer.BadParameter("is empty; give comma-separated words, or leave the option out", param_hint=flag)
+    return text
 
 
 def finite(value: Optional[float]) -> Optional[float]:
@@ -52,4 +59,5 @@ def real_option(default: float, help: str, low: float, high: float):
 
 
 __all__ = ["CONFIG_HELP", "DEFAULT_MODEL", "MAX_SEED", "MODEL_HELP", "REVISION_HELP", "count_option", "finite",
+           "not_empty",
            "guidance_option", "real_option", "seed_option", "side_option", "steps_option"]

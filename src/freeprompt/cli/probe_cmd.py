@@ -26,6 +26,7 @@ from .options import (
     REVISION_HELP,
     count_option,
     guidance_option,
+    not_empty,
     real_option,
     seed_option,
     side_option,
@@ -84,8 +85,8 @@ def collect_cmd(
             StepRange.parse(record_steps)
         except BadInput as err:
             raise BadInput(f"--record-steps: {err.problem}", "e.g. --record-steps 0:0.5") from None
-    spec = build_spec(dataset, vocabulary(vocab, _given(colors, "--colors"), _given(animals, "--animals"),
-                                          _given(objects, "--objects"), noun), seeds, first_seed)
+    spec = build_spec(dataset, vocabulary(vocab, not_empty(colors, "--colors"), not_empty(animals, "--animals"),
+                                          not_empty(objects, "--objects"), noun), seeds, first_seed)
     loaded = load_pipeline(model, device=process_device(device), dtype=dtype, allow_pickle=allow_pickle,
                            revision=revision, config=config)
     options = CollectOptions(
@@ -96,13 +97,6 @@ def collect_cmd(
     summary = collect(loaded.pipe, spec, out, options, model_info=loaded.info, num_shards=num_shards,
                       shard_index=shard_index, progress=not quiet)
     _echo_collect(summary)
-
-
-def _given(words: Optional[str], flag: str) -> Optional[str]:
-    """A word-list option that was given empty is refused (it would silently mean the default list)."""
-    if words is not None and not words.strip(" ,@"):
-        raise BadInput(f"{flag} is empty", f"give comma-separated words or @file, or leave out {flag}")
-    return words
 
 
 def _echo_collect(summary: dict) -> None:
