@@ -323,3 +323,40 @@ def test_edit_numbers_are_accepted_or_refused_in_one_line_before_loading(monkeyp
 
 def test_library_errors_are_user_errors():
     assert issubclass(BadInput, FreepromptError)
+
+
+def test_probe_results_carry_a_checksum(tmp_path, capsys):
+    """A results file changed after writing is refused by ``probe report`` in one line; an intact one loads back
+    equal to what was written (NaN stored as null)."""
+    from freeprompt.analysis.report import load_results, write_result
+
+    result = {"experiment": "x", "classes": ["a", "b"], "results": {"authors": {"1": {"accuracy": 0.5}}},
+              "note": float("nan")}
+    path = write_result(result, tmp_path / "results")
+    loaded = load_results(path)
+    assert loaded == [{**result, "note": None}]
+    data = json.loads(path.read_text())
+    data["results"]["authors"]["1"]["accuracy"] = 0.9
+    path.write_text(json.dumps(data))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["probe", "report", str(path), "-o", str(tmp_path / "report")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "checksum mismatch" in err
+    assert not (tmp_path / "report").exists()
+
+
+def test_library_log_messages_are_prefixed_one_line(capsys):
+    """diffusers' and transformers' own errors appear as one freeprompt-prefixed line each, once."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for _ in range(2):  # calling main twice must not double the handler
+        try:
+            main(["layers", "--help"])
+        except SystemExit as exit_info:
+            assert exit_info.code in (0, None)
+    capsys.readouterr()
+    diffusers_logging.get_logger("diffusers.pipelines").error("bad\nthing")
+    transformers_logging.get_logger("transformers.models").error("other")
+    err = capsys.readouterr().err
+    assert err == "freeprompt: diffusers error: bad thing\nfreeprompt: transformers error: other\n"

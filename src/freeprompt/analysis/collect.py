@@ -26,6 +26,7 @@ from ..attention.recorder import layer_layout, pooled_grid, record_attention, wo
 from ..diffusion import check_steps, ddim_scheduler, encode_prompts, image_size, initial_latents, latent_shape, sample
 from ..errors import BadInput
 from ..io.outputs import write_json
+from ..models.loading import unet_family
 from .datasets import (
     FORMAT,
     SELF_WORD,
@@ -287,7 +288,7 @@ def _meta_for(pipe, spec: DatasetSpec, options: CollectOptions, model_info: dict
     return {
         "format": FORMAT, "version": VERSION, "name": spec.name, "kind": spec.kind, "spec": spec.to_dict(),
         "num_items": len(spec.items()), "words": words,
-        "model": {"id": info.get("id"), "revision": info.get("revision")},
+        "model": {"id": info.get("id"), "revision": info.get("revision")}, "family": unet_family(pipe.unet),
         "latent_hw": list(latent_hw), "layout": layout, "layers": recorded,
         "collect": {**asdict(options), "store_dtype": options.resolved_dtype(spec.kind)},
     }

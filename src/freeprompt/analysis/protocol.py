@@ -4,7 +4,7 @@ collects its shards and process 0 trains and reports once all are written.
 
 A config (TOML or JSON) names the model, the word lists, seed counts, ``collect`` options (``CollectOptions``),
 ``probe`` options (``ProbeConfig``) and the experiments; ``preset("paper")`` / ``preset("shapes")`` give the
-eight default experiments over a vocabulary.
+ten default experiments (every table of the paper's supplement) over a vocabulary.
 """
 
 from __future__ import annotations
@@ -23,15 +23,17 @@ from .report import mean_map_entry, write_report, write_result
 from .specs import build_spec
 from .words import Vocabulary, get_vocabulary, read_word_list
 
-DEFAULT_EXPERIMENTS = [
-    {"name": "cross_color", "train": "color"},
-    {"name": "cross_color_ood_objects", "train": "color", "test": "color_object"},
-    {"name": "cross_color_ood_complex", "train": "color", "test": "complex"},
-    {"name": "cross_animal", "train": "animal"},
-    {"name": "nontarget_a", "train": "color", "word": "a"},
-    {"name": "nontarget_noun", "train": "color", "word": "noun"},
-    {"name": "self_color", "train": "self_color"},
-    {"name": "self_animal", "train": "self_animal"},
+DEFAULT_EXPERIMENTS = [  # every table of the paper's supplement (Tables 6-9), in its order
+    {"name": "cross_animal", "train": "animal", "table": "6, animals"},
+    {"name": "cross_color_object", "train": "color_object", "table": "6, colour + object"},
+    {"name": "cross_color", "train": "color", "table": "6, colour + car"},
+    {"name": "cross_color_ood_objects", "train": "color", "test": "color_object", "table": "6, car -> object (OOD)"},
+    {"name": "nontarget_a", "train": "color", "word": "a", "table": "7, non-target word 'a'"},
+    {"name": "nontarget_noun", "train": "color", "word": "noun", "table": "7, non-target word 'car'"},
+    {"name": "self_color", "train": "self_color", "table": "8, self-attention, colours"},
+    {"name": "self_animal", "train": "self_animal", "table": "8, self-attention, animals"},
+    {"name": "cross_complex", "train": "complex", "table": "9 upper, cross-attention, complex templates"},
+    {"name": "self_complex", "train": "self_complex", "table": "9 lower, self-attention, complex templates"},
 ]
 KNOWN_KEYS = {"model", "vocabulary", "colors", "animals", "objects", "noun", "out", "device", "dtype", "seeds",
               "first_seed", "collect", "probe", "experiments", "allow_pickle"}
@@ -62,18 +64,25 @@ def read_config(path: Path) -> dict:
             config = tomllib.loads(text)
     except (json.JSONDecodeError, ValueError) as err:
         raise BadInput(f"cannot read config {path}: {first_line(err)}", "fix the file's syntax") from None
+    if isinstance(config, dict) and config.get("preset"):  # a preset with some keys replaced
+        config = {**preset(str(config["preset"])), **{k: v for k, v in config.items() if k != "preset"}}
     if not isinstance(config, dict) or not config.get("experiments"):
         raise BadInput(f"config {path} lists no experiments (an empty config would start the whole ~40-minute "
-                       "protocol)", "list them under 'experiments', or use --preset shapes|paper for all of them")
+                       "protocol)", "list them under 'experiments', or name a preset (\"preset\": \"shapes\") or use --preset")
     return config
 
 
 def preset(name: str) -> dict:
-    """The whole protocol over a vocabulary: every dataset, the eight default experiments."""
+    """The whole protocol over a vocabulary: every dataset, the ten default experiments. The shapes world has 7
+    objects where the paper has 100, so its colour + object set takes 28 seeds (1960 items, the paper's 2000 is
+    10 colours x 100 objects x 2 seeds)."""
     if name not in PRESETS:
         raise BadInput(f"unknown preset {name!r}", f"use {' or '.join(PRESETS)}")
-    return {"model": "shapes" if name == "shapes" else DEFAULT_MODEL,
-            "vocabulary": name, "out": f"probe-{name}", "experiments": DEFAULT_EXPERIMENTS}
+    config = {"model": "shapes" if name == "shapes" else DEFAULT_MODEL,
+              "vocabulary": name, "out": f"probe-{name}", "experiments": DEFAULT_EXPERIMENTS}
+    if name == "shapes":
+        config["seeds"] = {"color_object": 28}
+    return config
 
 
 def run_config(config: dict, out: Path | None = None, seeds_override: int | None = None, quiet: bool = False,
@@ -98,7 +107,7 @@ def run_config(config: dict, out: Path | None = None, seeds_override: int | None
         result, (key, entry) = _train(root, exp, probe_config, quiet, echo)
         results.append(result)
         mean_map_sets[key] = entry
-    return write_report(results, root / "report", datasets=mean_map_sets)
+    return write_report(results, root / "report", datasets=mean_map_sets, vocabulary=vocab)
 
 
 def _checked(config: dict):
@@ -146,6 +155,7 @@ def _train(root: Path, exp: dict, probe_config: ProbeConfig, quiet: bool, echo):
                         control=exp.get("control", True), all_layers=exp.get("all_layers", True),
                         config=probe_config, experiment=exp["name"],
                         log=None if quiet else (lambda line: echo("  " + line)))
+    result["table"] = exp.get("table")
     write_result(result, root / "results")
     return result, mean_map_entry(train_ds, train_ds.word(exp.get("word", "target")))
 

@@ -1,6 +1,8 @@
 """Reports of probing results in the paper's format: rows = classes (plus an ``Avg.`` row: the layer's overall
 test accuracy), columns = ``Layer 1`` .. ``Layer N`` and ``Avg.`` (the row's mean over the single layers), plus
-``All`` when the all-layers probe ran. Values are test accuracies in percent.
+``All`` when the all-layers probe ran. Values are test accuracies as fractions with two decimals, as the paper
+prints them; where the paper printed the same table (``paper.paper_table``) the report adds its rows beside ours
+with the difference.
 
 Files per experiment and probe: ``<experiment>.<probe>.csv`` and ``.md`` (the table), ``.png`` (a heatmap of
 the same table); ``mean_maps.<dataset>.<word>.png`` (mean map per class and layer; ``<dataset>.png`` for self
@@ -19,14 +21,15 @@ from pathlib import Path
 import torch
 
 from ..errors import BadInput
-from ..io.outputs import write_json
+from ..io.outputs import json_check, write_json
+from .paper import comparison_rows, paper_table
 
 PROBE_TITLES = {"authors": "authors' classifier", "linear": "linear probe",
                 "authors_shuffled": "authors' classifier on shuffled labels (chance control)"}
 
 
 def accuracy_table(result: dict, probe: str = "authors") -> tuple[list[str], list[list]]:
-    """(header, rows) with accuracies in percent (floats; NaN where a class had no test item)."""
+    """(header, rows) with accuracies as fractions (floats; NaN where a class had no test item)."""
     if probe not in result["results"]:
         raise BadInput(f"result {result.get('experiment')!r} has no probe {probe!r}",
                        f"use one of {', '.join(result['results'])}")
@@ -42,18 +45,18 @@ def accuracy_table(result: dict, probe: str = "authors") -> tuple[list[str], lis
         return [name] + values + [avg] + ([all_value] if has_all else [])
 
     for cls in result["classes"]:
-        values = [100.0 * per_layer[k]["per_class"].get(cls, float("nan")) for k in layer_keys]
-        all_value = 100.0 * per_layer["all"]["per_class"].get(cls, float("nan")) if has_all else None
+        values = [per_layer[k]["per_class"].get(cls, float("nan")) for k in layer_keys]
+        all_value = per_layer["all"]["per_class"].get(cls, float("nan")) if has_all else None
         rows.append(row_of(cls, values, all_value))
-    values = [100.0 * per_layer[k]["accuracy"] for k in layer_keys]
-    rows.append(row_of("Avg.", values, 100.0 * per_layer["all"]["accuracy"] if has_all else None))
+    values = [per_layer[k]["accuracy"] for k in layer_keys]
+    rows.append(row_of("Avg.", values, per_layer["all"]["accuracy"] if has_all else None))
     return header, rows
 
 
 def _fmt(v) -> str:
     if isinstance(v, str):
         return v
-    return "-" if v is None or math.isnan(v) else f"{v:.1f}"
+    return "-" if v is None or math.isnan(v) else f"{v:.2f}"
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -91,17 +94,35 @@ def write_table(result: dict, out: "str | Path", probe: str = "authors", heatmap
     header, rows = accuracy_table(result, probe)
     stem = f"{slug(result['experiment'])}.{probe}"
     paths = {"csv": out / f"{stem}.csv", "md": out / f"{stem}.md"}
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for row in rows:
-            writer.writerow([row[0]] + ["" if v is None or math.isnan(v) else f"{v:.2f}" for v in row[1:]])
-    title = f"### {result['experiment']} — {PROBE_TITLES.get(probe, probe)}\n\n"
-    paths["md"].write_text(title + describe(result) + " Test accuracy in %.\n\n" + markdown_table(header, rows) + "\n")
+    write_csv(paths["csv"], header, rows)
+    table = f" (the paper's Table {result['table']})" if result.get("table") else ""
+    title = f"### {result['experiment']}{table} — {PROBE_TITLES.get(probe, probe)}\n\n"
+    text = title + describe(result) + " Test accuracy (fraction of test items).\n\n" + markdown_table(header, rows) + "\n"
+    paper = paper_table(result) if probe == "authors" else None
+    if paper:
+        paths["paper_csv"] = out / f"{stem}.paper.csv"
+        compared = comparison_rows(header, rows, paper[1])
+        write_csv(paths["paper_csv"], header[:class_layer_avg_columns(header)], compared)
+        text += (f"\nBeside the paper's {paper[0]} (SD1.x, the paper's vocabulary; difference = ours - paper):\n\n"
+                 + markdown_table(header[:class_layer_avg_columns(header)], compared) + "\n")
+    paths["md"].write_text(text)
     if heatmap_png:
         paths["png"] = out / f"{stem}.png"
         heatmap(header, rows, paths["png"], f"{result['experiment']}: {PROBE_TITLES.get(probe, probe)}")
     return paths
+
+
+def class_layer_avg_columns(header: list[str]) -> int:
+    """How many leading columns of ``header`` are the class, the layers and ``Avg.`` (without ``All``)."""
+    return header.index("Avg.") + 1
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow([row[0]] + ["" if v is None or math.isnan(v) else f"{v:.2f}" for v in row[1:]])
 
 
 def _pyplot():
@@ -117,16 +138,16 @@ def heatmap(header: list[str], rows: list[list], path: "str | Path", title: str 
     plt = _pyplot()
     data = torch.tensor([[float("nan") if v is None else v for v in row[1:]] for row in rows]).numpy()
     fig, ax = plt.subplots(figsize=(0.55 * len(header) + 1.5, 0.4 * len(rows) + 1.4))
-    im = ax.imshow(data, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+    im = ax.imshow(data, vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(header) - 1), [h.replace("Layer ", "L") for h in header[1:]], fontsize=8)
     ax.set_yticks(range(len(rows)), [row[0] for row in rows], fontsize=8)
     for i in range(data.shape[0]):
         for j in range(data.shape[1]):
             if not math.isnan(data[i, j]):
-                ax.text(j, i, f"{data[i, j]:.0f}", ha="center", va="center", fontsize=6,
-                        color="black" if data[i, j] > 60 else "white")
+                ax.text(j, i, f"{data[i, j]:.2f}".removeprefix("0"), ha="center", va="center", fontsize=5,
+                        color="black" if data[i, j] > 0.6 else "white")
     ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.03, label="test accuracy (%)")
+    fig.colorbar(im, ax=ax, fraction=0.03, label="test accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -175,14 +196,52 @@ def mean_map_entry(dataset, word: str | None) -> tuple[str, tuple]:
     return dataset.name, (dataset, None)
 
 
+def summary_table(results: list[dict]) -> str:
+    """One row per experiment: for each probe, the test accuracy averaged over the single layers, of the best
+    single layer, and of all layers together (``-`` where that probe did not run)."""
+    probes = [p for p in PROBE_TITLES if any(p in r["results"] for r in results)]
+    header = ["experiment", "paper's table", "train / test items"] + [f"{p}: mean / best / all" for p in probes]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * len(probes)) + "|"]
+    for result in results:
+        cells = [result["experiment"], str(result.get("table") or "-"), _sizes(result)]
+        for probe in probes:
+            cells.append(_mean_best_all(result, probe))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _sizes(result: dict) -> str:
+    match = re.search(r"\((\d+) train / (\d+) test\)", result.get("protocol", ""))
+    if match:
+        return f"{match.group(1)} / {match.group(2)}"
+    match = re.search(r"all (\d+) items .* all (\d+) items", result.get("protocol", ""))
+    return f"{match.group(1)} / {match.group(2)} (OOD)" if match else "-"
+
+
+def _mean_best_all(result: dict, probe: str) -> str:
+    per_layer = result["results"].get(probe)
+    if not per_layer:
+        return "-"
+    singles = [v["accuracy"] for k, v in per_layer.items() if k != "all" and v.get("accuracy") is not None]
+    if not singles:
+        return "-"
+    whole = per_layer.get("all", {}).get("accuracy")
+    return (f"{sum(singles) / len(singles):.2f} / {max(singles):.2f} / "
+            + ("-" if whole is None else f"{whole:.2f}"))
+
+
 def write_report(results: "dict | list[dict]", out: "str | Path", datasets: dict | None = None,
-                 probes: tuple[str, ...] | None = None, pngs: bool = True) -> Path:
+                 probes: tuple[str, ...] | None = None, pngs: bool = True, vocabulary=None) -> Path:
     """Tables (CSV, Markdown, heatmap PNG) for every result and probe, mean-map grids for ``datasets``
-    ({name: (dataset, word)}, drawn to ``mean_maps.<name>.png``), and ``report.md`` gathering them."""
+    ({name: (dataset, word)}, drawn to ``mean_maps.<name>.png``), and ``report.md`` gathering them; with the
+    ``vocabulary`` (a ``words.Vocabulary``), which of its words are the paper's."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = [results] if isinstance(results, dict) else list(results)
     sections = ["# Probing report", ""]
+    if vocabulary is not None and vocabulary.printed:
+        sections += [f"Vocabulary {vocabulary.name!r}:", ""] + [f"- {line}" for line in vocabulary.provenance()] + [""]
+    sections += ["## Summary (test accuracy as a fraction)", "", summary_table(results), ""]
     for result in results:
         for probe in probes or result["probes"]:
             if probe not in result["results"]:
@@ -209,7 +268,8 @@ def write_result(result: dict, out: "str | Path") -> Path:
     out = Path(out)
     path = out if out.suffix == ".json" else out / f"{slug(result['experiment'])}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, result, indent=1)
+    data = {k: v for k, v in result.items() if k != "check"}
+    write_json(path, {**data, "check": json_check(data)}, indent=1)
     return path
 
 
@@ -226,10 +286,21 @@ def load_results(path: "str | Path") -> list[dict]:
                            "give a results file written by 'probe train'") from None
         for item in data if isinstance(data, list) else [data]:
             if isinstance(item, dict) and "results" in item and "classes" in item:
-                out.append(item)
+                out.append(checked_result(item, file))
     if not out:
         raise BadInput(f"no probe results in {path}", "give a file or folder written by 'freeprompt probe train'")
     return out
 
 
-__all__ = ["accuracy_table", "heatmap", "load_results", "markdown_table", "mean_maps", "write_report", "write_table"]
+def checked_result(item: dict, file: Path) -> dict:
+    """A loaded result whose checksum matches (one written before results had one passes as is)."""
+    if "check" not in item:
+        return item
+    data = {k: v for k, v in item.items() if k != "check"}
+    if json_check(data) != item["check"]:
+        raise BadInput(f"probe results {file} were changed or damaged after they were written (checksum mismatch)",
+                       "train again with 'freeprompt probe train', or delete the file's \"check\" field to use it as is")
+    return data
+
+
+__all__ = ["accuracy_table", "checked_result", "summary_table", "heatmap", "load_results", "markdown_table", "mean_maps", "write_report", "write_table"]

@@ -11,6 +11,7 @@ layout. The experiments, with their default seed counts:
     complex        cross  12 templates around "<color> car"     10 colours x 12 templates x 20 seeds
     self_color     self   "a <color> car"                       200 seeds
     self_animal    self   "a <animal> standing in the park"     200 seeds
+    self_complex   self   the 12 complex templates              10 colours x 12 templates x 20 seeds
 
 (the non-target-word experiment, the paper's Table 7, probes the ``a`` and ``noun`` maps of ``color``.)
 """
@@ -101,6 +102,7 @@ EXPERIMENTS = {
     "complex": ("cross", 20, "complex templates around <color> <noun>: colour classes"),
     "self_color": ("self", 200, "self-attention of a <color> <noun>: colour classes"),
     "self_animal": ("self", 200, "self-attention of a <animal> standing in the park: animal classes"),
+    "self_complex": ("self", 20, "self-attention of the complex templates around <color> <noun>: colour classes"),
 }
 
 

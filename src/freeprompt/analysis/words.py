@@ -1,21 +1,17 @@
 """Vocabularies of the probing analysis: the paper's word lists and the shapes fixture world's.
 
-The paper (section 7.1) probes 10 colours, 10 animals and, out of distribution, 100 objects, and shows only
-part of its object list. The lists here are this project's:
+The paper (supplement, section 7.1) probes 10 colours, 10 animals and, out of distribution, 100 objects and 12
+complex templates. It prints the colours and animals whole, but only part of the objects (35 of 100) and of the
+templates (6 of 12, and one more named in its text). The ``paper`` vocabulary uses the printed lists exactly and in
+the printed order; where a list is printed only in part, the printed items come first and this project completes
+the rest (``PAPER_PRINTED`` says how many items of each list are the paper's; reports say it too):
 
-- ``PAPER_COLORS``: ten basic colour terms that are one CLIP token each (red, blue, green, yellow, brown, pink,
-  purple, black, white, orange) — the same ten as the shapes world, so the two vocabularies share classes.
-- ``PAPER_ANIMALS``: the ten animal categories of COCO (bird, cat, dog, horse, sheep, cow, elephant, bear,
-  zebra, giraffe): common, visually distinct, each one CLIP token.
-- ``PAPER_OBJECTS``: 100 common concrete nouns chosen for this project (the paper elides most of its list):
-  ten groups of ten (vehicles, furniture, kitchenware, clothing, devices and instruments, food, household
-  things, outdoor things, tools, small things and nature). Rules: no colour names (so no "orange" the fruit,
-  which would put a second colour word in the prompt), no "car" (the in-distribution noun), no animals (the
-  animal classes are a separate experiment), no duplicates. All but one are a single CLIP token ("scooter"
-  is two: the recorder averages a word's sub-tokens, as it does for users' own multi-token words).
-- ``COMPLEX_TEMPLATES``: twelve richer prompts around "<color> car" (the paper's complex-template experiment
-  shows a few examples; these twelve are written in the same style for this project: the colour word early,
-  then scene context; each has ``{color}`` and ``{noun}`` exactly once).
+- ``PAPER_COLORS``: printed whole (red, blue, green, yellow, brown, pink, purple, black, white, orange).
+- ``PAPER_ANIMALS``: printed whole (dog, giraffe, horse, lion, rabbit, sheep, cat, monkey, leopard, tiger).
+- ``PAPER_OBJECTS``: the 35 printed objects, then 65 common concrete nouns completed by this project (rules: no
+  colour names, so no "orange" the fruit, no word the printed part already has, one CLIP token where possible).
+- ``COMPLEX_TEMPLATES``: the 6 printed templates and the one named in the paper's text ("a painting of a wooden
+  {} car"), then 5 completed by this project in the same style; ``{noun}`` stands for the paper's "car".
 
 The ``shapes`` vocabulary maps the same experiments onto the fixture model's world: colours are the world's
 ten colours, the "car" of "a <color> car" is a circle, the objects are the other seven shapes, the "animals"
@@ -33,45 +29,48 @@ from ..errors import BadInput
 
 PAPER_COLORS = ("red", "blue", "green", "yellow", "brown", "pink", "purple", "black", "white", "orange")
 
-PAPER_ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe")
+PAPER_ANIMALS = ("dog", "giraffe", "horse", "lion", "rabbit", "sheep", "cat", "monkey", "leopard", "tiger")
 
-PAPER_OBJECTS = (
-    # vehicles
-    "bus", "truck", "bicycle", "motorcycle", "train", "airplane", "boat", "ship", "tractor", "scooter",
-    # furniture
-    "chair", "table", "sofa", "bed", "desk", "bench", "lamp", "cabinet", "shelf", "stool",
-    # kitchenware
-    "cup", "mug", "bowl", "plate", "bottle", "teapot", "kettle", "fork", "spoon", "knife",
-    # clothing
-    "hat", "shirt", "dress", "jacket", "shoe", "boot", "scarf", "glove", "sock", "umbrella",
-    # devices and instruments
-    "phone", "laptop", "camera", "television", "clock", "radio", "keyboard", "guitar", "piano", "drum",
-    # food
-    "apple", "banana", "lemon", "strawberry", "cake", "pizza", "donut", "cookie", "pear", "tomato",
-    # household things
-    "vase", "candle", "book", "pillow", "blanket", "towel", "basket", "bucket", "box", "bag",
-    # outdoor things
-    "house", "door", "window", "fence", "tent", "balloon", "kite", "ball", "flag", "mailbox",
-    # tools
-    "hammer", "wrench", "scissors", "pencil", "brush", "ladder", "shovel", "key", "ring", "bell",
-    # small things and nature
-    "backpack", "suitcase", "helmet", "toothbrush", "crown", "feather", "flower", "tree", "rock", "skateboard",
+PRINTED_OBJECTS = (  # the paper's printed part of its 100 objects, in its order
+    "apple", "banana", "carrot", "dog", "flower", "giraffe", "hat", "car", "train", "bicycle", "yak", "acorn",
+    "bear", "caterpillar", "turtle", "dandelion", "elephant", "feather", "grape", "hedgehog", "inchworm",
+    "jackfruit", "kiwi", "lemon", "zebra", "mushroom", "otter", "peacock", "rose", "strawberry", "volcano",
+    "watermelon", "xenops", "yucca", "cup",
 )
 
-COMPLEX_TEMPLATES = (
-    "a photo of a {color} {noun}",
-    "a {color} {noun} on the road",
+COMPLETED_OBJECTS = (  # completed by this project: 65 common concrete nouns the printed part does not have
+    "bus", "truck", "motorcycle", "airplane", "boat", "tractor", "chair", "table", "sofa", "bed", "desk", "bench",
+    "lamp", "cabinet", "shelf", "mug", "bowl", "plate", "bottle", "teapot", "kettle", "fork", "spoon", "knife",
+    "shirt", "dress", "jacket", "shoe", "boot", "scarf", "glove", "umbrella", "phone", "laptop", "camera",
+    "television", "clock", "radio", "keyboard", "guitar", "piano", "drum", "cake", "pizza", "donut", "cookie",
+    "pear", "tomato", "vase", "candle", "book", "pillow", "basket", "bucket", "box", "bag", "house", "door",
+    "window", "fence", "tent", "balloon", "kite", "ball", "ladder",
+)
+
+PAPER_OBJECTS = PRINTED_OBJECTS + COMPLETED_OBJECTS
+
+PRINTED_TEMPLATES = (  # the paper's six printed complex templates, then the one named in its text; car = {noun}
+    "a photo of a {color} {noun} and a dog",
+    "a photo of {color} {noun}",
+    "the painting of a {color} {noun}",
+    "a cool painting of an old {color} {noun}",
+    "a man and a {color} {noun}",
+    "a {color} {noun} and a dog",
+    "a painting of a wooden {color} {noun}",
+)
+
+COMPLETED_TEMPLATES = (  # completed by this project in the same style
     "a {color} {noun} parked in the street",
-    "a picture of a {color} {noun} in the city",
-    "there is a {color} {noun} next to the house",
-    "a big {color} {noun} in front of a building",
-    "a small {color} {noun} in the snow",
-    "an old {color} {noun} in the desert",
-    "a {color} {noun} driving on the highway",
     "a close-up photo of a {color} {noun}",
-    "a {color} {noun} under a tree at sunset",
-    "a painting of a {color} {noun}",
+    "a woman standing next to a {color} {noun}",
+    "an old photo of a {color} {noun} in the city",
+    "a small {color} {noun} and a tree",
 )
+
+COMPLEX_TEMPLATES = PRINTED_TEMPLATES + COMPLETED_TEMPLATES
+
+PAPER_PRINTED = {"colors": len(PAPER_COLORS), "animals": len(PAPER_ANIMALS), "objects": len(PRINTED_OBJECTS),
+                 "complex_templates": len(PRINTED_TEMPLATES)}
 
 
 @dataclass(frozen=True)
@@ -88,6 +87,7 @@ class Vocabulary:
     animal_template: str = "a {animal} standing in the park"
     animal_colors: tuple[str, ...] = ()  # nuisance colours cycled through when animal_template has {color}
     complex_templates: tuple[str, ...] = field(default=COMPLEX_TEMPLATES)
+    printed: dict = field(default_factory=dict)  # list name -> how many of its first items the paper printed
 
     def __post_init__(self):
         self.validate()
@@ -113,13 +113,26 @@ class Vocabulary:
                 changes[key] = tuple(value)
         if noun is not None:
             changes["noun"] = noun
-        return replace(self, **changes)
+        printed = {key: n for key, n in self.printed.items() if key not in changes}
+        return replace(self, printed=printed, **changes)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "colors": list(self.colors), "animals": list(self.animals),
                 "objects": list(self.objects), "noun": self.noun, "color_template": self.color_template,
                 "object_template": self.object_template, "animal_template": self.animal_template,
-                "animal_colors": list(self.animal_colors), "complex_templates": list(self.complex_templates)}
+                "animal_colors": list(self.animal_colors), "complex_templates": list(self.complex_templates),
+                "printed": dict(self.printed)}
+
+    def provenance(self) -> list[str]:
+        """One line per list saying which items are the paper's and which this project completed."""
+        lines = []
+        for key, count in self.printed.items():
+            total = len(getattr(self, key))
+            what = key.replace("_", " ")
+            lines.append(f"{what}: all {total} as printed in the paper" if count >= total else
+                         f"{what}: the first {count} of {total} as printed in the paper, the other {total - count} "
+                         "completed by freeprompt")
+        return lines
 
 
 def check_word_list(words, what: str = "word") -> tuple[str, ...]:
@@ -151,7 +164,8 @@ def read_word_list(spec: str, what: str = "word") -> tuple[str, ...]:
     return check_word_list([w for w in text.split(",") if w.strip()] if text else [], what)
 
 
-PAPER = Vocabulary(name="paper", colors=PAPER_COLORS, animals=PAPER_ANIMALS, objects=PAPER_OBJECTS)
+PAPER = Vocabulary(name="paper", colors=PAPER_COLORS, animals=PAPER_ANIMALS, objects=PAPER_OBJECTS,
+                   printed=PAPER_PRINTED)
 
 
 def _shapes_vocabulary() -> Vocabulary:
@@ -183,5 +197,6 @@ def get_vocabulary(name: str) -> Vocabulary:
 
 VOCABULARIES = ("paper", "shapes")
 
-__all__ = ["COMPLEX_TEMPLATES", "PAPER", "PAPER_ANIMALS", "PAPER_COLORS", "PAPER_OBJECTS", "VOCABULARIES",
+__all__ = ["COMPLEX_TEMPLATES", "PAPER", "PAPER_ANIMALS", "PAPER_COLORS", "PAPER_OBJECTS", "PAPER_PRINTED",
+           "PRINTED_OBJECTS", "PRINTED_TEMPLATES", "VOCABULARIES",
            "Vocabulary", "check_word_list", "get_vocabulary", "read_word_list"]

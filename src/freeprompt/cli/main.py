@@ -4,6 +4,7 @@ with exit status 2; ``--debug`` shows the traceback."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -38,12 +39,34 @@ def _one_line_warnings(message, category, filename, lineno, file=None, line=None
     print(f"freeprompt: warning: {message}", file=sys.stderr)
 
 
+class _OneLineHandler(logging.Handler):
+    """A library's log record as one prefixed line on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = " ".join(record.getMessage().split())
+        print(f"freeprompt: {record.name.split('.')[0]} {record.levelname.lower()}: {text}", file=sys.stderr)
+
+
+def _prefixed_library_logs() -> None:
+    """diffusers' and transformers' own log messages (errors only, unless DIFFUSERS_VERBOSITY /
+    TRANSFORMERS_VERBOSITY say otherwise) as one prefixed line each, like freeprompt's."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for name, library in (("diffusers", diffusers_logging), ("transformers", transformers_logging)):
+        library.get_verbosity()  # configures the library's root logger and its default handler
+        library.disable_default_handler()
+        if not any(isinstance(h, _OneLineHandler) for h in logging.getLogger(name).handlers):
+            library.add_handler(_OneLineHandler())
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     if debug:
         argv.remove("--debug")
     warnings.showwarning = _one_line_warnings
+    _prefixed_library_logs()
     try:
         code = app(args=argv or ["--help"], prog_name="freeprompt", standalone_mode=False)
     except (click.exceptions.Exit, typer.Exit) as exc:

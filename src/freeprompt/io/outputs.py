@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -138,6 +139,12 @@ def write_text_atomic(path: Path, text: str) -> None:
 def write_json(path: Path, data: dict, indent: int = 2) -> None:
     """Strict JSON (NaN and infinities written as null, which every JSON reader accepts), atomically."""
     write_text_atomic(path, json.dumps(json_safe(data), indent=indent, default=str, allow_nan=False) + "\n")
+
+
+def json_check(data: dict) -> str:
+    """A checksum of ``data`` as strict JSON (key order ignored), to find results damaged or edited after writing."""
+    text = json.dumps(json_safe(data), sort_keys=True, default=str, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def json_safe(value):

@@ -135,6 +135,15 @@ def _pipeline_class(xl: bool = False):
     return StableDiffusionXLPipeline if xl else StableDiffusionPipeline
 
 
+def unet_family(unet) -> str:
+    """``sdxl`` (size/pooled conditioning), ``sd1`` (768-wide text conditioning), ``sd2`` (1024-wide) or ``other``
+    (a tiny or custom UNet such as the shapes fixture)."""
+    config = unet.config
+    if getattr(config, "addition_embed_type", None) == "text_time":
+        return "sdxl"
+    return {768: "sd1", 1024: "sd2"}.get(getattr(config, "cross_attention_dim", None), "other")
+
+
 def check_index(index: dict, where: str) -> bool:
     """Whether a ``model_index.json`` describes SDXL (True) or SD1.x/2.x (False); a one-line error for a model
     freeprompt cannot edit."""

@@ -8,6 +8,7 @@ from typing import Callable, Protocol
 
 from ...attention import BatchLayout, FeatureRule, LayerRegistry, MapWatch, Rule, StepRange
 from ...errors import BadInput
+from ...models.loading import unet_family
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class MethodContext:
     @property
     def family(self) -> str:
         """``sdxl`` for a UNet with SDXL's size/pooled conditioning, else ``sd`` (SD1.x and SD2.x share a layout)."""
-        return "sdxl" if getattr(self.unet.config, "addition_embed_type", None) == "text_time" else "sd"
+        return "sdxl" if unet_family(self.unet) == "sdxl" else "sd"
 
     def default(self, value, defaults: dict):
         """``value``, or the model family's default when it is None."""
