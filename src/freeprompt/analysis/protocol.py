@@ -68,7 +68,8 @@ def read_config(path: Path) -> dict:
         config = {**preset(str(config["preset"])), **{k: v for k, v in config.items() if k != "preset"}}
     if not isinstance(config, dict) or not config.get("experiments"):
         raise BadInput(f"config {path} lists no experiments (an empty config would start the whole ~40-minute "
-                       "protocol)", "list them under 'experiments', or name a preset (\"preset\": \"shapes\") or use --preset")
+                       "protocol)",
+                       "list them under 'experiments', or name a preset (\"preset\": \"shapes\") or use --preset")
     return config
 
 

@@ -97,7 +97,8 @@ def write_table(result: dict, out: "str | Path", probe: str = "authors", heatmap
     write_csv(paths["csv"], header, rows)
     table = f" (the paper's Table {result['table']})" if result.get("table") else ""
     title = f"### {result['experiment']}{table} — {PROBE_TITLES.get(probe, probe)}\n\n"
-    text = title + describe(result) + " Test accuracy (fraction of test items).\n\n" + markdown_table(header, rows) + "\n"
+    text = (title + describe(result) + " Test accuracy (fraction of test items).\n\n"
+            + markdown_table(header, rows) + "\n")
     paper = paper_table(result) if probe == "authors" else None
     if paper:
         paths["paper_csv"] = out / f"{stem}.paper.csv"
@@ -299,8 +300,10 @@ def checked_result(item: dict, file: Path) -> dict:
     data = {k: v for k, v in item.items() if k != "check"}
     if json_check(data) != item["check"]:
         raise BadInput(f"probe results {file} were changed or damaged after they were written (checksum mismatch)",
-                       "train again with 'freeprompt probe train', or delete the file's \"check\" field to use it as is")
+                       "train again with 'freeprompt probe train', or delete the file's \"check\" field to use it "
+                       "as is")
     return data
 
 
-__all__ = ["accuracy_table", "checked_result", "summary_table", "heatmap", "load_results", "markdown_table", "mean_maps", "write_report", "write_table"]
+__all__ = ["accuracy_table", "checked_result", "heatmap", "load_results", "markdown_table", "mean_maps",
+           "summary_table", "write_report", "write_table"]
