@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from freeprompt.analysis.collect import CollectOptions, collect
-from freeprompt.analysis.protocol import DEFAULT_EXPERIMENTS, preset
+from freeprompt.analysis.protocol import DEFAULT_EXPERIMENTS, dataset_names, preset
 from freeprompt.analysis.specs import build_spec
 from freeprompt.io.outputs import write_json
 from freeprompt.io.runinfo import device_description
@@ -33,33 +33,25 @@ def preset_samples(name: str = "paper") -> dict[str, int]:
     """Samples per dataset of the preset's experiments at their default seed counts."""
     config = preset(name)
     seeds = config.get("seeds") or {}
-    names = []
-    for exp in DEFAULT_EXPERIMENTS:
-        names += [exp[k] for k in ("train", "test") if exp.get(k) and exp[k] not in names]
+    names = dataset_names(DEFAULT_EXPERIMENTS)
     return {n: len(build_spec(n, config["vocabulary"], seeds.get(n)).items()) for n in names}
 
 
 def time_dataset(pipe, name: str, args) -> float:
     """Seconds per sample and denoising step of collecting ``name`` (the second of two runs)."""
     spec = build_spec(name, "paper", 1)
+    spec.classes = list(spec.classes)[:args.items]  # a few items of the same kind: one seed, the first classes
     options = CollectOptions(steps=args.steps, batch_size=args.items, height=args.size, width=args.size)
     times = []
     for _ in range(2):
         folder = Path(tempfile.mkdtemp(prefix="bench-probe-"))
         try:
-            trimmed = _trimmed(spec, args.items)
             start = time.perf_counter()
-            collect(pipe, trimmed, folder, options)
+            collect(pipe, spec, folder, options)
             times.append(time.perf_counter() - start)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     return times[-1] / (args.items * args.steps)
-
-
-def _trimmed(spec, items: int):
-    """The spec with only its first ``items`` classes, one seed: a few items of the same kind."""
-    spec.classes = list(spec.classes)[:items]
-    return spec
 
 
 def main() -> None:

@@ -80,9 +80,9 @@ def paper_table(result: dict) -> tuple[str, dict[str, list[float]]] | None:
 
 
 def comparison_rows(header: list[str], rows: list[list], paper: dict[str, list[float]]) -> list[list]:
-    """Our row, the paper's row and the difference (ours - paper) for every class both tables have; ``header``
-    and ``rows`` are ``accuracy_table``'s (fractions), compared over ``Layer 1..16`` and ``Avg.``."""
-    width = LAYERS + 1
+    """Our row, the paper's row and the difference (ours - paper) for every class both tables have; ``rows`` are
+    ``accuracy_table``'s (fractions), compared over ``header``'s columns after the class (``Layer 1..16``, ``Avg.``)."""
+    width = len(header) - 1
     out = []
     for row in rows:
         theirs = paper.get(row[0])

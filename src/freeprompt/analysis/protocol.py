@@ -111,17 +111,24 @@ def run_config(config: dict, out: Path | None = None, seeds_override: int | None
     return write_report(results, root / "report", datasets=mean_map_sets, vocabulary=vocab)
 
 
+def dataset_names(experiments: list[dict]) -> list[str]:
+    """The datasets the experiments train and test on, each once, in order of first use."""
+    names = []
+    for exp in experiments:
+        names += [exp[key] for key in ("train", "test") if exp.get(key) and exp[key] not in names]
+    return names
+
+
 def _checked(config: dict):
     """``(experiments, dataset names in order, CollectOptions, ProbeConfig)`` of a config, or a one-line error."""
     unknown = sorted(set(config) - KNOWN_KEYS)
     if unknown:
         raise BadInput(f"unknown config key(s) {', '.join(unknown)}", f"use {', '.join(sorted(KNOWN_KEYS))}")
     experiments = config.get("experiments") or DEFAULT_EXPERIMENTS
-    names = []
     for exp in experiments:
         if "name" not in exp or "train" not in exp:
             raise BadInput(f"experiment {exp} needs a name and a train dataset", "write e.g. {name='x', train='color'}")
-        names += [exp[key] for key in ("train", "test") if exp.get(key) and exp[key] not in names]
+    names = dataset_names(experiments)
     seeds = config.get("seeds") or {}
     if not isinstance(seeds, (dict, int)) or isinstance(seeds, bool):
         raise BadInput(f"config: seeds must be a number or a table of dataset = number, got {seeds!r}",
@@ -179,5 +186,5 @@ def _joined(value) -> str | None:
     return ",".join(value) if isinstance(value, (list, tuple)) else str(value)
 
 
-__all__ = ["DEFAULT_EXPERIMENTS", "KNOWN_KEYS", "PRESETS", "preset", "read_config", "run_config", "vocabulary",
-           "wait_for_datasets"]
+__all__ = ["DEFAULT_EXPERIMENTS", "KNOWN_KEYS", "PRESETS", "dataset_names", "preset", "read_config", "run_config",
+           "vocabulary", "wait_for_datasets"]

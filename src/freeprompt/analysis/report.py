@@ -102,20 +102,16 @@ def write_table(result: dict, out: "str | Path", probe: str = "authors", heatmap
     paper = paper_table(result) if probe == "authors" else None
     if paper:
         paths["paper_csv"] = out / f"{stem}.paper.csv"
-        compared = comparison_rows(header, rows, paper[1])
-        write_csv(paths["paper_csv"], header[:class_layer_avg_columns(header)], compared)
+        columns = header[:header.index("Avg.") + 1]  # the paper's columns: class, layers, Avg. (no All)
+        compared = comparison_rows(columns, rows, paper[1])
+        write_csv(paths["paper_csv"], columns, compared)
         text += (f"\nBeside the paper's {paper[0]} (SD1.x, the paper's vocabulary; difference = ours - paper):\n\n"
-                 + markdown_table(header[:class_layer_avg_columns(header)], compared) + "\n")
+                 + markdown_table(columns, compared) + "\n")
     paths["md"].write_text(text)
     if heatmap_png:
         paths["png"] = out / f"{stem}.png"
         heatmap(header, rows, paths["png"], f"{result['experiment']}: {PROBE_TITLES.get(probe, probe)}")
     return paths
-
-
-def class_layer_avg_columns(header: list[str]) -> int:
-    """How many leading columns of ``header`` are the class, the layers and ``Avg.`` (without ``All``)."""
-    return header.index("Avg.") + 1
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -269,8 +265,7 @@ def write_result(result: dict, out: "str | Path") -> Path:
     out = Path(out)
     path = out if out.suffix == ".json" else out / f"{slug(result['experiment'])}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {k: v for k, v in result.items() if k != "check"}
-    write_json(path, {**data, "check": json_check(data)}, indent=1)
+    write_json(path, {**result, "check": json_check(result)}, indent=1)
     return path
 
 
