@@ -60,7 +60,7 @@ def _pipeline(args):
 def _inputs(pipe, args):
     import torch
 
-    from freeprompt.attention.recorder import word_token_indices
+    from freeprompt.attention.tokens import word_token_indices
     from freeprompt.diffusion import encode_prompts, initial_latents, latent_shape
 
     noun = "circle" if args.arch == "shapes" else "car"

@@ -32,6 +32,7 @@ class Spec:
     step: int = 0
     step_maps: list = field(default_factory=list)  # this step's watched maps (MasaCtrl)
     blend_sum: dict = field(default_factory=dict)  # cond row -> summed word map over steps (local blend)
+    record: dict | None = None  # {"kind": "cross" or "self", "sums": {}, "calls": {}}: the maps each call used
 
     def halves(self):
         return [0, self.prompts] if self.guided else [0]
@@ -62,8 +63,19 @@ class Materialising:
             probs = self._edit_self(probs)
             out = torch.einsum("bhij,bhjd->bhid", probs, v)
             out = self._masked(q, k, v, out, n)
+        self._record(probs)
         out = out.permute(0, 2, 1, 3).reshape(b, n, h * d)
         return attn.to_out[1](attn.to_out[0](out))
+
+    def _record(self, probs):
+        """The head-averaged maps of the conditional rows, as the call used them, summed per layer."""
+        rec = self.spec.record
+        if rec is None or rec["kind"] != ("cross" if self.is_cross else "self"):
+            return
+        assert self.is_cross or self.spec.masactrl_mask is None, "masked rows' maps are not recorded here"
+        rows = list(range(self.spec.cond(), self.spec.cond() + self.spec.prompts))
+        rec["sums"][self.name] = rec["sums"].get(self.name, 0) + probs[rows].mean(1)
+        rec["calls"][self.name] = rec["calls"].get(self.name, 0) + 1
 
     def _on(self, rule):
         return rule is not None and self.name in rule[0] and self.spec.step in rule[1]

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "freeprompt"
 # Floors from the ground up; a module may import its own subpackage and any lower floor, never a higher or
 # a sibling floor's package. ``None`` marks the package's top level (``freeprompt/__init__.py``, ``__main__``).
 FLOORS = [
-    {"errors"},
+    {"errors", "lazy"},
     {"io"},
     {"diffusion"},
     {"models", "shapes"},

@@ -10,7 +10,7 @@ from method_reference import Spec, blend_latents, feature_hook, installed
 from freeprompt.attention import StepRange, discover_layers
 from freeprompt.diffusion import StepHooks, ddim_scheduler, encode_prompts, initial_latents, latent_shape, sample
 from freeprompt.editing.generated import edit
-from freeprompt.editing.methods import FPE, P2P, MasaCtrl, Plain, PnP, method_named
+from freeprompt.editing.methods import FPE, P2P, MasaCtrl, Plain, PnP, build_method
 from freeprompt.editing.methods.p2p import align, refine_mapper, replace_mapper, reweight_scale
 from freeprompt.errors import BadInput
 
@@ -74,7 +74,8 @@ def check(pipe, prompts, method, spec, feature=None, guidance=7.5, size=SIZE):
 
 def ids_mapper(pipe, mode, source, target):
     fn = replace_mapper if mode == "replace" else refine_mapper
-    return fn(pipe.tokenizer, source, target, 77)
+    mapper, alpha = fn(pipe.tokenizer, source, target, 77)
+    return torch.tensor(mapper), torch.tensor(alpha)
 
 
 # ------------------------------------------------------------------------------------------ Prompt-to-Prompt
@@ -100,12 +101,12 @@ def test_p2p_reweight_and_local_blend_equal_reference(tiny_pipe64):
     pipe = tiny_pipe64
     prompts = ["a photo of a cat on a sofa", "a photo of a dog on a sofa"]
     mapper, alpha = ids_mapper(pipe, "replace", *prompts)
-    scale = reweight_scale(pipe.tokenizer, prompts[1], (("dog", 3.0),), 77)
+    scale = torch.tensor(reweight_scale(pipe.tokenizer, prompts[1], (("dog", 3.0),), 77))
     assert scale.tolist().count(3.0) == 1 and scale.sum().item() == 76 + 3.0
     tokens = {2: [5], 3: [5]}  # "cat" and "dog" are token 5 (BOS 0) of each prompt; cond rows 2 and 3
     spec = Spec(2, p2p_cross=(step_set("0:0.8"), mapper[None], alpha[None], scale[None]),
                 p2p_self=(names(pipe, "self", "<=16x16"), step_set("0:0.4")),
-                blend=(quarter(pipe), tokens, 0.97, step_set("0:1")))
+                blend=(quarter(pipe), tokens, 0.97, step_set("0.2:1")))  # the released code's start_blend=0.2
     method = P2P(reweight=(("dog", 3.0),), blend=("cat", "dog"), blend_threshold=0.97)
     got = check(pipe, prompts, method, spec, size=128)
     unblended = ours(pipe, prompts, P2P(reweight=(("dog", 3.0),)), size=128)
@@ -119,15 +120,15 @@ def test_alignment_of_prompts_of_different_lengths(tiny_pipe):
     assert align([1, 2, 3, 4], [1, 3, 4]) == [0, 2, 3]  # a dropped source token
     mapper, alpha = refine_mapper(tok, "a red car", "a big red car", 77)
     # BOS a big red car EOS -> BOS a (new) red car EOS
-    assert mapper[:6].tolist()[:2] == [0, 1] and alpha[:6].tolist() == [1, 1, 0, 1, 1, 1]
-    assert mapper[3:6].tolist() == [2, 3, 4] and mapper[10].item() == 10 and alpha[10].item() == 1
+    assert mapper[:2] == [0, 1] and alpha[:6] == [1, 1, 0, 1, 1, 1]
+    assert mapper[3:6] == [2, 3, 4] and mapper[10] == 10 and alpha[10] == 1
 
 
 @pytest.mark.parametrize("options,message", [
     ({}, "same number of tokens"),
     ({"mode": "refine", "reweight": (("zebra", 2.0),)}, "zebra"),
     ({"mode": "refine", "blend": ("cat",)}, "one word per prompt"),
-    ({"mode": "swap"}, "unknown Prompt-to-Prompt mode"),
+    ({"mode": "swap"}, "P2P's mode: unknown value 'swap'"),
     ({"mode": "refine", "cross_replace": "0:1.2"}, "cross-replace steps"),
     ({"mode": "refine", "blend_threshold": 2.0}, "blend threshold"),
     ({"masactrl": True, "mask_words": ("cat", "tiger")}, "tiger"),
@@ -191,17 +192,17 @@ def test_fpe_plus_p2p_equals_reference_and_overlaps_are_refused(tiny_pipe64):
     mapper, alpha = ids_mapper(pipe, "replace", *prompts)
     spec = Spec(2, fpe=(names(pipe, "self", "4-14"), step_set("0:0.6"), False),
                 p2p_cross=(step_set("0:0.8"), mapper[None], alpha[None], torch.ones(1, 77)))
-    method = method_named("fpe+p2p", fpe={"self_replace": "0:0.6", "layers": "4-14"})
+    method = build_method("fpe+p2p", {"self_replace": "0:0.6", "layers": "4-14"})
     check(pipe, prompts, method, spec)
     with pytest.raises(BadInput, match="both edit self-attention layer"):
-        ours(pipe, prompts, method_named("fpe+p2p", p2p={"self_replace": "0:0.4"}))
+        ours(pipe, prompts, build_method("fpe+p2p", {"p2p_self_replace": "0:0.4"}))
 
 
 def test_method_names_and_fpe_options(tiny_pipe):
-    assert method_named("p2p") == P2P() and method_named("plain") == Plain()
-    assert method_named("masactrl", masactrl={"steps": "0:1"}) == MasaCtrl(steps="0:1")
+    assert build_method("p2p") == P2P() and build_method("plain") == Plain()
+    assert build_method("masactrl", {"masactrl_steps": "0:1"}) == MasaCtrl(steps="0:1")
     with pytest.raises(BadInput, match="unknown or repeated method"):
-        method_named("fpe+fpe")
+        build_method("fpe+fpe")
     with pytest.raises(BadInput, match="given beside method"):
         edit(tiny_pipe, "a cat", ["a dog"], method=P2P(), self_replace="0:0.5", steps=2, height=SIZE, width=SIZE)
     a = edit(tiny_pipe, "a cat", ["a dog"], self_replace="0:0.5", layers="4-14", steps=2, height=SIZE, width=SIZE,
@@ -212,7 +213,7 @@ def test_method_names_and_fpe_options(tiny_pipe):
 
 
 @pytest.mark.parametrize("method", [P2P(blend=("circle", "circle")), MasaCtrl(mask_words=("circle", "circle")),
-                                    PnP(), method_named("fpe+p2p")])
+                                    PnP(), build_method("fpe+p2p")])
 def test_every_method_edits_real_images_and_keeps_the_reconstruction(tiny_pipe, method):
     from PIL import Image
 

@@ -13,7 +13,7 @@ from freeprompt.attention import StepRange, discover_layers
 from freeprompt.diffusion import StepCallback, ddim_scheduler, encode_prompts, initial_latents, latent_shape, sample
 from freeprompt.editing.generated import edit
 from freeprompt.editing.inversion import invert, reconstruct
-from freeprompt.editing.methods import P2P, MasaCtrl, PnP, method_named
+from freeprompt.editing.methods import P2P, MasaCtrl, PnP, build_method
 from freeprompt.editing.real import edit_real
 from freeprompt.errors import ModelLoadError
 from freeprompt.models.loading import load_pipeline
@@ -94,14 +94,14 @@ def test_our_loop_matches_the_diffusers_pipeline(pipe):
 
 
 @pytest.mark.parametrize("method", [P2P(), P2P(mode="refine", blend=("car", "truck")), MasaCtrl(), PnP(),
-                                    method_named("fpe+p2p"), MasaCtrl(mask_words=("car", "truck"))])
+                                    build_method("fpe+p2p"), MasaCtrl(mask_words=("car", "truck"))])
 def test_every_method_runs(pipe, method):
     prompts = ["a red car", "a blue truck"]
     if method.name == "p2p" and method.mode == "replace":
         prompts = ["a red car", "a blue car"]
     out = edit(pipe, prompts[0], prompts[1:], method=method, seed=1, steps=STEPS, height=SIZE, width=SIZE,
                progress=False)
-    plain = edit(pipe, prompts[0], prompts[1:], method=method_named("plain"), seed=1, steps=STEPS, height=SIZE,
+    plain = edit(pipe, prompts[0], prompts[1:], method=build_method("plain"), seed=1, steps=STEPS, height=SIZE,
                  width=SIZE, progress=False)
     assert torch.isfinite(out.latents).all() and (out.latents[1] - plain.latents[1]).abs().max().item() > 1e-4
     assert out.params["edited_layers"]

@@ -23,7 +23,7 @@ from PIL import Image
 
 from freeprompt.diffusion import encode_text
 from freeprompt.editing.cache import CacheWarning, InversionCache, default_cache_dir
-from freeprompt.editing.inversion import METHODS, ddim_invert, invert, null_text_optimise, reconstruct
+from freeprompt.editing.inversion import INVERSIONS, ddim_invert, invert, null_text_optimise, reconstruct
 from freeprompt.editing.real import edit_real
 from freeprompt.errors import BadInput
 from freeprompt.shapes import world
@@ -278,7 +278,7 @@ def test_fixture_model_colour_edit_per_inversion():
         sample = world.random_sample(seed, size=64, template="simple", color="red", shape="circle")
         image = Image.fromarray(sample.image)
         src_mask = oracle.color_mask(sample.image, "red")
-        for method in METHODS:
+        for method in INVERSIONS:
             result = edit_real(pipe, image, "a red circle", ["a blue circle"], inversion=method, steps=steps,
                                guidance=guidance, progress=False, model_key="shapes")
             target = np.asarray(result.images[1])

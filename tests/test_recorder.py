@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from freeprompt.attention import discover_layers, installed_processors
-from freeprompt.attention.recorder import pool_factors, prompt_tokens, record_attention, word_token_indices
+from freeprompt.attention.recorder import pool_factors, record_attention
+from freeprompt.attention.tokens import prompt_tokens, word_token_indices
 from freeprompt.diffusion import StepCallback, ddim_scheduler, encode_prompts, initial_latents, latent_shape, sample
 from freeprompt.errors import BadInput
 
@@ -181,12 +182,16 @@ def test_bad_input_is_one_line(tiny_pipe):
     # a step subset without the sampler reporting steps
     emb = encode_prompts(tiny_pipe, ["a red car"], "", True, "cpu")
     noise = initial_latents(0, (1, 4, 8, 8), "cpu", torch.float32)
+    with record_attention(tiny_pipe, tokens=[2], steps=[0]) as rec:
+        sample(tiny_pipe.unet, ddim_scheduler(), noise, emb, 1, 7.5)  # no hooks: no step is known, none recorded
     with pytest.raises(BadInput) as err:
-        with record_attention(tiny_pipe, tokens=[2], steps=[0]):
-            sample(tiny_pipe.unet, ddim_scheduler(), noise, emb, 1, 7.5)
+        rec.maps()
     assert "hooks=[rec]" in str(err.value)
+    with pytest.raises(BadInput):
+        with record_attention(tiny_pipe, tokens=[99]) as rec:
+            sample(tiny_pipe.unet, ddim_scheduler(), noise, emb, 1, 7.5, hooks=[rec])
     before = dict(tiny_pipe.unet.attn_processors)
-    assert all(type(p).__name__ != "RecordingProcessor" for p in before.values())  # restored after the error
+    assert all(type(p).__name__ != "LayerProcessor" for p in before.values())  # restored after the error
     with pytest.raises(BadInput):
         with record_attention(tiny_pipe, tokens=[99]) as rec:
             sample(tiny_pipe.unet, ddim_scheduler(), noise, emb, 1, 7.5, hooks=[rec])
@@ -210,8 +215,8 @@ def test_default_processor_path_equals_wrapped_path(tiny_pipe64):
         noise = torch.cat([initial_latents(7 + i, shape, "cpu", pipe.unet.dtype) for i in range(len(prompts))])
         emb = encode_prompts(pipe, prompts, "", True, "cpu")
         with record_attention(pipe, kind=kind, **extra) as rec:
-            assert all(type(p.original).__name__ == "AttnProcessor2_0" for key, p in pipe.unet.attn_processors.items()
-                       if type(p).__name__ == "RecordingProcessor")
+            ours = [p for p in pipe.unet.attn_processors.values() if type(p).__name__ == "LayerProcessor"]
+            assert ours and all(type(p.original).__name__ == "AttnProcessor2_0" for p in ours)
             final = sample(pipe.unet, ddim_scheduler(pipe.scheduler.config), noise, emb, STEPS, 7.5, hooks=[rec])
         assert torch.equal(final, plain)  # the same operations in the same order: bitwise equal
         for label in (["target", "a"] if kind == "cross" else [None]):

@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from freeprompt.attention import DEFAULT_SELF_REPLACE
+from freeprompt.editing.methods import FPE
+
+DEFAULT_SELF_REPLACE = str(FPE().self_replace)  # FPE's declared default
 from freeprompt.diffusion import ddim_scheduler, decode
 from freeprompt.editing.generated import edit
 from freeprompt.evaluation.shapes_bench import LOST_IOU, edit_items, score_edit

@@ -34,7 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from freeprompt.attention import DEFAULT_SELF_REPLACE
+from freeprompt.editing.methods import FPE
+
+DEFAULT_SELF_REPLACE = str(FPE().self_replace)  # FPE's declared default
 from freeprompt.attention.layers import discover_layers
 from freeprompt.attention.processors import (
     attention_input,

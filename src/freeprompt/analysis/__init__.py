@@ -14,7 +14,8 @@
     maps = rec.maps()        # {layer name: (1, h, w)}, averaged over heads and steps, conditional branch
 """
 
-from ..attention.recorder import AttentionRecorder, pool_factors, prompt_tokens, record_attention, word_token_indices
+from ..attention.recorder import AttentionRecorder, pool_factors, record_attention
+from ..attention.tokens import prompt_tokens, word_token_indices
 from .collect import CollectOptions, collect
 from .datasets import open_dataset
 from .probes import ProbeConfig, run_probes

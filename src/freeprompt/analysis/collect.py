@@ -22,7 +22,8 @@ from typing import Callable
 import torch
 
 from ..attention import StepRange, discover_layers
-from ..attention.recorder import layer_layout, pooled_grid, record_attention, word_token_indices
+from ..attention.recorder import layer_layout, pooled_grid, record_attention
+from ..attention.tokens import word_token_indices
 from ..diffusion import check_steps, ddim_scheduler, encode_prompts, image_size, initial_latents, latent_shape, sample
 from ..errors import BadInput
 from ..io.outputs import write_json

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import BadInput, first_line
-from ..models.loading import DEFAULT_MODEL, load_pipeline, process_device
+from ..models.loading import load_pipeline, process_device
+from ..models.names import PAPER_MODEL
 from .collect import CollectOptions, collect, distributed_position
 from .datasets import open_dataset, write_index
 from .probes import ProbeConfig, run_probes
@@ -79,7 +80,7 @@ def preset(name: str) -> dict:
     10 colours x 100 objects x 2 seeds)."""
     if name not in PRESETS:
         raise BadInput(f"unknown preset {name!r}", f"use {' or '.join(PRESETS)}")
-    config = {"model": "shapes" if name == "shapes" else DEFAULT_MODEL,
+    config = {"model": "shapes" if name == "shapes" else PAPER_MODEL,
               "vocabulary": name, "out": f"probe-{name}", "experiments": DEFAULT_EXPERIMENTS}
     if name == "shapes":
         config["seeds"] = {"color_object": 28}

@@ -1,6 +1,6 @@
 """Installing an ``EditControl`` on a UNet for one sampling run, in the spirit of DAAM's ``trace``: inside the
-block every edited or watched attention layer has an ``EditProcessor`` (through diffusers'
-``set_attn_processor``) and every feature injection a forward hook; on exit, also after an error, the original
+block every edited or watched attention layer has a ``LayerProcessor`` with the control attached (through diffusers'
+``set_attn_processor``, shared with any recording running at the same time) and every feature injection a forward hook; on exit, also after an error, the original
 processors come back and the hooks are removed."""
 
 from __future__ import annotations
@@ -11,23 +11,20 @@ from typing import Iterator
 import torch
 
 from ..errors import BadInput
-from .control import EditControl, FeatureRule
+from .control import EditControl
+from .rules import FeatureRule
 from .layers import LayerRegistry
-from .processors import EditProcessor, installed_processors
+from .processors import attached
 
 
 @contextmanager
 def controlled(unet, registry: LayerRegistry, control: EditControl) -> Iterator[EditControl]:
     """Run ``control``'s edits while the block runs (pass the control to ``sample`` as a hook)."""
-    originals = unet.attn_processors
-    replacements = {}
-    for name in sorted(control.layer_names):
-        layer = registry.by_name(name)
-        replacements[layer.processor_key] = EditProcessor(layer, control, originals[layer.processor_key])
+    layers = [registry.by_name(name) for name in sorted(control.layer_names)]
     modules = [(feature, feature_module(unet, feature.module)) for feature in control.features]
     handles = []
     try:
-        with installed_processors(unet, replacements):
+        with attached(unet, layers, control=control):
             handles = [module.register_forward_hook(_injector(control, feature)) for feature, module in modules]
             yield control
     finally:

@@ -68,7 +68,8 @@ class LayerSpec:
         if spec is None:
             return cls("all", everything=True)
         if not isinstance(spec, str):
-            return cls(str(sorted({int(i) for i in spec})), indices=frozenset(int(i) for i in spec))
+            indices = frozenset(int(i) for i in spec)
+            return cls(_spelled(sorted(indices)), indices=indices)
         text = spec.strip().lower().replace(" ", "")
         if text in ("all", "*"):
             return cls(spec, everything=True)
@@ -81,6 +82,9 @@ class LayerSpec:
         if text[0].isalpha():
             return cls(spec, blocks=_parse_blocks(text, spec))
         return cls(spec, indices=frozenset(_parse_indices(text, spec)))
+
+    def __str__(self) -> str:
+        return self.text
 
     def chooses(self, index: int, tokens: int | None, place: str | None = None, block: int | None = None) -> bool:
         """Whether the layer with this 1-based index, this many tokens and this block (None: unknown) is selected."""
@@ -128,6 +132,17 @@ def _parse_blocks(text: str, original: str) -> frozenset[tuple[str, int | None]]
             raise BadInput(f"cannot read layer spec {original!r}", SPEC_HELP)
         blocks.add((m.group(1), int(m.group(2)) if m.group(2) is not None and m.group(1) != "mid" else None))
     return frozenset(blocks)
+
+
+def _spelled(indices: list[int]) -> str:
+    """Sorted indices as an index spec that reads back the same: ``1,3,5-7`` (``none`` when empty)."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and runs[-1][1] == i - 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in runs) or "none"
 
 
 def _ranges(indices: list[int]) -> str:

@@ -1,12 +1,13 @@
 """Recording attention maps during generation, only in the layers asked for.
 
-``record_attention`` is a context manager in the spirit of DAAM's ``trace``: it wraps the processors of the
-chosen layers with recording processors and always restores them on exit; every other layer keeps its own
-processor (SDPA). The hidden states a recording processor returns are exactly those of plain generation: when
-the processor it replaced is diffusers' default ``AttnProcessor2_0`` it performs that processor's computation
-itself (the same operations in the same order) and reuses the queries and keys for the map; any other processor
-is called as is, and queries and keys are projected again for the recorded rows only. The maps,
-softmax(QK^T * scale), are built head by head for the recorded rows only.
+``record_attention`` is a context manager in the spirit of DAAM's ``trace``: it attaches the recorder to the
+chosen layers' ``LayerProcessor`` (``processors.py``) and always detaches it on exit; every other layer keeps its
+own processor. The layer's processor computes the output (with no edit running: exactly plain generation's, the
+same operations in the same order as diffusers' default ``AttnProcessor2_0``; a processor freeprompt did not write
+is called as is and queries and keys are projected again) and hands the recorder what it attended with, so under an
+edit the recorder sees the maps the edit actually used (a replaced cross-attention map, the source's
+self-attention map in a target's row), in every step. The maps, softmax(QK^T * scale), are built head by head for
+the recorded rows only.
 
     with record_attention(pipe, kind="cross", tokens=[[2], [2]]) as rec:
         sample(pipe.unet, scheduler, latents, embeddings, 50, 7.5, hooks=[rec])
@@ -38,52 +39,19 @@ What is recorded
 from __future__ import annotations
 
 from contextlib import contextmanager
-from functools import lru_cache
 from typing import Iterable, Iterator, Mapping, Sequence
 
 import torch
 
-from ..diffusion.sampler import StepHooks
+from ..diffusion.hooks import StepHooks
 from ..errors import BadInput
 from .layers import AttentionLayer, discover_layers
-from .processors import installed_processors, prepared_mask, row_queries_keys, sdpa_attention
+from .processors import attached
 from .steps import StepRange
+from .tokens import word_token_indices
 
 BRANCHES = ("cond", "uncond", "all")
 DEFAULT_LABEL = "tokens"
-
-
-# --------------------------------------------------------------------------------------------- words -> tokens
-
-def prompt_tokens(tokenizer, prompt: str) -> list[str]:
-    """The prompt's tokens as the text encoder sees them, BOS first (readable: ``</w>`` stripped)."""
-    ids = tokenizer(prompt, truncation=False, add_special_tokens=True)["input_ids"]
-    return [t.replace("</w>", "") for t in tokenizer.convert_ids_to_tokens(ids)]
-
-
-def word_token_indices(tokenizer, prompt: str, word: str, occurrence: int | None = 0) -> list[int]:
-    """Positions of ``word``'s sub-tokens in the encoded ``prompt`` (position 0 is the BOS token, so these index
-    the text encoder's output directly). ``occurrence`` picks which occurrence when the word appears several
-    times (0: the first; ``None``: all of them). ``word`` may be several words ("fire hydrant")."""
-    if not isinstance(word, str) or not word.strip():
-        raise BadInput("the word to record is empty", "give a word of the prompt, e.g. 'red'")
-    ids = tokenizer(prompt, truncation=False, add_special_tokens=True)["input_ids"]
-    sub = tokenizer(word.strip(), add_special_tokens=False)["input_ids"]
-    starts = [i for i in range(1, len(ids) - len(sub) + 1) if ids[i:i + len(sub)] == sub]
-    if not starts:
-        shown = ", ".join(prompt_tokens(tokenizer, prompt)[1:-1])
-        raise BadInput(f"the word {word!r} is not among the tokens of the prompt {prompt!r} ({shown})",
-                       "give a word that occurs in the prompt, spelled as one of those tokens")
-    limit = getattr(tokenizer, "model_max_length", 77)
-    chosen = starts if occurrence is None else [starts[min(occurrence, len(starts) - 1)]]
-    if occurrence is not None and occurrence >= len(starts):
-        raise BadInput(f"the word {word!r} occurs {len(starts)} time(s) in {prompt!r}, not {occurrence + 1}",
-                       f"use an occurrence below {len(starts)}")
-    positions = [s + j for s in chosen for j in range(len(sub))]
-    if max(positions) >= limit - 1:
-        raise BadInput(f"the word {word!r} lies beyond the text encoder's {limit} tokens in {prompt!r}",
-                       "shorten the prompt")
-    return positions
 
 
 # ------------------------------------------------------------------------------------------------ pooling
@@ -212,7 +180,7 @@ class AttentionRecorder(StepHooks):
         one set of positions was given), or ``(rows, T, h, w)`` when ``tokens=None``. Self: ``(rows, n, n)``."""
         if not self.calls:
             raise BadInput("nothing was recorded", "generate inside the 'with record_attention(...)' block "
-                           "(and, with a step subset, pass hooks=[rec] to the sampler)")
+                           "(and, with a step subset, pass hooks=[rec] to the sampler: sample(..., hooks=[rec]))")
         index = None
         if self.kind == "cross" and self._tokens is not None:
             if label is None:
@@ -269,13 +237,15 @@ class AttentionRecorder(StepHooks):
         return slice(0, batch)
 
     def recording_now(self) -> bool:
-        """Whether the current step is one of the recorded steps."""
+        """Whether the current UNet call belongs to one of the recorded steps: with a step subset, only calls inside
+        a sampling run that reports its steps to this recorder (``hooks=[rec]``) are recorded, so an inversion or
+        a check run in the same block is not."""
         if self._steps is None:
             return True
-        if self._step is None:
-            raise BadInput("a step subset was chosen but the sampler does not report steps",
-                           "pass hooks=[rec] to the sampler (freeprompt.diffusion.sample)")
-        return self._step in self._steps
+        return self._step is not None and self._step in self._steps
+
+    def end_run(self) -> None:
+        self._step = None
 
     def _grid(self, layer: AttentionLayer, tokens: int) -> tuple[int, int]:
         cached = self._grid_cache.get(layer.name)
@@ -326,31 +296,35 @@ class AttentionRecorder(StepHooks):
         if self._step is not None:
             self.steps_seen.add(self._step)
 
-    def record(self, layer: AttentionLayer, attn, hidden_states, encoder_hidden_states, attention_mask, temb):
-        """Compute and add this call's map (the output was already produced by the wrapped processor)."""
+    def observe(self, layer: AttentionLayer, attn, computed) -> None:
+        """Add this call's map of the recorded rows, as it was computed (``kernels.Computed``: an edited map
+        included) to ``layer``'s sum; the layer's processor calls it after computing the output."""
         if not self.recording_now():
             return
-        rows = self.rows_of(hidden_states.shape[0])
+        rows = list(range(computed.rows))[self.rows_of(computed.rows)]
         with torch.no_grad():
-            query, key, mask = _queries_keys(attn, hidden_states, encoder_hidden_states, attention_mask, temb, rows)
-            self.add_map(layer, attn, query, key, mask)
+            edited = {i: computed.edited[r].mean(0) for i, r in enumerate(rows) if r in computed.edited}
+            self.add_map(layer, attn, computed.query[rows], computed.key[rows], computed.masks(rows), edited)
 
-    def add_map(self, layer: AttentionLayer, attn, query, key, mask) -> None:
-        """Add the map of recorded rows' queries and keys (rows, heads, tokens, head_dim) to ``layer``'s sum."""
+    def add_map(self, layer: AttentionLayer, attn, query, key, mask, edited: dict | None = None) -> None:
+        """Add the map of recorded rows' queries and keys (rows, heads, tokens, head_dim) to ``layer``'s sum;
+        ``edited`` gives the head-averaged map of rows whose map was edited after the softmax (cross only)."""
         with torch.no_grad():
             dtype = torch.promote_types(query.dtype, torch.float32)
             query, key = query.to(dtype), key.to(dtype)
             tokens = query.shape[2]
             grid = self._grid(layer, tokens)
             if self.kind == "cross":
-                value = self._cross_map(query, key, mask, attn.scale)
+                value = self._cross_map(query, key, mask, attn.scale, edited or {})
                 self.grids[layer.name] = grid
+            elif edited:
+                raise RuntimeError("an edited self-attention map cannot be recorded")
             else:
                 value, pooled = self._self_map(layer, query, key, mask, attn.scale, grid)
                 self.grids[layer.name] = pooled
         self._accumulate(layer, value)
 
-    def _cross_map(self, query, key, mask, scale) -> torch.Tensor:
+    def _cross_map(self, query, key, mask, scale, edited: dict) -> torch.Tensor:
         r, heads, n, _ = query.shape
         t = key.shape[2]
         group = max(1, min(heads, self.max_chunk_elements // max(1, r * n * t)))
@@ -362,6 +336,8 @@ class AttentionRecorder(StepHooks):
             part = scores.softmax(dim=-1).sum(dim=1)  # (r, n, t)
             total = part if total is None else total + part
         mean = total / heads
+        for i, edited_map in edited.items():
+            mean[i] = edited_map.to(mean)
         if self._tokens is None:
             return mean  # (r, n, t)
         weights = self._token_weights(r, t, mean.device, mean.dtype)
@@ -395,52 +371,6 @@ class AttentionRecorder(StepHooks):
                 acc[:, (c0 // band) * pw:(c1 // band) * pw] += probs.reshape(r, -1, m)
         acc /= heads * fh * fw
         return acc, (ph, pw)
-
-
-def _queries_keys(attn, hidden_states, encoder_hidden_states, attention_mask, temb, rows):
-    """Queries and keys (rows, heads, tokens, head_dim) of the chosen rows, prepared exactly as diffusers'
-    ``AttnProcessor2_0`` prepares them, and the additive mask (rows, heads, 1 or q, keys) if any."""
-    query, key = row_queries_keys(attn, hidden_states, encoder_hidden_states, rows, temb)
-    full = prepared_mask(attn, attention_mask, key.shape[2], hidden_states.shape[0])
-    return query, key, None if full is None else _additive(full[rows], query)
-
-
-class RecordingProcessor:
-    """Calls the processor it replaced (so the output is plain attention's), then records this call's map."""
-
-    def __init__(self, layer: AttentionLayer, recorder: AttentionRecorder, original):
-        self.layer = layer
-        self.recorder = recorder
-        self.original = original
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args,
-                 **kwargs):
-        rec = self.recorder
-        if type(self.original) is _default_processor() and not args and not kwargs:
-            # the default processor: the same computation here, so queries and keys are projected once
-            if not rec.recording_now():
-                return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
-            rows = rec.rows_of(hidden_states.shape[0])
-            out, query, key, mask = sdpa_attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
-            mask = None if mask is None else _additive(mask[rows], query)
-            rec.add_map(self.layer, attn, query[rows], key[rows], mask)
-            return out
-        out = self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
-        rec.record(self.layer, attn, hidden_states, encoder_hidden_states, attention_mask, temb)
-        return out
-
-
-@lru_cache(maxsize=1)
-def _default_processor():
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
-    return AttnProcessor2_0
-
-
-def _additive(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    if mask.dtype == torch.bool:
-        mask = torch.zeros_like(mask, dtype=like.dtype).masked_fill(~mask, float("-inf"))
-    return mask.to(torch.promote_types(like.dtype, torch.float32))
 
 
 @contextmanager
@@ -484,11 +414,8 @@ def record_attention(
             recorder.see_latents(sample.shape[-2:])
 
     hook = unet.register_forward_pre_hook(remember_size, with_kwargs=True)
-    originals = unet.attn_processors
-    replacements = {layer.processor_key: RecordingProcessor(layer, recorder, originals[layer.processor_key])
-                    for layer in chosen}
     try:
-        with installed_processors(unet, replacements):
+        with attached(unet, chosen, observer=recorder):
             yield recorder
     finally:
         hook.remove()
@@ -506,7 +433,4 @@ def layer_layout(unet, latent_hw: tuple[int, int], kind: str | None = None) -> l
     return rows
 
 
-__all__ = [
-    "AttentionRecorder", "RecordingProcessor", "layer_layout", "pool_factors", "pooled_grid", "prompt_tokens",
-    "record_attention", "word_token_indices",
-]
+__all__ = ["AttentionRecorder", "layer_layout", "pool_factors", "pooled_grid", "record_attention"]

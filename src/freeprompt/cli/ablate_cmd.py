@@ -7,41 +7,55 @@ from typing import Optional
 
 import typer
 
-from .options import MODEL_HELP, count_option, guidance_option, seed_option, steps_option
+from .loading import load_model
+from .options import (
+    device_option,
+    dtype_option,
+    guidance_option,
+    limit_option,
+    model_option,
+    old_spelling,
+    quiet_option,
+    renamed,
+    seed_option,
+    steps_option,
+)
 
 
 def ablate(
     out: Path = typer.Option(..., "--out", "-o", help="results folder (resumes an earlier run with the same settings)"),
-    model: str = typer.Option("shapes", "--model", "-m", help=MODEL_HELP),
+    model: str = model_option(),
     source: Optional[str] = typer.Option(None, "--source", "-s",
                                          help="source prompt [default: seeded shapes-world swaps, scored by the oracle]"),
     target: Optional[list[str]] = typer.Option(None, "--target", "-t", help="target prompt (repeat), with --source"),
-    items: int = count_option(4, "shapes-world swaps (half colour, half shape), or seeds per target prompt", 1,
-                              10_000),
+    items: int = limit_option("shapes-world swaps (half colour, half shape), or seeds per target prompt", 4, 10_000),
     seed: int = seed_option(0, "seed of the item list, or the first seed with --source"),
     types: str = typer.Option("cross,self,both", help="replacement types: cross, self, both (self + cross at 0:0.8)"),
     layers: Optional[list[str]] = typer.Option(None, help="a layer set (repeat) [default: all, 4-14, <=32x32]"),
     ratios: str = typer.Option("0.1:0.9:0.1", help="replace ratios r (steps 0:r): START:STOP:STEP or a,b,c"),
     steps: Optional[int] = steps_option(),
     guidance: Optional[float] = guidance_option(),
-    device: str = typer.Option("auto", help="auto, cuda, mps or cpu"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    device: str = device_option(),
+    dtype: str = dtype_option(),
+    quiet: bool = quiet_option(),
+    items_old: Optional[int] = old_spelling("--items", min=1, max=10_000),
 ):
     """Replace cross-attention maps, self-attention maps or both, by replace ratio and layer set: Figs 10-11 of the
     paper, with the oracle's scores under every cell on the shapes fixture."""
     from ..errors import BadInput
     from ..evaluation import ablation as ab
     from ..io.outputs import check_output_folder
-    from ..models.loading import load_pipeline, resolve_device
+    from ..models.loading import resolve_device, resolve_dtype
 
+    items = renamed(items, items_old, "--items", "--limit")
     check_output_folder(out, resumable=True)
-    resolve_device(device)
+    resolve_device(device), resolve_dtype(dtype)
     cells = ab.grid([t.strip() for t in types.split(",") if t.strip()], list(layers or ab.DEFAULT_LAYER_SETS),
                     ab.parse_ratios(ratios))
     if (source is None) != (not target):
         raise BadInput("--source and --target go together", "give both, or neither for the shapes-world swaps")
     chosen = _items(source, target, items, seed)
-    loaded = load_pipeline(model, device=device)
+    loaded = load_model(model, device=device, dtype=dtype)
     steps, guidance = loaded.setting("steps", steps, 50), loaded.setting("guidance", guidance, 7.5)
     bar = None if quiet else _bar(len(cells) * len(chosen))
     rows = ab.run_ablation(loaded.pipe, chosen, cells, out, steps, guidance, model=model,
@@ -59,7 +73,7 @@ def _items(source, targets, count: int, seed: int) -> list:
     from ..evaluation import shapes_bench as sb
 
     if count < 1:
-        raise BadInput(f"--items must be at least 1, got {count}", "use e.g. --items 4")
+        raise BadInput(f"--limit must be at least 1, got {count}", "use e.g. --limit 4")
     if source is not None:
         return [ab.AblationItem(f"{i}-{s}", s, source, t) for s in range(seed, seed + count) for i, t in
                 enumerate(targets)]

@@ -7,86 +7,89 @@ from typing import Optional
 
 import typer
 
-from ..attention import DEFAULT_LAYERS, DEFAULT_SELF_REPLACE
 from ..errors import BadInput
-from .options import count_option, guidance_option, not_empty, seed_option, steps_option
+from .loading import load_model
+from .options import (
+    count_option,
+    device_option,
+    dtype_option,
+    guidance_option,
+    model_option,
+    not_empty,
+    old_spelling,
+    quiet_option,
+    renamed,
+    seed_option,
+    steps_option,
+)
 
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that score edits.")
-
-
-def methods_from(names: str, self_replace: str | None = None, layers: str | None = None) -> dict:
-    """``{name: Method}`` for the comma-separated names; FPE (also inside a combination) with the FPE options."""
-    from ..editing.methods import method_named
-
-    chosen = {}
-    for name in _words(names) or []:
-        given = {"self_replace": self_replace, "layers": layers}
-        fpe = {k: v for k, v in given.items() if v is not None} if "fpe" in name.split("+") else {}
-        chosen[name] = method_named(name, fpe=fpe)
-    if not chosen:
-        raise BadInput("no method given", "use e.g. --methods fpe,p2p,masactrl,pnp,plain")
-    return chosen
-
-
-def _words(text: Optional[str]) -> Optional[list[str]]:
-    return [w.strip() for w in text.split(",") if w.strip()] if text else None
 
 
 def word_list(text: Optional[str], flag: str) -> Optional[list[str]]:
     """A comma-separated list option: None when not given; a given but empty list is refused (it would silently
     mean every word)."""
-    return _words(not_empty(text, flag))
+    text = not_empty(text, flag)
+    return [w.strip() for w in text.split(",") if w.strip()] if text else None
 
 
-@bench_app.command("shapes")
 def shapes(
     out: Path = typer.Option(..., "--out", "-o", help="results folder (resumes an earlier run with the same settings)"),
-    model: str = typer.Option("shapes", "--model", "-m", help="a model trained on the shapes world"),
+    model: str = model_option("a model trained on the shapes world, e.g. shapes (the bundled fixture)"),
     color_edits: int = count_option(80, "number of colour-swap edits", high=100_000),
     shape_edits: int = count_option(40, "number of shape-swap edits", high=100_000),
     generation: int = count_option(200, "samples for the generation check (0 to skip)", high=100_000),
     steps: Optional[int] = steps_option(),
     guidance: Optional[float] = guidance_option(),
-    methods: str = typer.Option("fpe,plain", help="comma-separated editing methods: fpe, p2p, masactrl, pnp, plain, "
-                                "fpe+p2p (each with its defaults)"),
-    self_replace: str = typer.Option(DEFAULT_SELF_REPLACE, help="FPE step range"),
-    layers: str = typer.Option(DEFAULT_LAYERS, help="FPE self-attention layers"),
     colors: Optional[str] = typer.Option(None, help="comma-separated colour words [default: all 10]"),
     shape_words: Optional[str] = typer.Option(None, "--shapes", help="comma-separated shape words [default: all]"),
     templates: str = typer.Option("simple", help="comma-separated caption templates (simple, park, photo, ...)"),
     seed: int = seed_option(0, "seed of the item list"),
-    device: str = typer.Option("auto", help="auto, cuda, mps or cpu"),
+    device: str = device_option(),
+    dtype: str = dtype_option(),
+    quiet: bool = quiet_option(),
+    methods_old: Optional[str] = old_spelling("--methods"),
+    method: str = "fpe,plain",
+    method_options: Optional[dict] = None,
 ):
-    """Colour and shape swaps with FPE and with plain regeneration, scored by the shapes oracle."""
-    from tqdm.auto import tqdm
+    """Colour and shape swaps with every method asked for, scored by the shapes oracle."""
+    from ..editing.methods import build_methods
 
-    from ..evaluation import shapes_bench as sb
-    from ..io.outputs import check_output_folder
-    from ..models.loading import load_pipeline, resolve_device
-
-    check_output_folder(out, resumable=True)
-    resolve_device(device)
-    chosen = methods_from(methods, self_replace, layers)
-    template_list = _words(templates) or []
+    chosen = build_methods(renamed(method, methods_old, "--methods", "--method"), method_options)
     if color_edits + shape_edits == 0:
         raise BadInput("--color-edits and --shape-edits are both 0", "ask for at least one edit")
-    items = sb.edit_items(color_edits, shape_edits, seed, word_list(colors, "--colors"),
-                          word_list(shape_words, "--shapes"), tuple(template_list))
-    loaded = load_pipeline(model, device=device)
+    from ..evaluation import shapes_bench as sb
+    from ..io.outputs import check_output_folder
+    from ..models.loading import resolve_device, resolve_dtype
+
+    check_output_folder(out, resumable=True)
+    resolve_device(device), resolve_dtype(dtype)
+    template_list = [w.strip() for w in templates.split(",") if w.strip()]  # checked by edit_items
+    colour_words, shape_list = word_list(colors, "--colors"), word_list(shape_words, "--shapes")
+    items = sb.edit_items(color_edits, shape_edits, seed, colour_words, shape_list, tuple(template_list))
+    loaded = load_model(model, device=device, dtype=dtype)
     steps, guidance = loaded.setting("steps", steps, 50), loaded.setting("guidance", guidance, 7.5)
-    bars = []  # opened at the first finished item, so a refused folder prints only its one-line error
+    progress = None if quiet else _bar()
+    rows = sb.run_edits(loaded.pipe, items, out, steps, guidance, chosen, progress=progress, model=model)
+    gen = sb.generation_check(loaded.pipe, generation, steps, guidance, colors=colour_words,
+                              shapes=shape_list) if generation else None
+    params = {"model": loaded.info, "steps": steps, "guidance": guidance,
+              "methods": {name: m.options() for name, m in chosen.items()}, "color_edits": color_edits,
+              "shape_edits": shape_edits, "generation": generation, "seed": seed, "templates": template_list}
+    typer.echo(sb.write_report(out, rows, gen, params))
+
+
+def _bar():
+    """A progress callback ``(done, total)`` whose bar opens at the first finished item, so a refused folder prints
+    only its one-line error."""
+    from tqdm.auto import tqdm
+
+    bars: list = []
 
     def progress(n: int, total: int) -> None:
         if not bars:
             bars.append(tqdm(total=total, desc="edits", unit="item"))
         bars[0].update(n - bars[0].n)
+        if n == total:
+            bars[0].close()
 
-    rows = sb.run_edits(loaded.pipe, items, out, steps, guidance, chosen, progress=progress, model=model)
-    for bar in bars:
-        bar.close()
-    gen = sb.generation_check(loaded.pipe, generation, steps, guidance, colors=word_list(colors, "--colors"),
-                              shapes=word_list(shape_words, "--shapes")) if generation else None
-    params = {"model": loaded.info, "steps": steps, "guidance": guidance,
-              "methods": {name: m.options() for name, m in chosen.items()}, "color_edits": color_edits, "shape_edits": shape_edits, "generation": generation, "seed": seed,
-              "templates": template_list}
-    typer.echo(sb.write_report(out, rows, gen, params))
+    return progress

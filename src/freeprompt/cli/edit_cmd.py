@@ -9,13 +9,16 @@ from typing import Optional
 import typer
 
 from ..errors import BadInput
-from .method_options import MethodOptions, method_option, opt
+from .loading import load_model
+from ..editing.methods import build_methods
 from .options import (
     CONFIG_HELP,
-    DEFAULT_MODEL,
-    MODEL_HELP,
     REVISION_HELP,
+    device_option,
+    dtype_option,
     guidance_option,
+    model_option,
+    quiet_option,
     seed_option,
     side_option,
     steps_option,
@@ -27,71 +30,60 @@ def edit(
     target: list[str] = typer.Option(..., "--target", "-t", help="target prompt (repeat for several)"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder (new or empty; see --overwrite)"),
     overwrite: bool = typer.Option(False, help="replace an earlier run's output folder"),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
+    model: str = model_option(),
     seed: int = seed_option(0, "seed of the initial noise shared by source and targets"),
     latents: Optional[Path] = typer.Option(None, help="initial noise from a .safetensors file instead of --seed"),
     steps: Optional[int] = steps_option(),
     guidance: Optional[float] = guidance_option(),
     negative: str = typer.Option("", help="negative prompt"),
-    method: str = method_option(),
-    self_replace: Optional[str] = opt("self_replace"),
-    layers: Optional[str] = opt("layers"),
-    edit_uncond: Optional[bool] = opt("edit_uncond", "--edit-uncond/--no-edit-uncond"),
-    cross_replace: Optional[str] = opt("cross_replace"),
-    p2p_mode: Optional[str] = opt("p2p_mode"),
-    p2p_self_replace: Optional[str] = opt("p2p_self_replace"),
-    p2p_self_layers: Optional[str] = opt("p2p_self_layers"),
-    reweight: Optional[list[str]] = opt("reweight"),
-    blend: Optional[list[str]] = opt("blend"),
-    blend_threshold: Optional[float] = opt("blend_threshold"),
-    blend_steps: Optional[str] = opt("blend_steps"),
-    masactrl_steps: Optional[str] = opt("masactrl_steps"),
-    masactrl_layers: Optional[str] = opt("masactrl_layers"),
-    mask_word: Optional[list[str]] = opt("mask_word"),
-    mask_threshold: Optional[float] = opt("mask_threshold"),
-    pnp_feature_steps: Optional[str] = opt("pnp_feature_steps"),
-    pnp_attention_steps: Optional[str] = opt("pnp_attention_steps"),
-    pnp_layers: Optional[str] = opt("pnp_layers"),
-    pnp_feature_block: Optional[str] = opt("pnp_feature_block"),
     height: Optional[int] = side_option("image height (multiple of 8) [default: the model's]"),
     width: Optional[int] = side_option("image width (multiple of 8) [default: the model's]"),
     save_latents: bool = typer.Option(False, help="also write the final latents to latents.safetensors"),
-    device: str = typer.Option("auto", help="auto, cuda, mps or cpu"),
-    dtype: str = typer.Option("fp32", help="fp32, fp16 or bf16"),
+    device: str = device_option(),
+    dtype: str = dtype_option(),
     allow_pickle: bool = typer.Option(False, help="allow pickle checkpoints (.ckpt/.bin), which can run code"),
     config: Optional[str] = typer.Option(None, help=CONFIG_HELP),
     revision: Optional[str] = typer.Option(None, help=REVISION_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    quiet: bool = quiet_option(),
     image: Optional[Path] = typer.Option(None, "--image", "-i", help="edit this photo instead of a generated image"),
     inversion: str = typer.Option("direct", help="with --image: direct, ddim, null-text or negative-prompt"),
     resize: str = typer.Option("crop", help="with --image: crop (centre), pad (white) or fit (stretch) to the model size"),
     cache_dir: Optional[Path] = typer.Option(None, help="with --image: inversion cache [default: "
                                              "$FREEPROMPT_CACHE/inversions, else ~/.cache/freeprompt/inversions]"),
     no_cache: bool = typer.Option(False, "--no-cache", help="with --image: always invert afresh"),
+    method: str = "fpe",
+    method_options: Optional[dict] = None,
 ):
-    """Edit a generated image (or a photo with --image); by default FPE: targets reuse the source's self-attention."""
+    """Edit a generated image (or a photo with --image); by default FPE: targets reuse the source's self-attention.
+    Several methods (--method fpe,p2p,plain) edit the same noise side by side, each in its own subfolder."""
+    chosen = build_methods(method, method_options)  # every check that needs no model comes before the model loads
     from ..diffusion import check_size
-    from ..io.outputs import check_output_folder, save_edit
-    from ..models.loading import load_pipeline, resolve_device, resolve_dtype
+    from ..io.outputs import check_output_folder, save_comparison, save_edit
+    from ..models.loading import resolve_device, resolve_dtype
 
-    check_output_folder(out, overwrite)  # everything is checked before the model is loaded
+    check_output_folder(out, overwrite)
     _check_inputs(source, target, image, inversion, resize, latents, negative)
     check_size(height, width), resolve_device(device), resolve_dtype(dtype)
-    chosen = MethodOptions(**{k: v for k, v in locals().items() if k in MethodOptions.__dataclass_fields__}).build()
     start = time.perf_counter()
-    loaded = load_pipeline(model, device, dtype, allow_pickle, revision=revision, config=config)
+    loaded = load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle, revision=revision, config=config)
     load_s = time.perf_counter() - start
     run, size = _settings(loaded, steps, guidance, height, width)
-    run.update(method=chosen, progress=not quiet)
-    if image is None:
-        result = _edit_generated(loaded.pipe, source, target, seed, latents, negative, run, size)
-        extra = {"latents_file": str(latents) if latents else None}
+    run["progress"] = not quiet
+    extra = {"latents_file": str(latents) if latents else None} if image is None else {"image": str(image)}
+    results = {}
+    for name, chosen_method in chosen.items():
+        run["method"] = chosen_method
+        if image is None:
+            results[name] = _edit_generated(loaded.pipe, source, target, seed, latents, negative, run, size)
+        else:
+            results[name] = _edit_photo(loaded, image, source, target, inversion, resize, cache_dir, no_cache, run,
+                                        size)
+        results[name].timings["load_s"] = load_s
+    if len(results) == 1:
+        save_edit(next(iter(results.values())), out, model=loaded.info, save_latents=save_latents, extra=extra)
     else:
-        result = _edit_photo(loaded, image, source, target, inversion, resize, cache_dir, no_cache, run, size)
-        extra = {"image": str(image)}
-    result.timings["load_s"] = load_s
-    save_edit(result, out, model=loaded.info, save_latents=save_latents, extra=extra)
-    typer.echo(_written(out, result))
+        save_comparison(results, out, model=loaded.info, save_latents=save_latents, extra=extra)
+    typer.echo(_written(out, results))
 
 
 def _settings(loaded, steps, guidance, height, width) -> tuple[dict, dict]:
@@ -105,12 +97,12 @@ def _check_inputs(source, targets, image, inversion, resize, latents, negative) 
     from ..diffusion import require_text
 
     from ..editing.images import check_resize_mode
-    from ..editing.inversion import check_method
+    from ..editing.inversion import check_inversion
 
     for i, text in enumerate([source, *targets]):
         if i or image is None:  # a photo may be inverted with the empty source prompt, as the official code does
             require_text(text, "source prompt" if i == 0 else f"target prompt {i}")
-    check_method(inversion)  # typos are caught with or without --image
+    check_inversion(inversion)  # typos are caught with or without --image
     check_resize_mode(resize)
     if latents is not None and not latents.is_file():
         what = "is a folder" if latents.is_dir() else "does not exist"
@@ -149,7 +141,10 @@ def _edit_photo(loaded, image_path, source, targets, inversion, resize, cache_di
     return result
 
 
-def _written(out: Path, result) -> str:
+def _written(out: Path, results: dict) -> str:
+    if len(results) > 1:
+        return f"wrote {out}/grid.png, run.json and a folder per method: {', '.join(results)}"
+    result = next(iter(results.values()))
     targets = ", ".join(f"target_{i}.png" for i in range(1, len(result.images)))
     if result.input_image is None:
         return f"wrote {out}/source.png, {targets}, grid.png, run.json"
@@ -158,20 +153,22 @@ def _written(out: Path, result) -> str:
 
 
 def layers(
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
+    model: str = model_option(),
     height: Optional[int] = typer.Option(None, help="image height [default: the model's]"),
     width: Optional[int] = typer.Option(None, help="image width [default: the model's]"),
     select: Optional[str] = typer.Option(None, help="mark the self-attention layers a --layers spec selects"),
     allow_pickle: bool = typer.Option(False, help="allow pickle checkpoints"),
     config: Optional[str] = typer.Option(None, help=CONFIG_HELP),
     revision: Optional[str] = typer.Option(None, help=REVISION_HELP),
+    device: str = device_option(),
+    dtype: str = dtype_option(),
 ):
     """Print the attention layers of a model's UNet: kind, index in forward order, place, token grid."""
     from ..attention import discover_layers
     from ..diffusion import latent_shape
-    from ..models.loading import load_pipeline
 
-    pipe = load_pipeline(model, device="cpu", allow_pickle=allow_pickle, revision=revision, config=config).pipe
+    pipe = load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle, revision=revision,
+                         config=config).pipe
     latent_hw = latent_shape(pipe, height, width)[2:]
     registry = discover_layers(pipe.unet)
     chosen = {layer.name for layer in registry.select(select, "self", latent_hw)} if select else set()

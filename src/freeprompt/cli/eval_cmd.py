@@ -5,10 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 
-from .options import MODEL_HELP, count_option, guidance_option, seed_option, steps_option
+from .loading import load_model
+from .options import (
+    device_option,
+    dtype_option,
+    guidance_option,
+    limit_option,
+    model_option,
+    quiet_option,
+    seed_option,
+    steps_option,
+)
 
 DATASET_HELP = ("car-fake-edit, car-real-edit, imagenet-fake-edit, imagenet-real-edit (the paper's), pie-bench, "
                 "custom, shapes-fake-edit, shapes-real-edit")
@@ -17,9 +26,7 @@ DATASET_HELP = ("car-fake-edit, car-real-edit, imagenet-fake-edit, imagenet-real
 def evaluate(
     dataset: str = typer.Argument(..., help=DATASET_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="results folder (resumes an earlier run with the same settings)"),
-    model: str = typer.Option("shapes", "--model", "-m", help=MODEL_HELP),
-    method: str = typer.Option("fpe", "--method", help="comma-separated methods: fpe, p2p, masactrl, pnp, plain, "
-                               "fpe+p2p (each with its defaults)"),
+    model: str = model_option(),
     data: Optional[Path] = typer.Option(None, help="the dataset's file (the paper's JSON, PIE-Bench's "
                                         "mapping_file.json, or your JSON/CSV)"),
     images: Optional[Path] = typer.Option(None, help="folder of the real images, by the names in the file"),
@@ -29,33 +36,37 @@ def evaluate(
     clip: Optional[str] = typer.Option(None, help="CLIP for CS/CDS: a hub id or path, or 'shapes' [default: shapes "
                                        "on the shapes fixture, else openai/clip-vit-large-patch14]"),
     dino: str = typer.Option("facebook/dino-vitb8", help="DINO ViT for the structure distance"),
-    limit: Optional[int] = count_option(None, "at most this many sources (quick runs)", 1, 10**7),
+    limit: Optional[int] = limit_option("at most this many sources (quick runs)", high=10**7),
     steps: Optional[int] = steps_option(),
     guidance: Optional[float] = guidance_option(),
     seed: int = seed_option(0, "first seed (every source gets its own)"),
     num_shards: Optional[int] = typer.Option(None, help="processes splitting the work [the launcher's WORLD_SIZE]"),
     shard_index: Optional[int] = typer.Option(None, help="this process's index [the launcher's RANK]"),
-    device: str = typer.Option("auto", help="auto, cuda, mps or cpu"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    device: str = device_option(),
+    dtype: str = dtype_option(),
+    quiet: bool = quiet_option(),
+    method: str = "fpe",
+    method_options: Optional[dict] = None,
 ):
     """Run editing methods over an edit dataset and score every edit (CLIP score, directional similarity, structure
     and background metrics, the shapes oracle); writes items.csv, summary.md, metrics.png, examples/."""
+    from ..editing.methods import build_methods
+
+    chosen = build_methods(method, method_options)
     from ..analysis.collect import distributed_position
     from ..editing.cache import InversionCache
-    from ..editing.inversion import check_method
+    from ..editing.inversion import check_inversion
     from ..evaluation import edit_sets, eval_report, runner
     from ..io.outputs import check_output_folder
-    from ..models.loading import load_pipeline, process_device, resolve_device
-    from .bench_cmd import methods_from
+    from ..models.loading import process_device, resolve_device, resolve_dtype
 
     check_output_folder(out, resumable=True)
-    check_method(inversion)
-    resolve_device(device)
-    chosen = methods_from(method)
+    check_inversion(inversion)
+    resolve_device(device), resolve_dtype(dtype)
     wanted = runner.check_metrics(metrics.split(",")) if metrics else None
     shards, index = distributed_position(num_shards, shard_index)
     cases = edit_sets.load(dataset, data, images, limit, seed)
-    loaded = load_pipeline(model, device=process_device(device))
+    loaded = load_model(model, device=process_device(device), dtype=dtype)
     steps, guidance = loaded.setting("steps", steps, 50), loaded.setting("guidance", guidance, 7.5)
     scorers = _scorers(wanted, clip or ("shapes" if model == "shapes" else None), dino, loaded.info["device"], cases)
     settings = {"dataset": dataset, "data": str(data) if data else None, "model": model, "steps": steps,
@@ -101,6 +112,8 @@ def _scorers(wanted, clip_name, dino, device, cases):
             names = [n for n in names if n not in needed]
             continue
         clip, structure = (model, structure) if metric == "clip" else (clip, model)
+    import numpy as np
+
     if "lpips" in names and mt.lpips_distance(*[np.zeros((8, 8, 3), np.uint8)] * 2) is None:
         notes.append(mt.LPIPS_NOTE)
         names.remove("lpips")

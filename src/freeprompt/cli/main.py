@@ -1,10 +1,12 @@
 """The ``freeprompt`` command: the typer app, its commands (each in its own module, which knows nothing of the
 app) and the one place where failures become one-line messages. Every user-facing failure is one line on stderr
-with exit status 2; ``--debug`` shows the traceback."""
+with exit status 2; ``--debug`` shows the traceback.
+
+Only typer and the commands' option declarations are imported before the command line is read, so a usage error
+costs no torch import; each command imports what it runs, and loads its model through ``loading.load_model``."""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import warnings
@@ -18,46 +20,37 @@ from typer.exceptions import TyperException  # noqa: E402
 
 from ..errors import FreepromptError, first_line  # noqa: E402
 from .ablate_cmd import ablate  # noqa: E402
-from .bench_cmd import bench_app  # noqa: E402
+from .bench_cmd import shapes  # noqa: E402
 from .edit_cmd import edit, layers  # noqa: E402
 from .eval_cmd import evaluate  # noqa: E402
+from .method_options import with_method_options  # noqa: E402
+from .methods_cmd import methods  # noqa: E402
 from .probe_cmd import probe_app  # noqa: E402
 from .ui_cmd import ui  # noqa: E402
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
-                  help="Free-Prompt-Editing and attention analysis for Stable Diffusion models.")
-app.command()(edit)
-app.command()(layers)
-app.command()(ablate)
-app.command("eval")(evaluate)
-app.command()(ui)
-app.add_typer(bench_app, name="bench")
-app.add_typer(probe_app, name="probe")
+
+def build_app() -> typer.Typer:
+    """The app, with every registered editing method's options (a method registered before this call is in it)."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None,
+                      help="Free-Prompt-Editing and attention analysis for Stable Diffusion models.")
+    app.command()(with_method_options(edit))
+    app.command()(layers)
+    app.command()(methods)
+    app.command()(ablate)
+    app.command("eval")(with_method_options(evaluate))
+    app.command()(ui)
+    bench = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Benchmarks that score edits.")
+    bench.command("shapes")(with_method_options(shapes, default="fpe,plain"))
+    app.add_typer(bench, name="bench")
+    app.add_typer(probe_app, name="probe")
+    return app
+
+
+app = build_app()
 
 
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
     print(f"freeprompt: warning: {message}", file=sys.stderr)
-
-
-class _OneLineHandler(logging.Handler):
-    """A library's log record as one prefixed line on the current stderr."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = " ".join(record.getMessage().split())
-        print(f"freeprompt: {record.name.split('.')[0]} {record.levelname.lower()}: {text}", file=sys.stderr)
-
-
-def _prefixed_library_logs() -> None:
-    """diffusers' and transformers' own log messages (errors only, unless DIFFUSERS_VERBOSITY /
-    TRANSFORMERS_VERBOSITY say otherwise) as one prefixed line each, like freeprompt's."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    for name, library in (("diffusers", diffusers_logging), ("transformers", transformers_logging)):
-        library.get_verbosity()  # configures the library's root logger and its default handler
-        library.disable_default_handler()
-        if not any(isinstance(h, _OneLineHandler) for h in logging.getLogger(name).handlers):
-            library.add_handler(_OneLineHandler())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,9 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     if debug:
         argv.remove("--debug")
     warnings.showwarning = _one_line_warnings
-    _prefixed_library_logs()
     try:
-        code = app(args=argv or ["--help"], prog_name="freeprompt", standalone_mode=False)
+        code = build_app()(args=argv or ["--help"], prog_name="freeprompt", standalone_mode=False)
     except (click.exceptions.Exit, typer.Exit) as exc:
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, typer.Abort):
@@ -115,7 +107,8 @@ def _command(argv: list[str]) -> str:
     return "".join(w + " " for w in words if w in _COMMAND_WORDS)
 
 
-_COMMAND_WORDS = {"edit", "layers", "ablate", "eval", "ui", "bench", "shapes", "probe", "collect", "train", "report", "run"}
+_COMMAND_WORDS = {"edit", "layers", "methods", "ablate", "eval", "ui", "bench", "shapes", "probe", "collect", "train",
+                  "report", "run"}
 
 
 def _out_of_memory(exc: BaseException) -> bool:

@@ -4,14 +4,18 @@ checked by typer before anything is loaded (a usage error: one line, exit status
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional
 
 import typer
 
 from ..diffusion.latents import MAX_SIDE
-from ..models.loading import DEFAULT_MODEL
+from ..models.names import DEFAULT_MODEL
 
-MODEL_HELP = "hub id, local diffusers folder, .safetensors file, or 'shapes' (the bundled fixture)"
+MODEL_HELP = ("hub id, local diffusers folder, .safetensors file, or 'shapes' (the bundled fixture) [default: "
+              f"{DEFAULT_MODEL}; $FREEPROMPT_MODEL sets it for every command]")
+DEVICE_HELP = "auto, cuda, cuda:N, mps or cpu"
+DTYPE_HELP = "fp32, fp16 or bf16"
 CONFIG_HELP = "diffusers folder or hub id with the config of a single-file model"
 REVISION_HELP = "hub revision (branch, tag or commit)"
 MAX_SEED = 2**63 - 1
@@ -54,10 +58,45 @@ def count_option(default: Optional[int], help: str, low: int = 0, high: int = 1_
     return typer.Option(default, min=low, max=high, help=help)
 
 
+def model_option(help: str = MODEL_HELP) -> str:
+    """--model: the same default in every command."""
+    return typer.Option(DEFAULT_MODEL, "--model", "-m", help=help, show_default=False)
+
+
+def device_option() -> str:
+    return typer.Option("auto", help=DEVICE_HELP)
+
+
+def dtype_option() -> str:
+    return typer.Option("fp32", help=DTYPE_HELP)
+
+
+def quiet_option() -> bool:
+    return typer.Option(False, "--quiet", "-q", help="no progress bar")
+
+
+def limit_option(help: str, default: Optional[int] = None, high: int = 10**6) -> Optional[int]:
+    """--limit: how many items a run takes (every command's one name for it)."""
+    return typer.Option(default, "--limit", min=1, max=high, help=help)
+
+
+def old_spelling(flag: str, **bounds):
+    """A renamed option's old spelling: hidden from --help, still read (see ``renamed``)."""
+    return typer.Option(None, flag, hidden=True, **bounds)
+
+
+def renamed(value, old_value, old: str, new: str):
+    """The value of an option given under its old spelling (with a one-line warning), else ``value``."""
+    if old_value is None:
+        return value
+    warnings.warn(f"{old} is now called {new}; the old name will go in a later release", FutureWarning, stacklevel=2)
+    return old_value
+
+
 def real_option(default: float, help: str, low: float, high: float):
     return typer.Option(default, min=low, max=high, callback=finite, help=help)
 
 
-__all__ = ["CONFIG_HELP", "DEFAULT_MODEL", "MAX_SEED", "MODEL_HELP", "REVISION_HELP", "count_option", "finite",
-           "not_empty",
-           "guidance_option", "real_option", "seed_option", "side_option", "steps_option"]
+__all__ = ["CONFIG_HELP", "DEFAULT_MODEL", "DEVICE_HELP", "DTYPE_HELP", "MAX_SEED", "MODEL_HELP", "REVISION_HELP",
+           "count_option", "device_option", "dtype_option", "finite", "guidance_option", "limit_option", "model_option",
+           "not_empty", "old_spelling", "quiet_option", "renamed", "real_option", "seed_option", "side_option", "steps_option"]

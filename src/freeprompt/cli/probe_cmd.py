@@ -19,28 +19,31 @@ from typing import Optional
 import typer
 
 from ..errors import BadInput
+from .loading import load_model, prefixed_library_logs
 from .options import (
     CONFIG_HELP,
-    DEFAULT_MODEL,
-    MODEL_HELP,
     REVISION_HELP,
     count_option,
+    device_option,
+    dtype_option,
     guidance_option,
+    model_option,
     not_empty,
+    quiet_option,
     real_option,
     seed_option,
     side_option,
     steps_option,
 )
 
-probe_app = typer.Typer(no_args_is_help=True, help="Probing analysis: collect attention maps, train probes, report.")
+probe_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Probing analysis: collect attention maps, train probes, report.")
 
 
 @probe_app.command("collect")
 def collect_cmd(
     dataset: str = typer.Argument(..., help="color, color_object, animal, complex, self_color or self_animal"),
     out: Path = typer.Option(..., "--out", "-o", help="dataset folder (created; an existing one is resumed)"),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
+    model: str = model_option(),
     vocab: str = typer.Option("paper", help="word lists: paper or shapes"),
     colors: Optional[str] = typer.Option(None, help="colour list: a,b,c or @file (one word per line)"),
     animals: Optional[str] = typer.Option(None, help="animal list: a,b,c or @file"),
@@ -61,18 +64,18 @@ def collect_cmd(
     store_dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16 [cross float32, self float16]"),
     num_shards: Optional[int] = typer.Option(None, help="processes splitting the work [the launcher's WORLD_SIZE, else 1]"),
     shard_index: Optional[int] = typer.Option(None, help="this process's index [the launcher's RANK, else 0]"),
-    device: str = typer.Option("auto", help="auto, cuda, mps or cpu"),
-    dtype: str = typer.Option("fp32", help="fp32, fp16 or bf16"),
+    device: str = device_option(),
+    dtype: str = dtype_option(),
     allow_pickle: bool = typer.Option(False, help="allow pickle checkpoints"),
     config: Optional[str] = typer.Option(None, help=CONFIG_HELP),
     revision: Optional[str] = typer.Option(None, help=REVISION_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    quiet: bool = quiet_option(),
 ):
     """Generate a prompt family and store its attention maps (resumable, shardable)."""
     from ..analysis.collect import CollectOptions, collect
     from ..analysis.protocol import vocabulary
     from ..analysis.specs import build_spec
-    from ..models.loading import load_pipeline, process_device
+    from ..models.loading import process_device
 
     from ..attention import StepRange
     from ..diffusion import check_size
@@ -87,7 +90,7 @@ def collect_cmd(
             raise BadInput(f"--record-steps: {err.problem}", "e.g. --record-steps 0:0.5") from None
     spec = build_spec(dataset, vocabulary(vocab, not_empty(colors, "--colors"), not_empty(animals, "--animals"),
                                           not_empty(objects, "--objects"), noun), seeds, first_seed)
-    loaded = load_pipeline(model, device=process_device(device), dtype=dtype, allow_pickle=allow_pickle,
+    loaded = load_model(model, device=process_device(device), dtype=dtype, allow_pickle=allow_pickle,
                            revision=revision, config=config)
     options = CollectOptions(
         steps=loaded.setting("steps", steps, 50), guidance=loaded.setting("guidance", guidance, 7.5),
@@ -198,5 +201,6 @@ def run_cmd(
     if (config is None) == (preset_name is None):
         raise BadInput("give either a CONFIG file or --preset", "e.g. freeprompt probe run --preset shapes")
     data = preset(preset_name) if preset_name else read_config(config)
+    prefixed_library_logs()
     report = run_config(data, out, seeds, quiet, echo=typer.echo)
     typer.echo(f"wrote {report}")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import BadInput
+
+if TYPE_CHECKING:
+    import torch
 
 BYTES_PER_PIXEL = 8 * 1024  # a generous estimate of one image row's activation memory per pixel (fp32, SDPA)
 MIN_BUDGET = 1024 * 1024  # the budget never falls below one megapixel (SDXL's native 1024 x 1024)
@@ -71,6 +73,6 @@ def check_latents(latents: torch.Tensor, shape) -> torch.Tensor:
     if tuple(latents.shape) != tuple(shape):
         raise BadInput(f"the given latents have shape {tuple(latents.shape)} but this model and size need "
                        f"{tuple(shape)}", "pass latents of that shape or change --height/--width")
-    if not torch.isfinite(latents).all():
+    if not latents.isfinite().all():
         raise BadInput("the given latents hold NaN or infinite values", "pass finite noise, e.g. from --save-latents")
     return latents

@@ -15,6 +15,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from ..errors import BadInput
+from .hooks import StepHooks
 from .prompts import Conditioning, as_conditioning
 
 # The official FPE code's scheduler: SD's training betas, no clipping, final alpha from the schedule.
@@ -72,37 +73,6 @@ def step_bar(progress: bool | Callable, total: int, desc: str) -> Callable | Non
     return lambda it: tqdm(it, total=total, desc=desc, unit="step", leave=False)
 
 
-class StepHooks:
-    """What a sampling run may do around step ``i`` (0-based); the defaults do nothing. Subclass and override.
-
-    * ``begin_step(i)``: before the UNet call of step ``i`` (edit controls and recorders learn the step here;
-      nothing infers it by counting attention calls);
-    * ``conditioning(i, conditioning)``: the UNet's ``Conditioning`` for step ``i`` (e.g. null-text inversion's
-      per-step unconditional rows); return it unchanged otherwise;
-    * ``after_step(i, latents)``: the latents after step ``i`` (e.g. pinning a branch to an inversion
-      trajectory); return ``latents`` unchanged otherwise.
-    """
-
-    def begin_step(self, step: int) -> None:
-        pass
-
-    def conditioning(self, step: int, conditioning: Conditioning) -> Conditioning:
-        return conditioning
-
-    def after_step(self, step: int, latents: torch.Tensor) -> torch.Tensor:
-        return latents
-
-
-class StepCallback(StepHooks):
-    """Hooks that only call ``callback(i)`` before step ``i`` (progress reports, custom bookkeeping)."""
-
-    def __init__(self, callback: Callable[[int], None]):
-        self.callback = callback
-
-    def begin_step(self, step: int) -> None:
-        self.callback(step)
-
-
 @torch.no_grad()
 def sample(
     unet,
@@ -137,6 +107,8 @@ def sample(
         latents = scheduler.step(noise, t, latents, return_dict=False)[0]
         for hook in hooks:
             latents = hook.after_step(i, latents)
+    for hook in hooks:
+        hook.end_run()
     return latents
 
 

@@ -31,6 +31,7 @@ from ..diffusion import (
 )
 from ..diffusion import decode as decode_latents
 from ..errors import BadInput
+from ..models.loading import unet_family
 from .inversion import InversionResult
 from .methods import FPE, Method, MethodContext
 
@@ -95,9 +96,10 @@ def edit(
     noise = _start_noise(pipe, shape, seed, latents, inversion, source, steps, guidance)
     registry = discover_layers(pipe.unet)
     layout = BatchLayout.one_source(len(targets), guidance=guidance > 1.0)
-    ctx = MethodContext(pipe.unet, pipe.tokenizer, tuple(prompts), layout, registry, tuple(shape[2:]), steps)
+    ctx = MethodContext(pipe.unet, pipe.tokenizer, tuple(prompts), layout, registry, tuple(shape[2:]), steps,
+                        "sdxl" if unet_family(pipe.unet) == "sdxl" else "sd")
     plan = method.plan(ctx)
-    control = EditControl(layout, plan.rules, steps, shape[2:], plan.watches, plan.latent_hooks, plan.features)
+    control = EditControl(layout, plan.rules, steps, shape[2:], plan.watches, plan.blends, plan.features)
     pinned = [inversion.hooks(pipe.unet.device, pipe.unet.dtype)] if inversion else []  # before a local blend
     timings: dict[str, float] = {}
     with controlled(pipe.unet, registry, control):
@@ -115,9 +117,7 @@ def _method(method, self_replace, layers, edit_unconditional) -> Method:
     fpe_options = {key: value for key, value in (("self_replace", self_replace), ("layers", layers),
                                                  ("edit_unconditional", edit_unconditional)) if value is not None}
     if method is None:
-        if isinstance(fpe_options.get("layers"), list):
-            fpe_options["layers"] = tuple(fpe_options["layers"])
-        return FPE(**{k: str(v) if k == "self_replace" else v for k, v in fpe_options.items()})
+        return FPE(**fpe_options)
     if fpe_options:
         raise BadInput(f"{', '.join(fpe_options)} given beside method={method.name!r}",
                        "give them to the method, e.g. method=FPE(self_replace='0:0.6')")

@@ -48,7 +48,7 @@ from ..diffusion.prompts import as_conditioning
 from ..errors import BadInput
 from .images import image_to_latents, psnr
 
-METHODS = ("direct", "ddim", "null-text", "negative-prompt")
+INVERSIONS = ("direct", "ddim", "null-text", "negative-prompt")
 
 
 # ---------------------------------------------------------------- the DDIM schedule, both directions
@@ -218,10 +218,6 @@ class InversionResult:
         """(1, C, h, w) inverted noise to start sampling from."""
         return self.trajectory[-1:].clone()
 
-    def latent_after(self, step: int) -> torch.Tensor:
-        """(C, h, w) trajectory latent that sampling step ``step`` (0-based) should land on."""
-        return self.trajectory[self.steps - 1 - step]
-
     def hooks(self, device, dtype, pinned: bool = True) -> "InversionHooks":
         """The sampling hooks that make a batch follow this inversion (see ``InversionHooks``); ``pinned=False``
         leaves out the trajectory pinning."""
@@ -266,9 +262,9 @@ class InversionHooks(StepHooks):
         return latents
 
 
-def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise BadInput(f"unknown inversion {method!r}", f"use one of {', '.join(METHODS)}")
+def check_inversion(method: str) -> str:
+    if method not in INVERSIONS:
+        raise BadInput(f"unknown inversion {method!r}", f"use one of {', '.join(INVERSIONS)}")
     return method
 
 
@@ -279,7 +275,7 @@ def invert(pipe, image, source: str, method: str = "direct", steps: int = 50, gu
 
     ``measure=True`` also computes ``vae_psnr``, ``ddim_psnr`` and the method's reconstruction ``psnr`` (one
     extra sampling pass; ``edit_real`` gets the reconstruction from the edit itself instead)."""
-    check_method(method)
+    check_inversion(method)
     check_steps(steps, pipe.scheduler.config)
     if not isinstance(source, str):
         raise BadInput("the source prompt is not text", "give a string (\"\" is allowed for real images)")

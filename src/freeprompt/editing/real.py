@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
-from ..diffusion import PromptTruncated, check_prompt, check_steps, latent_shape
+from ..diffusion import PromptTruncated, StepHooks, check_prompt, check_steps, latent_shape
 from ..errors import BadInput, FreepromptError
 from .cache import CacheWarning, InversionCache
 from .generated import EditResult, edit
 from .images import psnr, to_rgb
-from .inversion import METHODS, InversionResult, check_method, invert, measure_reconstruction
+from .inversion import INVERSIONS, InversionResult, check_inversion, invert, measure_reconstruction
 from .methods import Method
 
 
@@ -42,16 +42,18 @@ def edit_real(
     model_key: str = "",
     progress: bool | Callable = True,
     check_ddim: bool = True,
+    hooks: Sequence[StepHooks] = (),
 ) -> EditResult:
     """Edit the real ``image`` (PIL, already at the model's size, e.g. from ``load_image``): invert it with
-    ``inversion`` (one of ``METHODS``) using ``source`` ("" allowed) and generate every target from the inverted
+    ``inversion`` (one of ``INVERSIONS``) using ``source`` ("" allowed) and generate every target from the inverted
     noise with ``method`` (default FPE, whose options may also be given here, as to ``edit``). ``result.images`` is
     ``[reconstruction, target_1, ...]``; ``result.input_image`` the input.
 
     ``cache`` reuses an earlier inversion of the same image, model (``model_key``: id and revision; required
     with a cache), method, steps, guidance and source prompt. ``check_ddim`` (ddim only) measures plain DDIM
     sampling from the inverted noise without pinning (one extra sampling pass, cached), recorded as
-    ``params["ddim_psnr"]`` so that pinning the source branch cannot hide the inversion's error."""
+    ``params["ddim_psnr"]`` so that pinning the source branch cannot hide the inversion's error. ``hooks`` are
+    further ``StepHooks`` of the edit's sampling run (not of the inversion's), as ``edit`` takes them."""
     targets = _check_inputs(pipe, image, source, targets, inversion, steps, cache, model_key)
     image = to_rgb(image)  # transparency flattened on white, as load_image does
     start = time.perf_counter()
@@ -59,7 +61,7 @@ def edit_real(
     inversion_s = time.perf_counter() - start
     result = edit(pipe, source, targets, method=method, steps=steps, guidance=guidance, self_replace=self_replace,
                   layers=layers, edit_unconditional=edit_unconditional, height=image.height, width=image.width,
-                  progress=progress, inversion=inv)
+                  progress=progress, inversion=inv, hooks=hooks)
     start = time.perf_counter()
     fresh = not inv.cached
     if fresh:
@@ -85,7 +87,7 @@ def _save_to_cache(cache, key: str, inv, describe: dict) -> None:
 
 def _check_inputs(pipe, image, source, targets, inversion, steps, cache, model_key) -> list[str]:
     """Everything ``edit_real`` can refuse, checked before the (possibly long) inversion; the targets as a list."""
-    check_method(inversion)
+    check_inversion(inversion)
     if not isinstance(source, str):
         raise BadInput("the source prompt is not text", "give a string (\"\" is allowed for real images)")
     check_steps(steps, pipe.scheduler.config)
@@ -143,4 +145,4 @@ def _round(value):
     return None if value is None or not np.isfinite(value) else round(float(value), 3)
 
 
-__all__ = ["METHODS", "InversionCache", "InversionResult", "edit_real"]
+__all__ = ["edit_real"]

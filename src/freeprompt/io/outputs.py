@@ -213,3 +213,21 @@ def save_edit(result, out_dir: Path, model: dict, save_latents: bool = False, ex
                                       "machine": device_description(model.get("device", "cpu")), "timings": timings,
                                       "files": files, **(extra or {})})
     return Path(out_dir)
+
+
+def save_comparison(results: dict, out_dir: Path, model: dict, save_latents: bool = False,
+                    extra: dict | None = None) -> Path:
+    """Several methods' edits of one source: each method's folder as ``save_edit`` writes it (``out_dir/<method>``),
+    a ``grid.png`` with a row per method (source, then targets) and a ``run.json`` naming them, all atomically."""
+    with atomic_folder(Path(out_dir), replace=True) as tmp:
+        for name, result in results.items():
+            save_edit(result, tmp / name, model, save_latents, extra)
+        rows = [labelled_grid(r.images, [f"{name}: {p}" for p in r.prompts]) for name, r in results.items()]
+        sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "white")
+        for i, row in enumerate(rows):
+            sheet.paste(row, (0, sum(r.height for r in rows[:i])))
+        sheet.save(tmp / "grid.png")
+        write_json(tmp / "run.json", {"methods": list(results), "model": model, "versions": package_versions(),
+                                      "files": ["grid.png", *(f"{name}/run.json" for name in results)],
+                                      **(extra or {})})
+    return Path(out_dir)

@@ -17,9 +17,8 @@ from pathlib import Path
 import torch
 
 from ..errors import BadInput, ModelLoadError, first_line
+from .names import DEFAULT_MODEL, FIXTURES
 
-FIXTURES = ("shapes",)
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 REQUIRED_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 XL_PARTS = ("text_encoder_2", "tokenizer_2")

@@ -1,32 +1,29 @@
-"""What every editing method is: options that turn, for one batch, into a ``MethodPlan`` of attention rules,
-watched maps, feature injections and latent hooks (``attention.control``), run by the one sampling loop."""
+"""What every editing method is: options (declared in ``options.py``) that turn, for one batch, into a
+``MethodPlan`` of attention rules, watched maps, feature injections and local blends (``attention.rules``), carried
+out by the one sampling loop. Nothing here imports torch: a method only decides."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from ...attention import BatchLayout, FeatureRule, LayerRegistry, MapWatch, Rule, StepRange
+from ...attention.rules import BatchLayout, Blend, FeatureRule, MapWatch, Rule
 from ...errors import BadInput
-from ...models.loading import unet_family
+from .options import Options
 
 
 @dataclass(frozen=True)
 class MethodContext:
     """What a method may look at to plan one batch."""
 
-    unet: object
-    tokenizer: object
+    unet: Any
+    tokenizer: Any
     prompts: tuple[str, ...]  # source first, then the targets
     layout: BatchLayout
-    registry: LayerRegistry
+    registry: Any  # attention.layers.LayerRegistry
     latent_hw: tuple[int, int]
     num_steps: int
-
-    @property
-    def family(self) -> str:
-        """``sdxl`` for a UNet with SDXL's size/pooled conditioning, else ``sd`` (SD1.x and SD2.x share a layout)."""
-        return "sdxl" if unet_family(self.unet) == "sdxl" else "sd"
+    family: str = "sd"  # "sdxl" for a UNet with SDXL's size/pooled conditioning; SD1.x and SD2.x share "sd"
 
     def default(self, value, defaults: dict):
         """``value``, or the model family's default when it is None."""
@@ -40,7 +37,7 @@ class MethodContext:
         return f"{first + 1}-{count}"
 
     def layers(self, spec, kind: str) -> frozenset[str]:
-        """Names of the layers of ``kind`` that ``spec`` (a ``LayerSpec`` spelling or indices) selects."""
+        """Names of the layers of ``kind`` that ``spec`` (a ``LayerSpec`` or its spelling) selects."""
         chosen = self.registry.select(spec, kind, self.latent_hw)
         return frozenset(layer.name for layer in chosen)
 
@@ -53,17 +50,25 @@ class MethodContext:
                            "run without word masks (local blend, MasaCtrl's mask)")
         return layers
 
+    def module(self, path: str):
+        """The UNet submodule at ``path``, or a one-line error naming the path."""
+        try:
+            return self.unet.get_submodule(path)
+        except AttributeError:
+            raise BadInput(f"the UNet has no module {path!r}",
+                           "give a module path such as up_blocks.1.resnets.1") from None
+
 
 @dataclass
 class MethodPlan:
     rules: list[Rule] = field(default_factory=list)
     watches: list[MapWatch] = field(default_factory=list)
     features: list[FeatureRule] = field(default_factory=list)
-    latent_hooks: list[Callable] = field(default_factory=list)
+    blends: list[Blend] = field(default_factory=list)
 
     def __add__(self, other: "MethodPlan") -> "MethodPlan":
         return MethodPlan(self.rules + other.rules, self.watches + other.watches, self.features + other.features,
-                          self.latent_hooks + other.latent_hooks)
+                          self.blends + other.blends)
 
 
 class Method(Protocol):
@@ -74,30 +79,16 @@ class Method(Protocol):
     def options(self) -> dict: ...
 
 
-def steps(spec: str, what: str) -> StepRange:
-    """A step range, with the option's name in its error."""
-    try:
-        return StepRange.parse(spec)
-    except BadInput as err:
-        raise BadInput(f"{what}: {err.problem}", err.fix) from None
-
-
-def options_of(method) -> dict:
-    """A method's options as run.json records them."""
-    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(method).items()}
-
-
 @dataclass(frozen=True)
-class Plain:
+class Plain(Options):
     """No edit: every prompt is generated from the shared noise on its own (the baseline of every comparison)."""
 
     name = "plain"
+    title = "plain"
+    summary = "nothing: the target generated from the same noise"
 
     def plan(self, ctx: MethodContext) -> MethodPlan:
         return MethodPlan()
-
-    def options(self) -> dict:
-        return {}
 
 
 @dataclass(frozen=True)

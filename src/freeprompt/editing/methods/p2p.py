@@ -15,7 +15,8 @@ also take the source's self-attention map. ``blend`` (one word per prompt, sourc
 authors' local blend: after every step in ``blend_steps`` each target's latents outside the union of the source
 word's and its own word's mask are reset to the source's; the masks are the words' cross-attention maps in the
 quarter-grid layers (16x16 at 512 px) summed over the steps so far, max-pooled 3x3, scaled to the latent grid,
-divided by their maximum and cut at ``blend_threshold`` (0.3).
+divided by their maximum and cut at ``blend_threshold`` (0.3). As in the released code (its ``LocalBlend``'s
+``start_blend=0.2``), the blend starts after the first fifth of the steps.
 
 Every range follows the project's one step rule, ``int(a*N) <= i < int(b*N)``; the authors' code computes the
 cross-replace end as ``int(b*(N+1))``, the same steps for the usual 0.8 and 0.4 at 50 steps.
@@ -25,39 +26,61 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
-from ...attention import CrossMapEdit, MapWatch, Rule, word_token_indices
+from ...attention.layers import LayerSpec
+from ...attention.rules import Blend, CrossMapEdit, MapWatch, Rule
+from ...attention.steps import StepRange
+from ...attention.tokens import word_token_indices
 from ...errors import BadInput
-from .base import MethodContext, MethodPlan, options_of, steps
+from .base import MethodContext, MethodPlan
+from .options import CHOICE, LAYERS, NUMBER, STEPS, WEIGHTS, WORDS, Options, option
 
+NOTEBOOK = "the P2P release (google/prompt-to-prompt), prompt-to-prompt_stable.ipynb"
 MODES = ("replace", "refine")
 SELF_LAYERS = {"sd": "<=16x16", "sdxl": "<=32x32"}  # SDXL's smallest grid at 1024 px is 32x32
 
 
 @dataclass(frozen=True)
-class P2P:
-    mode: str = "replace"
-    cross_replace: str = "0:0.8"
-    self_replace: str = "0:0.4"
-    self_layers: str | tuple | None = None  # None: <=16x16 (the authors' rule); <=32x32 on SDXL
-    cross_layers: str | tuple = "all"
-    reweight: tuple[tuple[str, float], ...] = ()
-    blend: tuple[str, ...] | None = None
-    blend_threshold: float = 0.3
-    blend_steps: str = "0:1"
+class P2P(Options):
+    mode: str = option(
+        "replace", kind=CHOICE, flag="--p2p-mode", label="mode", choices=MODES,
+        help="replace (a word swap: prompts of the same token count) or refine (prompts of different lengths)",
+        source=f"{NOTEBOOK}: AttentionReplace and AttentionRefine")
+    cross_replace: StepRange = option(
+        "0:0.8", kind=STEPS, flag="--cross-replace", label="cross-replace steps", joins="fpe",
+        help="fraction range of the steps whose cross-attention maps are replaced; beside --method fpe it means "
+             "fpe+p2p", source=f"{NOTEBOOK}: cross_replace_steps=0.8")
+    self_replace: StepRange = option(
+        "0:0.4", kind=STEPS, flag="--p2p-self-replace", label="self-replace steps",
+        help="fraction range of the steps whose self-attention maps are replaced (off beside FPE)",
+        source=f"{NOTEBOOK}: self_replace_steps=0.4")
+    self_layers: LayerSpec | None = option(
+        None, kind=LAYERS, flag="--p2p-self-layers", label="self-replace layers", default_text="<=16x16; SDXL <=32x32",
+        help="self-attention layers whose maps are replaced",
+        source=f"{NOTEBOOK}: replace_self_attention only where attn.shape[1] <= 16**2 (the PnP-Inversion release "
+               "behind PIE-Bench's P2P rows uses 32**2; SDXL ports use 32x32, its smallest grid)")
+    cross_layers: LayerSpec = option(
+        "all", kind=LAYERS, flag="--cross-layers", label="cross-replace layers",
+        help="cross-attention layers whose maps are replaced", source=f"{NOTEBOOK}: every cross-attention layer")
+    reweight: tuple[tuple[str, float], ...] = option(
+        (), kind=WEIGHTS, flag="--reweight", label="reweighting",
+        help="WORD=FACTOR scales a target word's attention (repeat)", source=f"{NOTEBOOK}: AttentionReweight")
+    blend: tuple[str, ...] | None = option(
+        None, kind=WORDS, flag="--blend", label="local blend words",
+        help="local blend: one word per prompt, source first (repeat)", source=f"{NOTEBOOK}: LocalBlend")
+    blend_threshold: float = option(
+        0.3, kind=NUMBER, flag="--blend-threshold", label="blend threshold", bounds=(0.0, 1.0),
+        help="local blend mask threshold", source=f"{NOTEBOOK}: LocalBlend th=(.3, .3)")
+    blend_steps: StepRange = option(
+        "0.2:1", kind=STEPS, flag="--blend-steps", label="blend steps",
+        help="fraction range of the steps after which the local blend applies",
+        source=f"{NOTEBOOK} and null_text_w_ptp.ipynb: LocalBlend start_blend=0.2")
 
     name = "p2p"
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise BadInput(f"unknown Prompt-to-Prompt mode {self.mode!r}", f"use one of {', '.join(MODES)}")
-        if not 0.0 <= self.blend_threshold <= 1.0:
-            raise BadInput(f"the blend threshold {self.blend_threshold} is outside 0..1", "use e.g. 0.3")
-        for spec, what in ((self.cross_replace, "cross-replace"), (self.self_replace, "self-replace"),
-                           (self.blend_steps, "blend")):
-            steps(spec, f"P2P's {what} steps")
+    title = "P2P"
+    reference = "Hertz et al., ICLR 2023"
+    summary = ("its cross-attention maps in every cross-attention layer, conditional half; and its self-attention "
+               "maps in small layers")
+    combined = {"fpe": {"self_replace": "0:0"}}  # beside FPE, FPE replaces the self-attention maps
 
     def plan(self, ctx: MethodContext) -> MethodPlan:
         layout = ctx.layout
@@ -65,24 +88,20 @@ class P2P:
         plan = MethodPlan()
         if self.blend:
             watch = MapWatch(ctx.quarter_grid_cross_layers(), _blend_tokens(ctx, self.blend), per_step=False)
-            hook = LocalBlend(watch, layout, self.blend_threshold, steps(self.blend_steps, "P2P's blend steps"),
-                              ctx.num_steps, ctx.latent_hw)
             plan.watches.append(watch)
-            plan.latent_hooks.append(hook)
+            plan.blends.append(Blend(watch, self.blend_threshold, self.blend_steps))
         edit = self._map_edit(ctx)  # checks every target's tokens (a replace needs equal counts)
-        cross_steps = steps(self.cross_replace, "P2P's cross-replace steps")
         mapped = frozenset(name for w in plan.watches for name in w.layers) if self.mode == "replace" and \
             not self.reweight else cross
         if mapped:
-            plan.rules.append(Rule("cross", mapped, cross_steps, edit, self.name))
+            plan.rules.append(Rule("cross", mapped, self.cross_replace, edit, self.name))
         if cross - mapped:  # a plain word swap: the source's map as it is, computed with SDPA
             replace = layout.mix(queries="source", keys="source", values="own", halves=("cond",))
-            plan.rules.append(Rule("cross", cross - mapped, cross_steps, replace, self.name))
-        self_steps = steps(self.self_replace, "P2P's self-replace steps")
-        if self_steps.steps(ctx.num_steps):
+            plan.rules.append(Rule("cross", cross - mapped, self.cross_replace, replace, self.name))
+        if self.self_replace.steps(ctx.num_steps):
             mix = layout.mix(queries="source", keys="source", values="own", halves=("cond",))
             layers = ctx.layers(ctx.default(self.self_layers, SELF_LAYERS), "self")
-            plan.rules.append(Rule("self", layers, self_steps, mix, self.name))
+            plan.rules.append(Rule("self", layers, self.self_replace, mix, self.name))
         return plan
 
     def _map_edit(self, ctx: MethodContext) -> CrossMapEdit:
@@ -90,19 +109,14 @@ class P2P:
         mappers, alphas, scales = [], [], []
         for p in layout.targets:
             source, target = ctx.prompts[layout.sources[p]], ctx.prompts[p]
-            if self.mode == "replace":
-                mapper, alpha = replace_mapper(ctx.tokenizer, source, target, length)
-            else:
-                mapper, alpha = refine_mapper(ctx.tokenizer, source, target, length)
-            mappers.append(mapper)
-            alphas.append(alpha)
-            scales.append(reweight_scale(ctx.tokenizer, target, self.reweight, length))
+            mapping = replace_mapper if self.mode == "replace" else refine_mapper
+            mapper, alpha = mapping(ctx.tokenizer, source, target, length)
+            mappers.append(tuple(mapper))
+            alphas.append(tuple(alpha))
+            scales.append(tuple(reweight_scale(ctx.tokenizer, target, self.reweight, length)))
         rows = tuple(layout.cond_row(p) for p in layout.targets)
         sources = tuple(layout.cond_row(layout.sources[p]) for p in layout.targets)
-        return CrossMapEdit(rows, sources, torch.stack(mappers), torch.stack(alphas), torch.stack(scales))
-
-    def options(self) -> dict:
-        return options_of(self)
+        return CrossMapEdit(rows, sources, tuple(mappers), tuple(alphas), tuple(scales))
 
 
 def token_ids(tokenizer, prompt: str) -> list[int]:
@@ -110,14 +124,14 @@ def token_ids(tokenizer, prompt: str) -> list[int]:
     return tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length)["input_ids"]
 
 
-def replace_mapper(tokenizer, source: str, target: str, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+def replace_mapper(tokenizer, source: str, target: str, length: int) -> tuple[list[int], list[float]]:
     """A word swap maps every token to the same position: both prompts need the same number of tokens."""
     a, b = token_ids(tokenizer, source), token_ids(tokenizer, target)
     if len(a) != len(b):
         raise BadInput(f"Prompt-to-Prompt's replace needs prompts with the same number of tokens, but {source!r} has "
                        f"{len(a) - 2} and {target!r} has {len(b) - 2}",
                        "use --p2p-mode refine, which aligns prompts of different lengths")
-    return torch.arange(length), torch.ones(length)
+    return list(range(length)), [1.0] * length
 
 
 def align(source: list[int], target: list[int]) -> list[int]:
@@ -149,22 +163,23 @@ def align(source: list[int], target: list[int]) -> list[int]:
     return paired[::-1]
 
 
-def refine_mapper(tokenizer, source: str, target: str, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+def refine_mapper(tokenizer, source: str, target: str, length: int) -> tuple[list[int], list[float]]:
     """For every target token position: the source column it takes and whether it takes it (alpha 1) or keeps
     its own (alpha 0, an inserted token). Positions past the target's end token take the same source position."""
     paired = align(token_ids(tokenizer, source), token_ids(tokenizer, target))
-    mapper, alpha = torch.arange(length), torch.ones(length)
+    mapper, alpha = list(range(length)), [1.0] * length
     for n, s in enumerate(paired):
         mapper[n] = s if s >= 0 else n
         alpha[n] = 1.0 if s >= 0 else 0.0
     return mapper, alpha
 
 
-def reweight_scale(tokenizer, prompt: str, reweight, length: int) -> torch.Tensor:
+def reweight_scale(tokenizer, prompt: str, reweight, length: int) -> list[float]:
     """P2P's equalizer: every token position 1, the chosen words' positions in ``prompt`` their factor."""
-    scale = torch.ones(length)
+    scale = [1.0] * length
     for word, factor in reweight:
-        scale[word_token_indices(tokenizer, prompt, word, occurrence=None)] = float(factor)
+        for position in word_token_indices(tokenizer, prompt, word, occurrence=None):
+            scale[position] = float(factor)
     return scale
 
 
@@ -174,30 +189,3 @@ def _blend_tokens(ctx: MethodContext, words) -> dict[int, list[int]]:
                        f"{len(words)} word(s)", "give e.g. --blend cat --blend tiger")
     return {ctx.layout.cond_row(p): word_token_indices(ctx.tokenizer, ctx.prompts[p], word, occurrence=None)
             for p, word in enumerate(words)}
-
-
-class LocalBlend:
-    """After a step in ``steps``: every target's latents outside the union of its source's and its own word mask
-    are reset to the source's (see the module docstring)."""
-
-    def __init__(self, watch: MapWatch, layout, threshold: float, steps, num_steps: int, latent_hw):
-        self.watch, self.layout, self.threshold = watch, layout, threshold
-        self.steps, self.num_steps, self.latent_hw = steps, num_steps, tuple(latent_hw)
-
-    def masks(self) -> torch.Tensor:
-        """(prompts, 1, h, w) boolean word masks on the latent grid, in prompt order."""
-        maps = F.max_pool2d(self.watch.sums[:, None], kernel_size=3, stride=1, padding=1)
-        maps = F.interpolate(maps, size=self.latent_hw, mode="nearest")
-        maps = maps / maps.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
-        return maps > self.threshold
-
-    def __call__(self, step: int, latents: torch.Tensor) -> torch.Tensor:
-        if not self.steps.contains(step, self.num_steps) or self.watch.sums is None:
-            return latents
-        masks = self.masks().to(latents.device)
-        blended = latents.clone()
-        for p in self.layout.targets:
-            s = self.layout.sources[p]
-            inside = (masks[s] | masks[p]).to(latents.dtype)
-            blended[p] = latents[s] + inside * (latents[p] - latents[s])
-        return blended

@@ -12,40 +12,49 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...attention import FeatureRule, Rule
-from ...attention.install import feature_module
+from ...attention.layers import LayerSpec
+from ...attention.rules import FeatureRule, Rule
+from ...attention.steps import StepRange
 from ...errors import BadInput
-from .base import MethodContext, MethodPlan, options_of, steps
+from .base import MethodContext, MethodPlan
+from .options import LAYERS, STEPS, TEXT, Options, option
 
+RELEASE = "pnp-diffusers (MichalGeyer/pnp-diffusers), pnp.py"
 AUTHORS_FEATURE_BLOCK = {"sd": "up_blocks.1.resnets.1", "sdxl": "up_blocks.0.resnets.1"}
 AUTHORS_START = {"sd": (8, 16), "sdxl": (44, 70)}  # 0-based first layer of the Q/K injection: 9-16, 45-70
 
 
 @dataclass(frozen=True)
-class PnP:
-    feature_steps: str = "0:0.8"
-    attention_steps: str = "0:0.5"
-    layers: str | tuple | None = None  # None: the authors' layers (SDXL: the same places)
-    feature_block: str | None = None  # None: the authors' block (SDXL: the same place)
+class PnP(Options):
+    feature_steps: StepRange = option(
+        "0:0.8", kind=STEPS, flag="--pnp-feature-steps", label="feature steps",
+        help="fraction range of the steps with the feature injection", source=f"{RELEASE}: pnp_f_t=0.8")
+    attention_steps: StepRange = option(
+        "0:0.5", kind=STEPS, flag="--pnp-attention-steps", label="attention steps",
+        help="fraction range of the steps with the query/key injection", source=f"{RELEASE}: pnp_attn_t=0.5")
+    layers: LayerSpec | None = option(
+        None, kind=LAYERS, flag="--pnp-layers", label="layers", default_text="9-16; SDXL 45-70",
+        help="self-attention layers of the query/key injection",
+        source=f"{RELEASE}: the attentions of up_blocks 1 (from the second), 2 and 3")
+    feature_block: str | None = option(
+        None, kind=TEXT, flag="--pnp-feature-block", label="feature block",
+        default_text="up_blocks.1.resnets.1; SDXL up_blocks.0.resnets.1",
+        help="the decoder ResNet block whose features are injected", source=f"{RELEASE}: up_blocks[1].resnets[1]")
 
     name = "pnp"
-
-    def __post_init__(self):
-        steps(self.feature_steps, "PnP's feature steps")
-        steps(self.attention_steps, "PnP's attention steps")
+    title = "PnP"
+    reference = "Tumanyan et al., CVPR 2023"
+    summary = ("the residual-branch features of one decoder ResNet block and the self-attention queries and keys of "
+               "later decoder layers, both halves")
 
     def plan(self, ctx: MethodContext) -> MethodPlan:
         layout = ctx.layout
         mix = layout.mix(queries="source_cond", keys="source_cond", values="own", halves=("uncond", "cond"))
         layers = ctx.layers(self.layers or ctx.tail(*AUTHORS_START[ctx.family]), "self")
-        rule = Rule("self", layers, steps(self.attention_steps, "PnP's attention steps"), mix, self.name)
+        rule = Rule("self", layers, self.attention_steps, mix, self.name)
         block = ctx.default(self.feature_block, AUTHORS_FEATURE_BLOCK)
-        if not hasattr(feature_module(ctx.unet, block), "conv2"):
+        if not hasattr(ctx.module(block), "conv2"):
             raise BadInput(f"{block} is not a ResNet block (it has no conv2)",
                            f"give a decoder ResNet block, e.g. {AUTHORS_FEATURE_BLOCK[ctx.family]}")
-        module = f"{block}.conv2"
-        feature = FeatureRule(module, steps(self.feature_steps, "PnP's feature steps"), mix.queries, self.name)
+        feature = FeatureRule(f"{block}.conv2", self.feature_steps, mix.queries, self.name)
         return MethodPlan(rules=[rule], features=[feature])
-
-    def options(self) -> dict:
-        return options_of(self)
