@@ -12,7 +12,6 @@ launcher's WORLD_SIZE and RANK) and share work only through the files, so no pro
 from __future__ import annotations
 
 import json
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ from ..attention.tokens import word_token_indices
 from ..diffusion import check_steps, ddim_scheduler, encode_prompts, image_size, initial_latents, latent_shape, sample
 from ..errors import BadInput
 from ..io.outputs import write_json
+from ..io.sweep import distributed_position
 from ..models.loading import unet_family
 from .datasets import (
     FORMAT,
@@ -61,23 +61,6 @@ class CollectOptions:
         if dtype not in ("float32", "float16", "bfloat16", "float64"):
             raise BadInput(f"unknown storage dtype {dtype!r}", "use float32, float16 or bfloat16")
         return dtype
-
-
-def distributed_position(num_shards: int | None = None, shard_index: int | None = None) -> tuple[int, int]:
-    """(num_shards, shard_index): the given values, else the launcher's WORLD_SIZE and RANK (set by torchrun and by
-    ``accelerate launch`` for several processes), else (1, 0). Processes share work only through the shard files,
-    so no process group is needed."""
-    if num_shards is None and shard_index is None:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world > 1:
-            return world, int(os.environ.get("RANK", "0"))
-        return 1, 0
-    num_shards = 1 if num_shards is None else int(num_shards)
-    shard_index = 0 if shard_index is None else int(shard_index)
-    if num_shards < 1 or not 0 <= shard_index < num_shards:
-        raise BadInput(f"shard index {shard_index} is outside 0..{num_shards - 1}",
-                       "give --shard-index between 0 and --num-shards - 1")
-    return num_shards, shard_index
 
 
 @dataclass

@@ -7,7 +7,8 @@ the layer set for steps 0:r; ``self`` replaces the self-attention maps (FPE) in 
 cell runs on every item (a source and a target prompt with a seed) from the same noise. On the shapes fixture the
 items are seeded colour and shape swaps and every edit is scored by the oracle (target attribute, mask IoU with
 the source's object, joint rate), so the figure has numbers under it; on another model the cells are images only.
-Resumable: each finished edit is a row of ``cells.csv``, written atomically.
+Resumable (``io.sweep``): each finished edit is a row of ``cells.csv``, written as it finishes; shardable: each
+process takes every K-th (item, cell) and writes its own table.
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ import numpy as np
 from ..editing.methods import FPE, P2P, Combined
 from ..errors import BadInput
 from ..io.outputs import temporary_beside
-from ..io.tables import claim_folder, read_rows, write_rows
+from ..io.sweep import Shards, Sweep, Unit, all_rows, is_sharded, tick
 from .shapes_bench import EditItem, score_edit
 
 TYPES = ("cross", "self", "both")
 DEFAULT_LAYER_SETS = ("all", "4-14", "<=32x32")
-DEFAULT_RATIOS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 BOTH_CROSS = 0.8
 SCORES = ["attribute_ok", "iou", "joint", "background_psnr"]
 FIELDS = ["item", "seed", "source_prompt", "target_prompt", "type", "layers", "ratio"] + SCORES
+KEY = ("item", "type", "layers", "ratio")  # a unit: one item edited in one cell
+TABLE = "cells.csv"
 
 
 @dataclass(frozen=True)
@@ -90,32 +92,34 @@ def parse_ratios(text: str) -> list[float]:
     return ratios
 
 
+def cell_units(items: list[AblationItem], cells: list[Cell]) -> list[Unit]:
+    """A unit per (item, cell), each its own index: an ablation has few items and many cells, so processes split
+    the cells."""
+    pairs = [(n, item, cell) for n, item in enumerate(items) for cell in cells]
+    return [Unit((item.id, *cell.key()), index=i, data=(n, item, cell)) for i, (n, item, cell) in enumerate(pairs)]
+
+
 def run_ablation(pipe, items: list[AblationItem], cells: list[Cell], out_dir: Path, steps: int, guidance: float,
-                 model: str = "", progress=None) -> list[dict]:
-    """Every cell on every item, resumable; the first item's images are kept in ``images/`` for the figure."""
+                 model: str = "", progress=None, *, num_shards: int = 1, shard_index: int = 0) -> list[dict]:
+    """Every cell on every item, resumable; process ``shard_index`` of ``num_shards`` takes every
+    ``num_shards``-th (item, cell) and returns its rows. The first item's images are kept in ``images/`` for the
+    figure."""
     from ..editing.generated import edit
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    claim_folder(out_dir, {"model": model, "steps": steps, "guidance": guidance,
-                           "cells": [list(c.key()) for c in cells],
-                           "items": [[i.id, i.seed, i.source, i.target] for i in items]}, table="cells.csv")
-    (out_dir / "images").mkdir(exist_ok=True)
-    table = out_dir / "cells.csv"
-    rows = read_rows(table)
-    done = {(r["item"], r["type"], r["layers"], r["ratio"]) for r in rows}
-    for n, item in enumerate(items):
-        for cell in cells:
-            if (item.id, *cell.key()) not in done:
-                result = edit(pipe, item.source, [item.target], method=cell.method(), seed=item.seed, steps=steps,
-                              guidance=guidance, progress=False)
-                if n == 0:
-                    _save_image(result.images[0], out_dir / "images" / "source.png")
-                    _save_image(result.images[1], image_path(out_dir, cell))
-                rows.append(_row(item, cell, result.images))
-                write_rows(table, rows, FIELDS)
-            if progress:
-                progress(1)
-    return rows
+    settings = {"model": model, "steps": steps, "guidance": guidance, "cells": [list(c.key()) for c in cells],
+                "items": [[i.id, i.seed, i.source, i.target] for i in items]}
+
+    def work(unit: Unit) -> list[dict]:
+        n, item, cell = unit.data
+        result = edit(pipe, item.source, [item.target], method=cell.method(), seed=item.seed, steps=steps,
+                      guidance=guidance, progress=False)
+        if n == 0:
+            _save_image(result.images[0], Path(out_dir) / "images" / "source.png")
+            _save_image(result.images[1], image_path(out_dir, cell))
+        return [_row(item, cell, result.images)]
+
+    run = Sweep(Path(out_dir), settings, FIELDS, KEY, TABLE, Shards.of(num_shards, shard_index))
+    return run.run(cell_units(items, cells), work, tick(progress))
 
 
 def image_path(out_dir: Path, cell: Cell) -> Path:
@@ -125,6 +129,7 @@ def image_path(out_dir: Path, cell: Cell) -> Path:
 
 
 def _save_image(image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_beside(path)
     image.save(tmp, format="PNG")
     os.replace(tmp, path)
@@ -221,11 +226,15 @@ def markdown(table: list[dict]) -> str:
 
 
 def write_report(out_dir: Path, rows: list[dict], cells: list[Cell], params: dict) -> str:
-    """figure.png, and for scored items plot.png and summary.md; run.json with the summary."""
+    """figure.png, and for scored items plot.png and summary.md; run.json with the summary. Of ``rows``, or of every
+    shard's rows when the run in ``out_dir`` was sharded (call it once every shard is done:
+    ``io.sweep.wait_for_shards``)."""
     from ..io.outputs import write_json, write_text_atomic
     from ..io.runinfo import package_versions
 
     out_dir = Path(out_dir)
+    if is_sharded(out_dir, TABLE):
+        rows = all_rows(out_dir, TABLE)
     figure(out_dir, cells).save(out_dir / "figure.png")
     table = summarise(rows)
     text = "Cells as images only (no oracle for this model): see figure.png\n"

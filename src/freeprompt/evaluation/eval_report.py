@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import sweep
 from ..io.outputs import write_json, write_text_atomic
-from ..io.tables import read_rows
 
 # (column, label, scale) of the PIE-Bench-style table: the scales PIE-Bench prints
 PIE_COLUMNS = [("structure_distance", "structure x10^3", 1e3), ("psnr_outside", "PSNR", 1),
@@ -20,10 +20,7 @@ PIE_COLUMNS = [("structure_distance", "structure x10^3", 1e3), ("psnr_outside", 
 
 def all_rows(out_dir: Path) -> list[dict]:
     """Every shard's rows."""
-    rows = []
-    for table in sorted(Path(out_dir).glob("items*.csv")):
-        rows += read_rows(table)
-    return rows
+    return sweep.all_rows(out_dir, "items.csv")
 
 
 def values(rows: list[dict], column: str) -> np.ndarray:

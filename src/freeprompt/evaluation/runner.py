@@ -2,10 +2,10 @@
 
 Per (case, method) one call edits every target of the case (generated from the case's seed, or a real image
 inverted with ``inversion``); per target one row: the method, prompts, seconds per target and the process's peak
-memory so far, and the metrics asked for (``METRICS``). Resumable: rows go to a CSV atomically after every case,
-a rerun skips finished (case, method) pairs and refuses a changed configuration. Sharded: with K processes
-(``accelerate launch -m freeprompt eval ...`` or ``--num-shards``), process i takes the cases with index % K == i and
-writes its own CSV; the report reads every shard's rows.
+memory so far, and the metrics asked for (``METRICS``). A resumable sweep (``io.sweep``): a (case, method)'s rows go
+to the CSV when it finishes, a rerun skips the pairs with every row intact and refuses a changed configuration.
+Sharded: with K processes (``accelerate launch -m freeprompt eval ...`` or ``--num-shards``), process i takes the
+cases with index % K == i and writes its own CSV; the report reads every shard's rows.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ..errors import BadInput
-from ..io.tables import claim_folder, read_rows, write_rows
+from ..io import sweep
+from ..io.sweep import Shards, Sweep, Unit, tick
 from .edit_sets import EditCase, EditSet
 from .shapes_bench import EditItem, score_edit
 
@@ -29,6 +30,8 @@ COLUMNS = {"clip": ["clip_score"], "cds": ["clip_directional"], "clip_edited": [
            "structure": ["structure_distance"], "psnr": ["psnr_outside"], "mse": ["mse_outside"],
            "ssim": ["ssim_outside"], "lpips": ["lpips_outside"], "oracle": ["attribute_ok", "iou", "joint"]}
 BASE = ["case", "target_index", "method", "seed", "source_prompt", "target_prompt", "seconds", "peak_gb"]
+KEY = ("case", "method")  # a unit: every target of a case edited by one method
+TABLE = "items.csv"
 
 
 @dataclass
@@ -52,7 +55,14 @@ def check_metrics(names: list[str]) -> tuple[str, ...]:
 
 
 def shard_table(out_dir: Path, num_shards: int, shard_index: int) -> Path:
-    return Path(out_dir) / ("items.csv" if num_shards == 1 else f"items.shard-{shard_index}-of-{num_shards}.csv")
+    return Shards(num_shards, shard_index).table(out_dir, TABLE)
+
+
+def eval_units(dataset: EditSet, methods) -> list[Unit]:
+    """A unit per (case, method) writing a row per target; a case's methods share its index, so one process edits
+    every method of a case (as earlier runs split the cases, so their shard tables resume)."""
+    return [Unit((case.id, name), rows=len(case.targets), index=n, data=(n, case, name))
+            for n, case in enumerate(dataset.cases) for name in methods]
 
 
 def run_eval(pipe, dataset: EditSet, methods: dict, out_dir: Path, settings: dict, scorers: Scorers, *,
@@ -60,31 +70,19 @@ def run_eval(pipe, dataset: EditSet, methods: dict, out_dir: Path, settings: dic
              num_shards: int = 1, shard_index: int = 0, progress=None) -> list[dict]:
     """Edit and score every case of this shard with every method; returns this shard's rows."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    claim_folder(out_dir, settings, table="items.csv")
-    table = shard_table(out_dir, num_shards, shard_index)
-    (out_dir / f"{table.stem}.done").unlink(missing_ok=True)
-    rows = read_rows(table)
-    done = {(r["case"], r["method"]) for r in rows}
-    for n, case in enumerate(dataset.cases):
-        if n % num_shards != shard_index:
-            continue
-        for name, method in methods.items():
-            if (case.id, name) not in done:
-                rows += _edit_and_score(pipe, case, name, method, scorers, steps, guidance, inversion, cache,
-                                        model_key, out_dir if n < 4 else None)
-                write_rows(table, rows, scorers.fields())
-            if progress:
-                progress(1)
-    (out_dir / f"{table.stem}.done").write_text("finished\n")
-    return rows
+
+    def work(unit: Unit) -> list[dict]:
+        n, case, name = unit.data
+        return _edit_and_score(pipe, case, name, methods[name], scorers, steps, guidance, inversion, cache,
+                               model_key, out_dir if n < 4 else None)
+
+    run = Sweep(out_dir, settings, scorers.fields(), KEY, TABLE, Shards.of(num_shards, shard_index))
+    return run.run(eval_units(dataset, methods), work, tick(progress))
 
 
 def wait_for_shards(out_dir: Path, num_shards: int, poll_s: float = 5.0) -> None:
     """Process 0 of a sharded run waits until every shard has written its table and its ``.done`` marker."""
-    markers = [Path(out_dir) / f"{shard_table(out_dir, num_shards, i).stem}.done" for i in range(num_shards)]
-    while not all(m.exists() for m in markers):
-        time.sleep(poll_s)
+    sweep.wait_for_shards(out_dir, num_shards, TABLE, poll_s)
 
 
 def _edit_and_score(pipe, case: EditCase, name: str, method, scorers: Scorers, steps, guidance, inversion, cache,

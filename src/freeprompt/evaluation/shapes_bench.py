@@ -22,13 +22,15 @@ import numpy as np
 from ..editing.images import psnr
 from ..errors import BadInput
 from ..io.outputs import labelled_grid, temporary_beside, write_json, write_text_atomic
-from ..io.tables import claim_folder, read_rows, write_rows
+from ..io.sweep import Shards, Sweep, Unit, all_rows, is_sharded
 from ..shapes import oracle, world
 
 JOINT_IOU = 0.8
 LOST_IOU = 0.3  # below this the edited object is elsewhere (or gone): the structure was not kept at all
 FIELDS = ["id", "kind", "method", "seed", "source_prompt", "target_prompt", "source_ok", "target_found", "attribute_ok",
           "iou", "joint", "background_psnr", "source_area", "target_area", "target_shape_read"]
+KEY = ("id", "method")  # a unit: one item edited by one method
+TABLE = "items.csv"
 
 
 @dataclass(frozen=True)
@@ -122,37 +124,49 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("nan") if a.size == 0 else psnr(a, b)  # nan: the objects cover the whole image
 
 
+def edit_units(items: list[EditItem], methods) -> list[Unit]:
+    """A unit per (item, method); an item's methods share its index, so one process runs every method of an item."""
+    return [Unit((item.id, name), index=n, data=(n, item, name)) for n, item in enumerate(items) for name in methods]
+
+
 def run_edits(pipe, items: list[EditItem], out_dir: Path, steps: int, guidance: float, methods: dict,
-              progress=None, examples: int = 8, model: str = "") -> list[dict]:
-    """Run every item with every method (``{name: Method}``); resumable: rows already in items.csv are skipped,
-    provided the folder's settings.json says they were made with the same model, settings, methods and items."""
+              progress=None, examples: int = 8, model: str = "", *, num_shards: int = 1,
+              shard_index: int = 0) -> list[dict]:
+    """Run every item of this shard (process ``shard_index`` of ``num_shards`` takes the items with index %
+    num_shards == shard_index) with every method (``{name: Method}``); returns this shard's rows. Resumable: rows
+    already in the table are skipped, provided the folder's settings.json says they were made with the same model,
+    settings, methods and items. ``progress(items done, items)`` after every item of this shard."""
     from ..editing.generated import edit
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     settings = {"model": model, "dtype": str(pipe.unet.dtype).removeprefix("torch."), "steps": steps,
                 "guidance": guidance, "methods": {name: m.options() for name, m in methods.items()},
                 "items": [[item.id, item.seed, item.source_prompt, item.target_prompt] for item in items]}
-    claim_folder(out_dir, settings)
-    csv_path = out_dir / "items.csv"
-    rows = read_rows(csv_path)
-    done = {(r["id"], r["method"]) for r in rows}
-    for n, item in enumerate(items):
-        for name, method in methods.items():
-            if (item.id, name) in done:
-                continue
-            result = edit(pipe, item.source_prompt, [item.target_prompt], method=method, seed=item.seed, steps=steps,
-                          guidance=guidance, progress=False)
-            src, tgt = (np.asarray(img.convert("RGB")) for img in result.images)
-            rows.append({"id": item.id, "kind": item.kind, "method": name, "seed": item.seed,
-                         "source_prompt": item.source_prompt, "target_prompt": item.target_prompt,
-                         **score_edit(src, tgt, item)})
-            if n < examples:  # kept per edit, so a resumed run's sheet still shows every example
-                _save_example(out_dir / "examples" / f"{n:03d}-{name}.png", item, name, result.images)
-            write_rows(csv_path, rows, FIELDS)
-        if progress:
-            progress(n + 1, len(items))
-    _example_sheet(sorted((out_dir / "examples").glob("*.png")), out_dir / "examples.png")
-    return rows
+
+    def work(unit: Unit) -> list[dict]:
+        n, item, name = unit.data
+        result = edit(pipe, item.source_prompt, [item.target_prompt], method=methods[name], seed=item.seed,
+                      steps=steps, guidance=guidance, progress=False)
+        src, tgt = (np.asarray(img.convert("RGB")) for img in result.images)
+        if n < examples:  # kept per edit, so a resumed run's sheet still shows every example
+            _save_example(Path(out_dir) / "examples" / f"{n:03d}-{name}.png", item, name, result.images)
+        return [{"id": item.id, "kind": item.kind, "method": name, "seed": item.seed,
+                 "source_prompt": item.source_prompt, "target_prompt": item.target_prompt,
+                 **score_edit(src, tgt, item)}]
+
+    run = Sweep(Path(out_dir), settings, FIELDS, KEY, TABLE, Shards.of(num_shards, shard_index))
+    return run.run(edit_units(items, methods), work, _by_item(progress, len(methods)))
+
+
+def _by_item(progress, per_item: int):
+    """A sweep's progress callback that calls ``progress(items done, items)`` once every method of an item ran."""
+    if progress is None:
+        return None
+
+    def report(done: int, total: int) -> None:
+        if done % per_item == 0:
+            progress(done // per_item, total // per_item)
+
+    return report
 
 
 def generation_check(pipe, n: int, steps: int, guidance: float, seed: int = 1, colors=None, shapes=None) -> dict:
@@ -277,8 +291,14 @@ def _example_sheet(files: list[Path], path: Path) -> None:
 
 
 def write_report(out_dir: Path, rows: list[dict], generation: dict | None, params: dict) -> str:
+    """summary.md, run.json and the examples sheet of ``rows``, or of every shard's rows when the run in ``out_dir``
+    was sharded (call it once every shard is done: ``io.sweep.wait_for_shards``)."""
     from ..io.runinfo import package_versions
 
+    out_dir = Path(out_dir)
+    if is_sharded(out_dir, TABLE):
+        rows = all_rows(out_dir, TABLE)
+    _example_sheet(sorted((out_dir / "examples").glob("*.png")), out_dir / "examples.png")
     table, groups = summarise(rows), breakdown(rows)
     text = markdown(table, generation)
     if any(groups.values()):

@@ -1,36 +1,18 @@
-"""Result tables of long runs (benchmarks, ablations): one CSV row per finished item, rewritten atomically after
-each, and a ``settings.json`` that a resumed run must match."""
+"""Result tables of long runs (benchmarks, ablations, evaluations): CSV rows that each end with a check of their
+cells, so a damaged row is found and computed again. A table is written whole under a temporary name and renamed,
+or grows by whole rows appended in one write; a reader never sees half a table, at most a cut last row that fails
+its check."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
 import warnings
+from io import StringIO
 from pathlib import Path
 
-from ..errors import BadInput
-from .outputs import remove_stale_temporaries, temporary_beside, write_json
-
-FRESH_FIX = "choose a new --out folder, or delete that one to start over"
-
-
-def claim_folder(out_dir: Path, settings: dict, table: str = "items.csv") -> None:
-    """Refuse to resume into a folder whose results were made with other settings (they would be summarised
-    under this run's parameters); otherwise record this run's settings."""
-    path = Path(out_dir) / "settings.json"
-    remove_stale_temporaries(Path(out_dir))
-    settings = json.loads(json.dumps(settings))
-    if path.exists():
-        saved = json.loads(path.read_text())
-        changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
-        if changed:
-            raise BadInput(f"{out_dir} holds results made with other settings ({', '.join(changed)})", FRESH_FIX)
-    elif (Path(out_dir) / table).exists():
-        raise BadInput(f"{out_dir} holds results without a settings.json, so they cannot be resumed", FRESH_FIX)
-    write_json(path, settings)
-
+from .outputs import temporary_beside
 
 CHECK = "row_check"  # the last column: a digest of the row's other cells, so a damaged row is found and redone
 
@@ -59,19 +41,39 @@ def write_rows(path: Path, rows: list[dict], fields: list[str]) -> None:
     with its check."""
     tmp = temporary_beside(Path(path))
     with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=[*fields, CHECK], extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            cells = {k: row.get(k) for k in fields}
-            writer.writerow({**cells, CHECK: row_check([_cell(cells[k]) for k in fields])})
+        f.write(table_text(rows, fields))
     os.replace(tmp, path)
+
+
+def append_rows(path: Path, rows: list[dict], fields: list[str]) -> None:
+    """Append ``rows`` (each with its check) to a table that ``write_rows`` wrote with the same ``fields``, as
+    whole lines in one write, flushed to disk before returning. A process killed in the write leaves at most a
+    cut last row, which fails its check."""
+    data = table_text(rows, fields, header=False).encode("utf-8")
+    with open(path, "ab") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def table_text(rows: list[dict], fields: list[str], header: bool = True) -> str:
+    """The CSV text of ``rows`` (only ``fields``, in that order, then the check), with the header line or without."""
+    buffer = StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=[*fields, CHECK], extrasaction="ignore")
+    if header:
+        writer.writeheader()
+    for row in rows:
+        cells = {k: row.get(k) for k in fields}
+        writer.writerow({**cells, CHECK: row_check([cell_text(cells[k]) for k in fields])})
+    return buffer.getvalue()
 
 
 def row_check(cells: list[str]) -> str:
     return hashlib.sha256("\x1f".join(cells).encode()).hexdigest()[:12]
 
 
-def _cell(value) -> str:
+def cell_text(value) -> str:
+    """A cell as the table holds it (and reads it back): None as empty, anything else as ``str``."""
     return "" if value is None else str(value)
 
 
