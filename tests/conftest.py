@@ -12,6 +12,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 sys.path.insert(0, os.path.dirname(__file__))  # the test-only reference implementation
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "support"))  # test-only helpers
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))  # the repository root: the lab package
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 
