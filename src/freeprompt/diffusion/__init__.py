@@ -15,7 +15,6 @@ from .prompts import (
                       require_text,
 )
 from .sampler import (
-                      StepCallback,
                       StepHooks,
                       check_guidance,
                       check_steps,
@@ -27,6 +26,6 @@ from .sampler import (
                       vae_precision,
 )
 
-__all__ = ["Conditioning", "PromptTruncated", "StepCallback", "StepHooks", "check_guidance", "check_latents", "check_prompt", "check_size", "check_steps", "ddim_scheduler", "decode",
+__all__ = ["Conditioning", "PromptTruncated", "StepHooks", "check_guidance", "check_latents", "check_prompt", "check_size", "check_steps", "ddim_scheduler", "decode",
            "encode_prompts", "encode_text", "image_size", "initial_latents", "is_sdxl", "latent_shape", "pixel_budget", "require_text",
            "sample", "step_bar", "vae_precision"]

@@ -93,16 +93,6 @@ class StepHooks:
         return latents
 
 
-class StepCallback(StepHooks):
-    """Hooks that only call ``callback(i)`` before step ``i`` (progress reports, custom bookkeeping)."""
-
-    def __init__(self, callback: Callable[[int], None]):
-        self.callback = callback
-
-    def begin_step(self, step: int) -> None:
-        self.callback(step)
-
-
 @torch.no_grad()
 def sample(
     unet,
