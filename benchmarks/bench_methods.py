@@ -6,7 +6,7 @@ materialising its attention maps as its authors' code does.
     p2p            Prompt-to-Prompt replace (cross maps in every layer, self maps in <=16x16 layers), via SDPA
     masactrl       MasaCtrl (layers 11-16), SDPA(Q_tgt, K_src, V_src)
     pnp            Plug-and-Play (features of up_blocks.1.resnets.1, queries/keys in layers 9-16)
-    <method>_mat   the same edit with maps built by einsum + softmax (tests/method_reference.py): in every
+    <method>_mat   the same edit with maps built by einsum + softmax (tests/support/method_reference.py): in every
                    attention layer for FPE, P2P and MasaCtrl (their authors hook every layer), in the edited layers
                    for PnP (its authors replace only those)
 
@@ -85,7 +85,7 @@ def materialising(name: str, pipe, prompts, steps: int, latent_hw):
 def worker(args) -> dict:
     import torch
 
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "tests" / "support"))
     from method_reference import feature_hook, installed
 
     from freeprompt.attention import discover_layers

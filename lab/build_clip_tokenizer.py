@@ -1,16 +1,17 @@
-"""Derive the CLIP BPE tokenizer files (vocab.json, merges.txt) from ``bpe_simple_vocab_16e6.txt.gz``.
+"""Derive the CLIP BPE tokenizer from ``bpe_simple_vocab_16e6.txt.gz`` and save it as a tokenizer folder
+(tokenizer.json, tokenizer_config.json): the package keeps it once, as the shapes fixture's tokenizer, which
+``freeprompt.models.tokenizer.clip_tokenizer()`` reads and plain diffusers loads with the fixture.
 
 That file ships inside PyPI wheels (e.g. open_clip_torch: ``pip download --no-deps open_clip_torch`` and
 unzip ``open_clip/bpe_simple_vocab_16e6.txt.gz``). The vocabulary is CLIP's: the 256 byte symbols, the same
 with the end-of-word marker, one entry per merge, then the start and end tokens (49,408 in all).
 
-    python -m lab.build_clip_tokenizer path/to/bpe_simple_vocab_16e6.txt.gz src/freeprompt/assets/clip_tokenizer
+    python -m lab.build_clip_tokenizer path/to/bpe_simple_vocab_16e6.txt.gz src/freeprompt/fixtures/shapes/tokenizer
 """
 
 from __future__ import annotations
 
 import gzip
-import json
 import sys
 from pathlib import Path
 
@@ -25,16 +26,22 @@ def byte_symbols() -> list[str]:
     return [chr(b) for b in printable] + [chr(256 + n) for n in range(len(others))]
 
 
-def build(bpe_gz: Path, out_dir: Path) -> None:
+def derive(bpe_gz: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """CLIP's vocabulary (token -> id) and its merges, in priority order, from the BPE file."""
     lines = gzip.open(bpe_gz, "rt", encoding="utf-8").read().split("\n")
     merges = [tuple(line.split()) for line in lines[1 : NUM_MERGES + 1]]
     symbols = byte_symbols()
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return {tok: i for i, tok in enumerate(vocab)}, merges
+
+
+def build(bpe_gz: Path, out_dir: Path) -> None:
+    from freeprompt.models.tokenizer import bpe_tokenizer
+
+    vocab, merges = derive(bpe_gz)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False))
-    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
-                                        encoding="utf-8")
+    bpe_tokenizer(vocab, merges).save_pretrained(str(out_dir))
     print(f"wrote {len(vocab)} tokens and {len(merges)} merges to {out_dir}")
 
 

@@ -7,7 +7,7 @@ order 1e-2; each case also checks that the recorded maps differ from plain gener
 
 import pytest
 import torch
-from method_reference import Spec, feature_hook, installed
+from support.method_reference import Spec, feature_hook, installed
 
 from freeprompt.attention import StepRange, discover_layers, record_attention
 from freeprompt.diffusion import StepHooks, ddim_scheduler, encode_prompts, initial_latents, latent_shape, sample

@@ -176,39 +176,7 @@ def _predict(model, x, chunk):
         torch.zeros(0, dtype=torch.long)
 
 
-# ------------------------------------------------------------------------------------------- datasets
-
-class ArrayDataset:
-    """An in-memory stand-in for ``datasets.ProbeDataset`` (synthetic data, tests, notebooks): ``maps`` maps a
-    1-based layer index to an (items, h, w) or (items, n, n) tensor."""
-
-    def __init__(self, name: str, maps: dict[int, torch.Tensor], y: torch.Tensor, classes: list[str],
-                 kind: str = "cross", word: str = "target"):
-        self.name, self.kind, self.classes, self.y = name, kind, list(classes), torch.as_tensor(y).long()
-        self._maps, self._word = dict(maps), word
-        self.meta = {"model": {"id": "synthetic"}, "words": [word], "latent_hw": None}
-        self.layers_ = [{"name": f"layer{i}", "index": i, "shape": list(t.shape[1:]), "grid": None}
-                        for i, t in sorted(self._maps.items())]
-        self.root = None
-        self.skipped: list[str] = []
-
-    @property
-    def layers(self) -> list[dict]:
-        return self.layers_
-
-    @property
-    def words(self) -> list[str]:
-        return [self._word]
-
-    def layer(self, ref) -> dict:
-        for row in self.layers_:
-            if str(ref) in (str(row["index"]), row["name"]):
-                return row
-        raise BadInput(f"dataset {self.name!r} has no layer {ref}", "ask for one of its layers")
-
-    def load(self, layer, word=None, dtype=torch.float32) -> torch.Tensor:
-        return self._maps[self.layer(layer)["index"]].to(dtype)
-
+# ------------------------------------------------------------------------------------------- protocols
 
 def _pooled_self_grid(ds, row) -> tuple[int, int] | None:
     if ds.kind != "self" or not row.get("grid"):
@@ -336,12 +304,5 @@ def _fit_variants(results, key, xtr, ytr, xte, yte, classes, variants, config, l
                 f"{out['features']} features, {out['seconds']:.1f} s)")
 
 
-def chance_bounds(num_classes: int, n_test: int, sigmas: float = 4.0) -> tuple[float, float]:
-    """Accuracy interval of a chance-level classifier: 1/classes +- ``sigmas`` binomial standard deviations."""
-    p = 1.0 / num_classes
-    sd = math.sqrt(p * (1 - p) / max(1, n_test))
-    return max(0.0, p - sigmas * sd), min(1.0, p + sigmas * sd)
-
-
-__all__ = ["ArrayDataset", "PROBES", "ProbeConfig", "authors_classifier", "build_probe", "chance_bounds",
-           "fit_and_score", "layer_features", "linear_classifier", "run_probes", "stratified_split"]
+__all__ = ["PROBES", "ProbeConfig", "authors_classifier", "build_probe", "fit_and_score", "layer_features",
+           "linear_classifier", "run_probes", "stratified_split"]

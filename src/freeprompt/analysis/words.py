@@ -195,8 +195,6 @@ def get_vocabulary(name: str) -> Vocabulary:
     raise BadInput(f"unknown vocabulary {name!r}", "use 'paper' or 'shapes'")
 
 
-VOCABULARIES = ("paper", "shapes")
-
 __all__ = ["COMPLEX_TEMPLATES", "PAPER", "PAPER_ANIMALS", "PAPER_COLORS", "PAPER_OBJECTS", "PAPER_PRINTED",
-           "PRINTED_OBJECTS", "PRINTED_TEMPLATES", "VOCABULARIES",
+           "PRINTED_OBJECTS", "PRINTED_TEMPLATES",
            "Vocabulary", "check_word_list", "get_vocabulary", "read_word_list"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..lazy import exports
 
 if TYPE_CHECKING:
-    from .hooks import StepCallback, StepHooks
+    from .hooks import StepHooks
     from .latents import check_latents, check_size, image_size, latent_shape, pixel_budget
     from .prompts import (
         Conditioning,
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     )
 
 _WHERE = {
-    "hooks": ["StepCallback", "StepHooks"],
+    "hooks": ["StepHooks"],
     "latents": ["check_latents", "check_size", "image_size", "latent_shape", "pixel_budget"],
     "prompts": ["Conditioning", "PromptTruncated", "check_prompt", "encode_prompts", "encode_text", "is_sdxl",
                 "require_text"],

@@ -3,7 +3,7 @@ floors above can declare hooks without importing the loop)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
@@ -34,13 +34,3 @@ class StepHooks:
 
     def end_run(self) -> None:
         pass
-
-
-class StepCallback(StepHooks):
-    """Hooks that only call ``callback(i)`` before step ``i`` (progress reports, custom bookkeeping)."""
-
-    def __init__(self, callback: Callable[[int], None]):
-        self.callback = callback
-
-    def begin_step(self, step: int) -> None:
-        self.callback(step)

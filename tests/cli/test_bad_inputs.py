@@ -1,12 +1,12 @@
-"""Issue #29's table of bad command lines (tests/bad_cli_cases.py), run in-process: every one exits with status 2,
-one line on stderr naming the problem, no traceback, and no output folder left behind; validation comes before any
-model is loaded (the cases run in well under a second each, no pipeline is built)."""
+"""Issue #29's table of bad command lines (tests/support/bad_cli_cases.py), run in-process: every one exits with
+status 2, one line on stderr naming the problem, no traceback, and no output folder left behind; validation comes
+before any model is loaded (the cases run in well under a second each, no pipeline is built)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bad_cli_cases import CASES
+from support.bad_cli_cases import CASES
 from freeprompt.cli.main import main
 
 

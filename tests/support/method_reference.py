@@ -1,7 +1,7 @@
 """Independent, map-materialising references of the editing methods, written the way their authors' code works:
 every attention call builds softmax(QK^T * d^-0.5) with einsum, the edit is applied to those probabilities (or,
 for MasaCtrl and Plug-and-Play, to the rows' queries, keys and values first), and the output is probs @ V. Batch
-rows are [uncond P, cond P] with prompt 0 the source. Used as the reference of tests/test_methods.py and as the
+rows are [uncond P, cond P] with prompt 0 the source. Used as the reference of tests/editing/test_methods.py and as the
 materialising path of benchmarks/bench_methods.py.
 
 ``Spec`` says, per layer name and step, what is edited; steps are sets of step indices computed in the test with

@@ -7,7 +7,6 @@ import json
 import math
 import os
 from dataclasses import asdict
-from types import SimpleNamespace
 
 import pytest
 
@@ -18,7 +17,6 @@ from freeprompt.analysis.report import accuracy_table, write_report, write_table
 from freeprompt.analysis.specs import build_spec
 from freeprompt.analysis.words import PAPER, get_vocabulary
 from freeprompt.errors import BadInput
-from freeprompt.models.loading import unet_family
 
 
 def printed(shared_dir):
@@ -87,16 +85,6 @@ def test_a_config_may_name_a_preset(tmp_path):
     path.write_text(json.dumps({"preset": "nope"}))
     with pytest.raises(BadInput, match="unknown preset"):
         read_config(path)
-
-
-def test_unet_family():
-    def unet(**config):
-        return SimpleNamespace(config=SimpleNamespace(**config))
-
-    assert unet_family(unet(cross_attention_dim=768, addition_embed_type=None)) == "sd1"
-    assert unet_family(unet(cross_attention_dim=1024, addition_embed_type=None)) == "sd2"
-    assert unet_family(unet(cross_attention_dim=2048, addition_embed_type="text_time")) == "sdxl"
-    assert unet_family(unet(cross_attention_dim=64, addition_embed_type=None)) == "other"
 
 
 def fake_result(train_name="self_color", family="sd1", vocabulary="paper", layers=16):

@@ -5,15 +5,14 @@ training labels) the test accuracy must stay inside 1/classes +- 4 binomial stan
 (4 classes, 120 test items: [0.09, 0.41]). Everything is seeded, so these are deterministic checks."""
 
 import csv
+import math
 
 import pytest
 import torch
 
 from freeprompt.analysis.probes import (
-    ArrayDataset,
     ProbeConfig,
     authors_classifier,
-    chance_bounds,
     fit_and_score,
     layer_features,
     run_probes,
@@ -35,6 +34,45 @@ def synthetic(n_per_class=150, separable=True, seed=0, side=8):
         return noise, y
     means = torch.randn(len(CLASSES), side, side, generator=torch.Generator().manual_seed(123))
     return means[y] + 0.7 * noise, y
+
+
+class ArrayDataset:
+    """An in-memory stand-in for ``freeprompt.analysis.datasets.ProbeDataset`` (what ``run_probes`` reads), for
+    synthetic data: ``maps`` maps a 1-based layer index to an (items, h, w) or (items, n, n) tensor."""
+
+    def __init__(self, name: str, maps: dict[int, torch.Tensor], y: torch.Tensor, classes: list[str],
+                 kind: str = "cross", word: str = "target"):
+        self.name, self.kind, self.classes, self.y = name, kind, list(classes), torch.as_tensor(y).long()
+        self._maps, self._word = dict(maps), word
+        self.meta = {"model": {"id": "synthetic"}, "words": [word], "latent_hw": None}
+        self.layers_ = [{"name": f"layer{i}", "index": i, "shape": list(t.shape[1:]), "grid": None}
+                        for i, t in sorted(self._maps.items())]
+        self.root = None
+        self.skipped: list[str] = []
+
+    @property
+    def layers(self) -> list[dict]:
+        return self.layers_
+
+    @property
+    def words(self) -> list[str]:
+        return [self._word]
+
+    def layer(self, ref) -> dict:
+        for row in self.layers_:
+            if str(ref) in (str(row["index"]), row["name"]):
+                return row
+        raise BadInput(f"dataset {self.name!r} has no layer {ref}", "ask for one of its layers")
+
+    def load(self, layer, word=None, dtype=torch.float32) -> torch.Tensor:
+        return self._maps[self.layer(layer)["index"]].to(dtype)
+
+
+def chance_bounds(num_classes: int, n_test: int, sigmas: float = 4.0) -> tuple[float, float]:
+    """Accuracy interval of a chance-level classifier: 1/classes +- ``sigmas`` binomial standard deviations."""
+    p = 1.0 / num_classes
+    sd = math.sqrt(p * (1 - p) / max(1, n_test))
+    return max(0.0, p - sigmas * sd), min(1.0, p + sigmas * sd)
 
 
 def test_authors_classifier_shape_follows_the_rule():

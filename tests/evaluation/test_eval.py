@@ -1,5 +1,5 @@
 """Edit datasets, metrics against their definitions (identical images, known shifts, known rankings) with tiny random
-backbones, and the eval runner end to end (resume, shards, report)."""
+backbones. (The eval command end to end: tests/cli/test_eval_cmd.py; the backbones' fixtures: tests/conftest.py.)"""
 
 import csv
 import json
@@ -13,38 +13,6 @@ from PIL import Image
 from freeprompt.errors import BadInput
 from freeprompt.evaluation import edit_sets, metrics
 from freeprompt.evaluation.eval_report import mean_ci, spearman
-
-
-@pytest.fixture(scope="module")
-def tiny_clip_dir(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTextConfig, CLIPVisionConfig
-
-    from freeprompt.models.tokenizer import clip_tokenizer
-
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=2, max_position_embeddings=77).to_dict(),
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                       num_attention_heads=2, image_size=32, patch_size=8).to_dict(),
-        projection_dim=16)
-    folder = tmp_path_factory.mktemp("clip")
-    CLIPModel(config).save_pretrained(folder)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=image_processor, tokenizer=clip_tokenizer()).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_vit_dir(tmp_path_factory):
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("vit")
-    ViTModel(ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
-                       patch_size=8)).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
 
 
 def image(seed=0, size=32):
@@ -171,44 +139,3 @@ def test_shapes_sets():
     assert len(fake.cases) == 80 and fake.pairs == 720
     real = edit_sets.shapes_real_edit(3)
     assert real.real and all(c.mask.shape == (64, 64) and c.mask.any() for c in real.cases)
-
-
-# ------------------------------------------------------------------------------------------------ the runner
-
-def test_eval_command_end_to_end(tiny_model_dir, tiny_clip_dir, tiny_vit_dir, tmp_path, capsys):
-    from freeprompt.cli.main import main
-
-    out = tmp_path / "eval"
-    argv = ["eval", "shapes-fake-edit", "--model", str(tiny_model_dir), "--method", "fpe,plain", "--limit", "2",
-            "--clip", str(tiny_clip_dir), "--dino", str(tiny_vit_dir), "--steps", "2", "--guidance", "3", "--out",
-            str(out), "--quiet"]
-    main(argv)
-    rows = list(csv.DictReader(open(out / "items.csv")))
-    assert len(rows) == 2 * 9 * 2 and {r["method"] for r in rows} == {"fpe", "plain"}
-    assert all(r["clip_score"] and r["clip_directional"] and r["structure_distance"] and r["iou"] for r in rows)
-    summary = (out / "summary.md").read_text()
-    assert "| fpe |" in summary and "CDS vs joint" in summary and (out / "metrics.png").exists()
-    before = (out / "items.csv").read_bytes()
-    main(argv)
-    assert (out / "items.csv").read_bytes() == before  # resumed: nothing recomputed
-    # two shards in one folder write their own tables; the report reads both
-    sharded = tmp_path / "sharded"
-    for index in ("1", "0"):  # process 0 writes the report once every shard is done
-        main([*argv[:-2], str(sharded), "--quiet", "--num-shards", "2", "--shard-index", index])
-    assert len(list(sharded.glob("items.shard-*.csv"))) == 2
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main([*argv, "--metrics", "clip,bogus"])
-    assert exit_info.value.code == 2 and "unknown metric" in capsys.readouterr().err
-
-
-def test_eval_on_rendered_photos_uses_inversion_and_masks(tiny_model_dir, tiny_clip_dir, tmp_path, monkeypatch):
-    from freeprompt.cli.main import main
-
-    monkeypatch.setenv("FREEPROMPT_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "real"
-    main(["eval", "shapes-real-edit", "--model", str(tiny_model_dir), "--limit", "1", "--clip", str(tiny_clip_dir),
-          "--metrics", "clip,cds,clip_edited,psnr,ssim,oracle", "--steps", "2", "--guidance", "3", "--out", str(out),
-          "--quiet"])
-    rows = list(csv.DictReader(open(out / "items.csv")))
-    assert len(rows) == 3 and all(r["clip_edited"] and r["psnr_outside"] and r["iou"] for r in rows)

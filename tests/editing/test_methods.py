@@ -1,11 +1,11 @@
 """Prompt-to-Prompt, MasaCtrl, Plug-and-Play and their combination with FPE against independent map-materialising
-references (tests/method_reference.py), in float64 on the tiny SD1.x-layout pipeline, where a wrong row, head,
+references (tests/support/method_reference.py), in float64 on the tiny SD1.x-layout pipeline, where a wrong row, head,
 layer or step shows up as a difference of order 1e-2 and the right one agrees to ~1e-10 (tolerance 1e-5, as
 FPE's test). Each comparison also checks that the edit changed the targets, or it would prove little."""
 
 import pytest
 import torch
-from method_reference import Spec, blend_latents, feature_hook, installed
+from support.method_reference import Spec, blend_latents, feature_hook, installed
 
 from freeprompt.attention import StepRange, discover_layers
 from freeprompt.diffusion import StepHooks, ddim_scheduler, encode_prompts, initial_latents, latent_shape, sample

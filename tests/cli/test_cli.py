@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 from PIL import Image
+from support.cli_runs import edit_args, run
 
 from freeprompt.cli.main import main
 
@@ -12,19 +13,6 @@ from freeprompt.cli.main import main
 @pytest.fixture(scope="module")
 def model_dir(tiny_model_dir):
     return tiny_model_dir
-
-
-def run(argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
-
-
-def edit_args(model_dir, out, *extra):
-    return ["edit", "--model", str(model_dir), "--source", "a red car", "--target", "a blue car", "--steps", "3",
-            "--height", "64", "--width", "64", "--quiet", "--out", str(out), *extra]
 
 
 def test_edit_writes_images_grid_run_json_and_latents(model_dir, tmp_path, capsys):

@@ -7,11 +7,12 @@ generation, so recording changes nothing."""
 
 import pytest
 import torch
+from support.steps import StepCallback
 
 from freeprompt.attention import discover_layers, installed_processors
 from freeprompt.attention.recorder import pool_factors, record_attention
 from freeprompt.attention.tokens import prompt_tokens, word_token_indices
-from freeprompt.diffusion import StepCallback, ddim_scheduler, encode_prompts, initial_latents, latent_shape, sample
+from freeprompt.diffusion import ddim_scheduler, encode_prompts, initial_latents, latent_shape, sample
 from freeprompt.errors import BadInput
 
 STEPS = 4
