@@ -151,3 +151,16 @@ def test_functions_fit_on_a_screen(module):
             for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             and _body_lines(node) > MAX_FUNCTION_LINES]
     assert not long, f"{module}: " + ", ".join(long)
+
+
+def test_the_command_line_parses_without_torch():
+    """A bad command line is refused before torch, diffusers, transformers or numpy are imported: building the app
+    (every command's options, the methods' declarations included) imports none of them."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from freeprompt.cli.main import build_app; build_app(); "
+            "print(','.join(n for n in ('torch', 'diffusers', 'transformers', 'numpy', 'PIL') if n in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"imported before parsing: {done.stdout.strip()}"

@@ -8,16 +8,19 @@ from typing import Optional
 import typer
 
 from .loading import load_model
+from .progress import progress_bar
 from .options import (
     device_option,
     dtype_option,
     guidance_option,
     limit_option,
     model_option,
+    num_shards_option,
     old_spelling,
     quiet_option,
     renamed,
     seed_option,
+    shard_index_option,
     steps_option,
 )
 
@@ -38,6 +41,8 @@ def ablate(
     device: str = device_option(),
     dtype: str = dtype_option(),
     quiet: bool = quiet_option(),
+    num_shards: Optional[int] = num_shards_option(),
+    shard_index: Optional[int] = shard_index_option(),
     items_old: Optional[int] = old_spelling("--items", min=1, max=10_000),
 ):
     """Replace cross-attention maps, self-attention maps or both, by replace ratio and layer set: Figs 10-11 of the
@@ -45,11 +50,13 @@ def ablate(
     from ..errors import BadInput
     from ..evaluation import ablation as ab
     from ..io.outputs import check_output_folder
+    from ..io.sweep import distributed_position, wait_for_shards
     from ..models.loading import resolve_device, resolve_dtype
 
     items = renamed(items, items_old, "--items", "--limit")
     check_output_folder(out, resumable=True)
     resolve_device(device), resolve_dtype(dtype)
+    shards, index = distributed_position(num_shards, shard_index)
     cells = ab.grid([t.strip() for t in types.split(",") if t.strip()], list(layers or ab.DEFAULT_LAYER_SETS),
                     ab.parse_ratios(ratios))
     if (source is None) != (not target):
@@ -57,11 +64,11 @@ def ablate(
     chosen = _items(source, target, items, seed)
     loaded = load_model(model, device=device, dtype=dtype)
     steps, guidance = loaded.setting("steps", steps, 50), loaded.setting("guidance", guidance, 7.5)
-    bar = None if quiet else _bar(len(cells) * len(chosen))
     rows = ab.run_ablation(loaded.pipe, chosen, cells, out, steps, guidance, model=model,
-                           progress=bar.update if bar else None)
-    if bar:
-        bar.close()
+                           progress=progress_bar("cells", "edit", quiet), num_shards=shards, shard_index=index)
+    if index != 0:
+        return
+    wait_for_shards(out, shards, ab.TABLE)
     params = {"model": loaded.info, "steps": steps, "guidance": guidance, "types": types, "layers": layers,
               "ratios": ratios, "items": items, "seed": seed, "source": source, "targets": target}
     typer.echo(ab.write_report(out, rows, cells, params))
@@ -79,9 +86,3 @@ def _items(source, targets, count: int, seed: int) -> list:
                 enumerate(targets)]
     swaps = sb.edit_items((count + 1) // 2, count // 2, seed)
     return [ab.AblationItem(e.id, e.seed, e.source_prompt, e.target_prompt, e) for e in swaps]
-
-
-def _bar(total: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="cells", unit="edit")

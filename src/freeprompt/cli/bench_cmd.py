@@ -9,6 +9,7 @@ import typer
 
 from ..errors import BadInput
 from .loading import load_model
+from .progress import progress_bar
 from .options import (
     count_option,
     device_option,
@@ -16,10 +17,12 @@ from .options import (
     guidance_option,
     model_option,
     not_empty,
+    num_shards_option,
     old_spelling,
     quiet_option,
     renamed,
     seed_option,
+    shard_index_option,
     steps_option,
 )
 
@@ -47,6 +50,8 @@ def shapes(
     device: str = device_option(),
     dtype: str = dtype_option(),
     quiet: bool = quiet_option(),
+    num_shards: Optional[int] = num_shards_option(),
+    shard_index: Optional[int] = shard_index_option(),
     methods_old: Optional[str] = old_spelling("--methods"),
     method: str = "fpe,plain",
     method_options: Optional[dict] = None,
@@ -59,37 +64,25 @@ def shapes(
         raise BadInput("--color-edits and --shape-edits are both 0", "ask for at least one edit")
     from ..evaluation import shapes_bench as sb
     from ..io.outputs import check_output_folder
+    from ..io.sweep import distributed_position, wait_for_shards
     from ..models.loading import resolve_device, resolve_dtype
 
     check_output_folder(out, resumable=True)
     resolve_device(device), resolve_dtype(dtype)
+    shards, index = distributed_position(num_shards, shard_index)
     template_list = [w.strip() for w in templates.split(",") if w.strip()]  # checked by edit_items
     colour_words, shape_list = word_list(colors, "--colors"), word_list(shape_words, "--shapes")
     items = sb.edit_items(color_edits, shape_edits, seed, colour_words, shape_list, tuple(template_list))
     loaded = load_model(model, device=device, dtype=dtype)
     steps, guidance = loaded.setting("steps", steps, 50), loaded.setting("guidance", guidance, 7.5)
-    progress = None if quiet else _bar()
-    rows = sb.run_edits(loaded.pipe, items, out, steps, guidance, chosen, progress=progress, model=model)
+    rows = sb.run_edits(loaded.pipe, items, out, steps, guidance, chosen, progress=progress_bar("edits", "item", quiet),
+                        model=model, num_shards=shards, shard_index=index)
+    if index != 0:
+        return
+    wait_for_shards(out, shards, sb.TABLE)
     gen = sb.generation_check(loaded.pipe, generation, steps, guidance, colors=colour_words,
                               shapes=shape_list) if generation else None
     params = {"model": loaded.info, "steps": steps, "guidance": guidance,
               "methods": {name: m.options() for name, m in chosen.items()}, "color_edits": color_edits,
               "shape_edits": shape_edits, "generation": generation, "seed": seed, "templates": template_list}
     typer.echo(sb.write_report(out, rows, gen, params))
-
-
-def _bar():
-    """A progress callback ``(done, total)`` whose bar opens at the first finished item, so a refused folder prints
-    only its one-line error."""
-    from tqdm.auto import tqdm
-
-    bars: list = []
-
-    def progress(n: int, total: int) -> None:
-        if not bars:
-            bars.append(tqdm(total=total, desc="edits", unit="item"))
-        bars[0].update(n - bars[0].n)
-        if n == total:
-            bars[0].close()
-
-    return progress

@@ -8,14 +8,17 @@ from typing import Optional
 import typer
 
 from .loading import load_model
+from .progress import progress_bar
 from .options import (
     device_option,
     dtype_option,
     guidance_option,
     limit_option,
     model_option,
+    num_shards_option,
     quiet_option,
     seed_option,
+    shard_index_option,
     steps_option,
 )
 
@@ -40,8 +43,8 @@ def evaluate(
     steps: Optional[int] = steps_option(),
     guidance: Optional[float] = guidance_option(),
     seed: int = seed_option(0, "first seed (every source gets its own)"),
-    num_shards: Optional[int] = typer.Option(None, help="processes splitting the work [the launcher's WORLD_SIZE]"),
-    shard_index: Optional[int] = typer.Option(None, help="this process's index [the launcher's RANK]"),
+    num_shards: Optional[int] = num_shards_option(),
+    shard_index: Optional[int] = shard_index_option(),
     device: str = device_option(),
     dtype: str = dtype_option(),
     quiet: bool = quiet_option(),
@@ -53,7 +56,7 @@ def evaluate(
     from ..editing.methods import build_methods
 
     chosen = build_methods(method, method_options)
-    from ..analysis.collect import distributed_position
+    from ..io.sweep import distributed_position
     from ..editing.cache import InversionCache
     from ..editing.inversion import check_inversion
     from ..evaluation import edit_sets, eval_report, runner
@@ -72,13 +75,10 @@ def evaluate(
     settings = {"dataset": dataset, "data": str(data) if data else None, "model": model, "steps": steps,
                 "guidance": guidance, "inversion": inversion, "methods": {n: m.options() for n, m in chosen.items()},
                 "metrics": list(scorers.metrics), "cases": len(cases.cases), "seed": seed}
-    bar = None if quiet else _bar(len(cases.cases) * len(chosen) // shards)
     runner.run_eval(loaded.pipe, cases, chosen, out, settings, scorers, steps=steps, guidance=guidance,
                     inversion=inversion, cache=InversionCache() if cases.real else None,
                     model_key=f"{loaded.info.get('id')}@{loaded.info.get('revision')}", num_shards=shards,
-                    shard_index=index, progress=bar.update if bar else None)
-    if bar:
-        bar.close()
+                    shard_index=index, progress=progress_bar("edits", "source", quiet))
     if index == 0:
         runner.wait_for_shards(out, shards)
         typer.echo(eval_report.write_report(out, dataset, {**settings, "model": loaded.info}, cases.skipped,
@@ -118,10 +118,3 @@ def _scorers(wanted, clip_name, dino, device, cases):
         notes.append(mt.LPIPS_NOTE)
         names.remove("lpips")
     return runner.Scorers(tuple(names), clip, structure, notes)
-
-
-def _bar(total: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="edits", unit="source")
-

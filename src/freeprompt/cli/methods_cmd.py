@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from ..editing.methods import METHODS, option_table
+from ..editing.methods import METHODS, method_choices, option_table
 
 
 def methods(markdown: bool = typer.Option(False, "--markdown", help="the README's Markdown tables")):
@@ -29,8 +29,13 @@ def methods_markdown() -> str:
     default, meaning and source)."""
     rows = ["| method | what the target takes from the source | options (defaults) |", "|---|---|---|"]
     for name, cls in METHODS.items():
-        flags = ", ".join(f"`{d.flag}` ({d.shown_default()})" for m, d in option_table() if m == name)
+        flags = ", ".join(f"`{d.flag}` (`{d.shown_default()}`)" for m, d in option_table() if m == name)
         rows.append(f"| `{name}`{f' ({cls.reference})' if cls.reference else ''} | {cls.summary} | {flags} |")
+    for combination in method_choices()[len(METHODS):]:
+        parts = combination.split("+")
+        beside = "; ".join(f"{k} `{v}`" for k, v in METHODS[parts[-1]].combined.get(parts[0], {}).items())
+        rows.append(f"| `{combination}` | what {' and '.join(parts)} take, in one run"
+                    f"{f' (beside {parts[0]}, {parts[-1]} has {beside})' if beside else ''} | both methods' options |")
     rows += ["", "| option | method | default | what it does | where the default comes from |", "|---|---|---|---|---|"]
     for name, declared in option_table():
         rows.append(f"| `{declared.flag}` | {name} | `{declared.shown_default()}` | {declared.help} | "

@@ -80,6 +80,15 @@ def limit_option(help: str, default: Optional[int] = None, high: int = 10**6) ->
     return typer.Option(default, "--limit", min=1, max=high, help=help)
 
 
+def num_shards_option() -> Optional[int]:
+    return typer.Option(None, min=1, max=100_000, help="processes splitting the work [default: the launcher's "
+                        "WORLD_SIZE, else 1]")
+
+
+def shard_index_option() -> Optional[int]:
+    return typer.Option(None, min=0, max=99_999, help="this process's index [default: the launcher's RANK, else 0]")
+
+
 def old_spelling(flag: str, **bounds):
     """A renamed option's old spelling: hidden from --help, still read (see ``renamed``)."""
     return typer.Option(None, flag, hidden=True, **bounds)
@@ -99,4 +108,4 @@ def real_option(default: float, help: str, low: float, high: float):
 
 __all__ = ["CONFIG_HELP", "DEFAULT_MODEL", "DEVICE_HELP", "DTYPE_HELP", "MAX_SEED", "MODEL_HELP", "REVISION_HELP",
            "count_option", "device_option", "dtype_option", "finite", "guidance_option", "limit_option", "model_option",
-           "not_empty", "old_spelling", "quiet_option", "renamed", "real_option", "seed_option", "side_option", "steps_option"]
+           "not_empty", "num_shards_option", "old_spelling", "shard_index_option", "quiet_option", "renamed", "real_option", "seed_option", "side_option", "steps_option"]

@@ -23,7 +23,7 @@ import numpy as np
 from ..editing.methods import FPE, P2P, Combined
 from ..errors import BadInput
 from ..io.outputs import temporary_beside
-from ..io.sweep import Shards, Sweep, Unit, all_rows, is_sharded, tick
+from ..io.sweep import Shards, Sweep, Unit, all_rows, is_sharded
 from .shapes_bench import EditItem, score_edit
 
 TYPES = ("cross", "self", "both")
@@ -102,8 +102,8 @@ def cell_units(items: list[AblationItem], cells: list[Cell]) -> list[Unit]:
 def run_ablation(pipe, items: list[AblationItem], cells: list[Cell], out_dir: Path, steps: int, guidance: float,
                  model: str = "", progress=None, *, num_shards: int = 1, shard_index: int = 0) -> list[dict]:
     """Every cell on every item, resumable; process ``shard_index`` of ``num_shards`` takes every
-    ``num_shards``-th (item, cell) and returns its rows. The first item's images are kept in ``images/`` for the
-    figure."""
+    ``num_shards``-th (item, cell) and returns its rows; ``progress(done, total)`` after each of them. The first
+    item's images are kept in ``images/`` for the figure."""
     from ..editing.generated import edit
 
     settings = {"model": model, "steps": steps, "guidance": guidance, "cells": [list(c.key()) for c in cells],
@@ -119,7 +119,7 @@ def run_ablation(pipe, items: list[AblationItem], cells: list[Cell], out_dir: Pa
         return [_row(item, cell, result.images)]
 
     run = Sweep(Path(out_dir), settings, FIELDS, KEY, TABLE, Shards.of(num_shards, shard_index))
-    return run.run(cell_units(items, cells), work, tick(progress))
+    return run.run(cell_units(items, cells), work, progress)
 
 
 def image_path(out_dir: Path, cell: Cell) -> Path:

@@ -21,7 +21,7 @@ import torch
 
 from ..errors import BadInput
 from ..io import sweep
-from ..io.sweep import Shards, Sweep, Unit, tick
+from ..io.sweep import Shards, Sweep, Unit
 from .edit_sets import EditCase, EditSet
 from .shapes_bench import EditItem, score_edit
 
@@ -77,7 +77,7 @@ def run_eval(pipe, dataset: EditSet, methods: dict, out_dir: Path, settings: dic
                                model_key, out_dir if n < 4 else None)
 
     run = Sweep(out_dir, settings, scorers.fields(), KEY, TABLE, Shards.of(num_shards, shard_index))
-    return run.run(eval_units(dataset, methods), work, tick(progress))
+    return run.run(eval_units(dataset, methods), work, progress)
 
 
 def wait_for_shards(out_dir: Path, num_shards: int, poll_s: float = 5.0) -> None:

@@ -287,8 +287,3 @@ class Sweep:
         if len(rows) != unit.rows or keys - {unit.text_key()}:
             raise ValueError(f"unit {unit.text_key()} gave {len(rows)} row(s) keyed {sorted(keys)}, not {unit.rows}")
         return rows
-
-
-def tick(progress: Callable[[int], Any] | None) -> Progress | None:
-    """A sweep's progress callback that calls ``progress(1)`` per unit (a tqdm bar's ``update``)."""
-    return None if progress is None else (lambda done, total: progress(1))

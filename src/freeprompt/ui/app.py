@@ -258,14 +258,14 @@ def _control(gr, title: str, declared):
 
     label = f"{declared.label[0].upper()}{declared.label[1:]} ({title})"
     if declared.kind == CHOICE:
-        return gr.Dropdown(list(declared.choices), value=declared.default, label=label, info=declared.help)
+        return gr.Dropdown(list(declared.choices), value=declared.default, label=label)
     if declared.kind == NUMBER:
         low, high = declared.bounds or (None, None)
-        return gr.Number(value=declared.default, minimum=low, maximum=high, label=label, info=declared.help)
+        return gr.Number(value=declared.default, minimum=low, maximum=high, label=label)
     if declared.kind == SWITCH:
-        return gr.Checkbox(value=bool(declared.default), label=label, info=declared.help)
+        return gr.Checkbox(value=bool(declared.default), label=label)
     fixed = declared.default_text is None and declared.default not in (None, ())
-    return gr.Textbox(value=declared.shown_default() if fixed else "", label=label, info=declared.help,
+    return gr.Textbox(value=declared.shown_default() if fixed else "", label=label,
                       placeholder=f"default: {declared.shown_default()}; comma-separated" if declared.repeatable
                       else f"default: {declared.shown_default()}")
 

@@ -56,8 +56,8 @@ class P2P(Options):
     self_layers: LayerSpec | None = option(
         None, kind=LAYERS, flag="--p2p-self-layers", label="self-replace layers", default_text="<=16x16; SDXL <=32x32",
         help="self-attention layers whose maps are replaced",
-        source=f"{NOTEBOOK}: replace_self_attention only where attn.shape[1] <= 16**2 (the PnP-Inversion release "
-               "behind PIE-Bench's P2P rows uses 32**2; SDXL ports use 32x32, its smallest grid)")
+        source=f"{NOTEBOOK}: self-attention replaced only in layers of at most 16x16 tokens (the PnP-Inversion "
+               "release behind PIE-Bench's P2P rows uses 32x32; SDXL ports use 32x32, SDXL's smallest grid)")
     cross_layers: LayerSpec = option(
         "all", kind=LAYERS, flag="--cross-layers", label="cross-replace layers",
         help="cross-attention layers whose maps are replaced", source=f"{NOTEBOOK}: every cross-attention layer")
