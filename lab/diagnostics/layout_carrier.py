@@ -38,13 +38,13 @@ from freeprompt.editing.methods import FPE
 
 DEFAULT_SELF_REPLACE = str(FPE().self_replace)  # FPE's declared default
 from freeprompt.attention.layers import discover_layers
-from freeprompt.attention.processors import (
+from freeprompt.attention.kernels import (
     attention_input,
     attention_output,
-    installed_processors,
     queries_keys,
     split_heads,
 )
+from freeprompt.attention.processors import installed_processors
 from freeprompt.diffusion import StepHooks
 from freeprompt.editing.generated import edit
 from freeprompt.evaluation.shapes_bench import edit_items, score_edit

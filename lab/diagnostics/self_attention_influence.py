@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from freeprompt.attention.layers import discover_layers
-from freeprompt.attention.processors import attention_input, attention_output, installed_processors, split_heads
+from freeprompt.attention.kernels import attention_input, attention_output, split_heads
+from freeprompt.attention.processors import installed_processors
 from freeprompt.editing.generated import edit
 from freeprompt.models.loading import load_pipeline
 from freeprompt.shapes import oracle, world
