@@ -225,3 +225,19 @@ def test_launcher_environment_splits_the_work_and_process_0_waits(tiny_pipe, ref
     assert same(contents(tmp_path), contents(reference_run[0]))
     monkeypatch.delenv("WORLD_SIZE")
     assert distributed_position() == (1, 0)
+
+
+def test_a_second_collection_into_a_folder_being_written_is_refused_in_one_line(tiny_pipe, tmp_path):
+    """Two `probe collect` on one folder (the same shard of it): the second is refused while the first writes, and
+    the first finishes its dataset whole."""
+    root, refused = tmp_path / "color", []
+
+    def second(*_):
+        if not refused:
+            with pytest.raises(BadInput, match="another run is writing the dataset") as err:
+                collect(tiny_pipe, small_spec(), root, OPTIONS, model_info=MODEL)
+            refused.append(str(err.value))
+
+    summary = collect(tiny_pipe, small_spec(), root, OPTIONS, model_info=MODEL, on_batch=second)
+    assert refused and "\n" not in refused[0] and summary["complete"]
+    assert collect(tiny_pipe, small_spec(), root, OPTIONS, model_info=MODEL)["items_generated"] == 0

@@ -51,6 +51,23 @@ def test_overwrite_never_clears_a_folder_of_other_files(tiny_model_dir, tmp_path
     assert (mine / "holiday.jpg").read_bytes() == b"precious"
 
 
+def test_overwrite_replaces_only_its_own_run_and_never_the_current_folder(tiny_model_dir, tmp_path, capsys,
+                                                                          monkeypatch):
+    out = tmp_path / "run"
+    assert run(edit_args(tiny_model_dir, out, "--save-latents"), capsys)[0] == 0
+    (out / "thesis.txt").write_text("three years of work")
+    code, _, err = run(edit_args(tiny_model_dir, out, "--overwrite"), capsys)
+    assert code == 2 and "thesis.txt" in err and "did not write" in err and err.count("\n") == 1
+    assert (out / "thesis.txt").read_text() == "three years of work" and (out / "latents.safetensors").exists()
+    (out / "thesis.txt").unlink()
+    assert run(edit_args(tiny_model_dir, out, "--overwrite"), capsys)[0] == 0  # its own files only: replaced
+    monkeypatch.chdir(out)
+    for target in (".", "", str(tmp_path)):
+        code, _, err = run(edit_args(tiny_model_dir, Path(target), "--overwrite"), capsys)
+        assert code == 2 and "current folder" in err, (target, err)
+    assert sorted(p.name for p in out.iterdir()) == ["grid.png", "run.json", "source.png", "target_1.png"]
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -144,3 +161,24 @@ def test_library_log_messages_are_prefixed_one_line(capsys):
     transformers_logging.get_logger("transformers.models").error("other")
     err = capsys.readouterr().err
     assert err == "freeprompt: diffusers error: bad thing\nfreeprompt: transformers error: other\n"
+
+
+CTRL_C_WHILE_IMPORTING = """
+import builtins
+real_import = builtins.__import__
+
+def importing(name, globals=None, locals=None, fromlist=(), level=0):
+    if name == "main" and level == 1:  # the command's own modules, as Ctrl-C would hit them during start-up
+        raise KeyboardInterrupt
+    return real_import(name, globals, locals, fromlist, level)
+
+builtins.__import__ = importing
+from freeprompt.cli import run
+run()
+"""
+
+
+def test_ctrl_c_while_the_command_starts_is_exit_130_without_a_traceback():
+    done = subprocess.run([sys.executable, "-c", CTRL_C_WHILE_IMPORTING, "edit"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 130 and done.stderr == "freeprompt: interrupted\n", done.stderr

@@ -69,5 +69,5 @@ def test_cli_collect_train_report(tiny_pipe, tmp_path):
     lines = []
     run_config(one_number, out=tmp_path / "run1", quiet=True, echo=lines.append)
     assert "color: generated 6" in lines[0]  # 3 seeds x 2 colours
-    with pytest.raises(BadInput, match="seeds must be a number or a table"):
+    with pytest.raises(BadInput, match="seeds must be a whole number above 0 or a table"):
         run_config({**config, "seeds": [2, 2]}, out=tmp_path / "run2", quiet=True, echo=lines.append)

@@ -186,3 +186,15 @@ def test_sample_equals_the_diffusers_pipeline_from_the_same_noise(tiny_pipe, gui
                             latents=noise, output_type="latent").images
     assert (ours - theirs).abs().max().item() <= 1e-5
     assert (ours - noise).abs().max().item() > 1e-2  # it denoised
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "-5", "0", "lots"])
+def test_a_pixel_budget_that_is_not_a_whole_positive_number_is_refused_in_one_line(monkeypatch, value):
+    from freeprompt.diffusion.latents import check_size, pixel_budget
+
+    monkeypatch.setenv("FREEPROMPT_MAX_PIXELS", value)
+    with pytest.raises(BadInput, match="FREEPROMPT_MAX_PIXELS") as err:
+        check_size(512, 512)
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv("FREEPROMPT_MAX_PIXELS", "1e6")
+    assert pixel_budget() == 1_000_000

@@ -70,12 +70,22 @@ def test_check_output_folder_takes_new_and_empty_folders(tmp_path):
 
 
 def test_check_output_folder_refuses_an_earlier_run_unless_overwrite(tmp_path):
-    (tmp_path / "run.json").write_text("{}")
+    (tmp_path / "run.json").write_text('{"files": ["source.png", "m/run.json"]}')
     (tmp_path / "source.png").write_bytes(b"png")
+    (tmp_path / "m").mkdir()
     with pytest.raises(BadInput, match="holds an earlier run") as err:
         check_output_folder(tmp_path)
     assert "--overwrite" in err.value.fix
     assert check_output_folder(tmp_path, overwrite=True) == tmp_path
+
+
+@pytest.mark.parametrize("listing", ['{"files": ["source.png"]}', "{}", "[1]", "not json"])
+def test_overwrite_never_takes_a_run_folder_holding_files_its_run_json_does_not_list(tmp_path, listing):
+    (tmp_path / "run.json").write_text(listing)
+    (tmp_path / "source.png").write_bytes(b"png")
+    (tmp_path / "thesis.txt").write_text("mine")
+    with pytest.raises(BadInput, match="did not write .*thesis.txt"):
+        check_output_folder(tmp_path, overwrite=True)
 
 
 @pytest.mark.parametrize("names,shown", [(["a.jpg"], "(a.jpg)"), (["d", "c", "b", "a"], "(a, b, c, ...)")])
@@ -287,7 +297,7 @@ def test_save_edit_writes_the_run_folder(tmp_path):
         assert np.array_equal(np.asarray(Image.open(out / name)), np.asarray(image))
     info = json.loads((out / "run.json").read_text())
     assert info["params"] == result.params and info["model"] == {"id": "tiny", "device": "cpu"} and info["note"] is None
-    assert info["files"] == files and info["timings"]["denoise_s"] == 1.0 and info["timings"]["save_s"] >= 0
+    assert info["files"] == files + ["latents.safetensors"] and info["timings"]["denoise_s"] == 1.0 and info["timings"]["save_s"] >= 0
     assert info["versions"]["torch"].split("+")[0] == torch.__version__.split("+")[0] and info["machine"]
     tensors = load_file(str(out / "latents.safetensors"))
     assert set(tensors) == {"source", "target_1", "target_2", "initial"}

@@ -251,7 +251,7 @@ def _fake_edit(pipe, source, targets, **_):
 
 @pytest.fixture
 def fake_edits(monkeypatch):
-    from freeprompt.editing import generated
+    from freeprompt.editing import generated, real  # noqa: F401 - real imported now binds the true edit, not the fake
 
     calls = []
 
@@ -395,3 +395,53 @@ def test_a_shipped_table_without_row_checks_resumes_its_missing_units(tmp_path):
     assert (tmp_path / "cells.csv").read_bytes().startswith((",".join(ab.FIELDS) + ",row_check\r\n").encode())
     shipped = _quiet_rows(folder / "cells.csv")
     assert again[:538] == shipped[:538] and [row_key(r, ab.KEY) for r in again] == [row_key(r, ab.KEY) for r in shipped]
+
+
+# ---------------------------------------------------------------- two writers, a vanished folder, a full disk
+
+
+def test_a_second_run_on_the_same_table_is_refused_while_the_first_writes(tmp_path):
+    out = tmp_path / "run"
+    second = []
+
+    def work(unit):
+        if unit.key == ("b",):  # the first run is in the middle of its table: a second one starts
+            with pytest.raises(BadInput, match="another run is writing") as err:
+                Sweep(out, {"x": 1}, ["id", "v"], ("id",)).run([Unit(("a",))], lambda u: [{"id": "a", "v": 9}])
+            second.append(str(err.value))
+        return [{"id": unit.key[0], "v": 1}]
+
+    rows = Sweep(out, {"x": 1}, ["id", "v"], ("id",)).run([Unit(("a",)), Unit(("b",), index=1)], work)
+    assert len(rows) == 2 and len(second) == 1 and "\n" not in second[0]
+    again = Sweep(out, {"x": 1}, ["id", "v"], ("id",)).run([Unit(("a",)), Unit(("b",), index=1)], work)
+    assert [(r["id"], str(r["v"])) for r in again] == [("a", "1"), ("b", "1")]  # resumed from the table
+
+
+def test_a_folder_removed_during_the_run_is_one_line_and_the_rerun_resumes(tmp_path):
+    import shutil
+
+    out, removed = tmp_path / "run", []
+
+    def work(unit):
+        if unit.key == ("b",) and not removed:
+            shutil.rmtree(out)
+            removed.append(True)
+        return [{"id": unit.key[0], "v": 1}]
+
+    units = [Unit(("a",)), Unit(("b",), index=1)]
+    with pytest.raises(BadInput, match="cannot write .*rerun the same command") as err:
+        Sweep(out, {"x": 1}, ["id", "v"], ("id",)).run(units, work)
+    assert "\n" not in str(err.value)
+    assert len(Sweep(out, {"x": 1}, ["id", "v"], ("id",)).run(units, work)) == 2
+
+
+def test_an_atomic_write_that_fails_leaves_no_temporary_and_the_old_file(tmp_path):
+    from freeprompt.io.outputs import replacing, write_json
+
+    path = tmp_path / "settings.json"
+    write_json(path, {"a": 1})
+    with pytest.raises(OSError):
+        with replacing(path) as tmp:
+            tmp.write_text("half")
+            raise OSError(28, "No space left on device")
+    assert json.loads(path.read_text()) == {"a": 1} and sorted(p.name for p in tmp_path.iterdir()) == [path.name]

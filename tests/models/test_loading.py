@@ -36,3 +36,23 @@ def test_unet_family():
     assert unet_family(unet(cross_attention_dim=1024, addition_embed_type=None)) == "sd2"
     assert unet_family(unet(cross_attention_dim=2048, addition_embed_type="text_time")) == "sdxl"
     assert unet_family(unet(cross_attention_dim=64, addition_embed_type=None)) == "other"
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[1, 2]", '{"defaults": 3}', "\xff\xfe"])
+def test_a_damaged_fixture_json_or_model_index_is_one_line(tiny_model_dir, tmp_path, damage):
+    """A model folder whose freeprompt_fixture.json, model_index.json or UNet config is damaged loads with a one-line
+    ModelLoadError, never an internal error."""
+    import shutil
+
+    from freeprompt.errors import ModelLoadError
+    from freeprompt.models.loading import load_pipeline
+
+    for name in ("freeprompt_fixture.json", "model_index.json", "unet/config.json"):
+        folder = tmp_path / name.replace("/", "_")
+        shutil.copytree(tiny_model_dir, folder)
+        (folder / name).write_text(damage, encoding="latin-1")
+        if name == "unet/config.json" and damage.startswith("{"):
+            continue  # not JSON at all: reported with the weights' check, as before
+        with pytest.raises(ModelLoadError) as err:
+            load_pipeline(str(folder), device="cpu")
+        assert "\n" not in str(err.value) and name.split("/")[-1] in str(err.value), (name, str(err.value))

@@ -25,7 +25,7 @@ from ..attention.recorder import layer_layout, pooled_grid, record_attention
 from ..attention.tokens import word_token_indices
 from ..diffusion import check_steps, ddim_scheduler, encode_prompts, image_size, initial_latents, latent_shape, sample
 from ..errors import BadInput
-from ..io.outputs import write_json
+from ..io.outputs import exclusive, write_json
 from ..io.sweep import distributed_position
 from ..models.loading import unet_family
 from .datasets import (
@@ -165,20 +165,22 @@ def collect(
     root = Path(out)
     num_shards, shard_index = distributed_position(num_shards, shard_index)
     plan = plan_collection(pipe, spec, options, model_info)
-    _open_folder(root, plan.meta)
-    size, total = options.shard_size, len(plan.records)
-    owned = [k for k in range((total + size - 1) // size) if k % num_shards == shard_index]
-    tracker = ProgressFile(root, shard_index, num_shards, owned, sum(min(size, total - k * size) for k in owned),
-                           f"collect {spec.name}" if progress else None)
-    start = time.perf_counter()
-    with record_attention(pipe, kind=spec.kind, layers=plan.layers, steps=plan.record_steps,
-                          cfg=options.guidance > 1.0, self_max_tokens=options.self_max_tokens,
-                          latent_hw=tuple(plan.shape[2:])) as rec:
-        for k in owned:
-            _collect_shard(pipe, rec, plan, options, root, k, tracker, on_batch)
-            tracker.state["shards_done"].append(k)
-            tracker.write()
-    tracker.close()
+    root.mkdir(parents=True, exist_ok=True)
+    with exclusive(root / f".collect.shard-{shard_index}-of-{num_shards}.lock", f"the dataset {root}"):
+        _open_folder(root, plan.meta)
+        size, total = options.shard_size, len(plan.records)
+        owned = [k for k in range((total + size - 1) // size) if k % num_shards == shard_index]
+        tracker = ProgressFile(root, shard_index, num_shards, owned, sum(min(size, total - k * size) for k in owned),
+                               f"collect {spec.name}" if progress else None)
+        start = time.perf_counter()
+        with record_attention(pipe, kind=spec.kind, layers=plan.layers, steps=plan.record_steps,
+                              cfg=options.guidance > 1.0, self_max_tokens=options.self_max_tokens,
+                              latent_hw=tuple(plan.shape[2:])) as rec:
+            for k in owned:
+                _collect_shard(pipe, rec, plan, options, root, k, tracker, on_batch)
+                tracker.state["shards_done"].append(k)
+                tracker.write()
+        tracker.close()
     elapsed = time.perf_counter() - start
     tracker.write()
     state, generated = tracker.state, tracker.generated

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from ..errors import BadInput, first_line
-from ..io.outputs import temporary_beside, write_text_atomic
+from ..io.outputs import replacing, write_text_atomic
 from .specs import DatasetSpec
 
 FORMAT = "freeprompt-probe-dataset"
@@ -48,10 +48,9 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) 
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     meta = {"format": FORMAT, **{k: json.dumps(v) for k, v in metadata.items()},
             "checksums": json.dumps({k: crc(v) for k, v in tensors.items()})}
-    tmp = temporary_beside(path)
-    save_file(tensors, str(tmp), metadata=meta)
-    os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files 0600; keep the usual permissions
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files 0600; keep the usual permissions
 
 
 def _umask() -> int:

@@ -126,20 +126,34 @@ def _checked(config: dict):
     if unknown:
         raise BadInput(f"unknown config key(s) {', '.join(unknown)}", f"use {', '.join(sorted(KNOWN_KEYS))}")
     experiments = config.get("experiments") or DEFAULT_EXPERIMENTS
+    if not isinstance(experiments, list):
+        raise BadInput("config: experiments must be a list of tables", "write e.g. [[experiments]] name = 'x' ...")
     for exp in experiments:
-        if "name" not in exp or "train" not in exp:
-            raise BadInput(f"experiment {exp} needs a name and a train dataset", "write e.g. {name='x', train='color'}")
+        if not isinstance(exp, dict) or "name" not in exp or "train" not in exp:
+            raise BadInput(f"experiment {str(exp)[:80]} needs a name and a train dataset",
+                           "write e.g. {name='x', train='color'}")
     names = dataset_names(experiments)
-    seeds = config.get("seeds") or {}
-    if not isinstance(seeds, (dict, int)) or isinstance(seeds, bool):
-        raise BadInput(f"config: seeds must be a number or a table of dataset = number, got {seeds!r}",
-                       "write e.g. seeds = 200 or seeds = {color = 200, animal = 100}")
+    _check_seeds({} if config.get("seeds") is None else config["seeds"], config.get("first_seed", 0))
     try:
         options = CollectOptions(**(config.get("collect") or {}))
         probe_config = ProbeConfig(**(config.get("probe") or {}))
     except TypeError as err:
         raise BadInput(f"config: {err}", "see CollectOptions / ProbeConfig for the known keys") from None
     return experiments, names, options, probe_config
+
+
+def _check_seeds(seeds, first_seed) -> None:
+    """Seed counts: a whole number above 0, or a table of dataset = such a number; the first seed 0 or more."""
+    def whole(value, low: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    counts = list(seeds.values()) if isinstance(seeds, dict) else [seeds]
+    if not all(whole(c, 1) for c in counts):
+        raise BadInput(f"config: seeds must be a whole number above 0 or a table of dataset = number, got {seeds!r}",
+                       "write e.g. seeds = 200 or seeds = {color = 200, animal = 100}")
+    if not whole(first_seed, 0):
+        raise BadInput(f"config: first_seed must be a whole number, 0 or more, got {first_seed!r}",
+                       "write e.g. first_seed = 0")
 
 
 def _collect_all(loaded, vocab: Vocabulary, config: dict, names: list[str], root: Path, options: CollectOptions,

@@ -109,6 +109,20 @@ class LayerSpec:
             raise BadInput(f"layer spec {self.text!r} names {kind}-attention layer(s) {missing} but there are {kind} "
                            f"layers {_ranges(sorted(known))}", "run 'freeprompt layers --model ...' to list them")
 
+    def check_blocks(self, known: set[tuple[str, int]], kind: str) -> None:
+        """A one-line error when a block spec names a block the model does not have (``up.9``)."""
+        places = {place for place, _ in known}
+        missing = [(p, b) for p, b in sorted(self.blocks or (), key=str)
+                   if (p, b) not in known and not (b is None and p in places) and not (p == "mid" and p in places)]
+        if missing:
+            raise BadInput(f"layer spec {self.text!r} names block(s) {_block_names(missing)} but this model's "
+                           f"{kind}-attention layers sit in {_block_names(known)}",
+                           "run 'freeprompt layers --model ...' to list them")
+
+
+def _block_names(blocks) -> str:
+    return ", ".join(sorted(place if place == "mid" else f"{place}.{block}" for place, block in blocks))
+
 
 def _parse_indices(text: str, original: str) -> set[int]:
     wanted: set[int] = set()
@@ -184,8 +198,14 @@ class LayerRegistry:
             return self._named(spec, kind)
         chosen = LayerSpec.parse(spec)
         chosen.check_indices([layer.index for layer in candidates], kind)
-        return [layer for layer in candidates
-                if chosen.chooses(layer.index, layer.tokens(latent_hw), layer.place, layer.block)]
+        chosen.check_blocks({(layer.place, layer.block) for layer in candidates}, kind)
+        selected = [layer for layer in candidates
+                    if chosen.chooses(layer.index, layer.tokens(latent_hw), layer.place, layer.block)]
+        if not selected and chosen.indices != frozenset():  # "none" selects nothing on purpose
+            raise BadInput(f"the layer spec {chosen.text!r} selects no {kind}-attention layer of this model at "
+                           f"{latent_hw[0]}x{latent_hw[1]} latents", "run 'freeprompt layers --model ...' to see "
+                           "them (give 'none' to select none on purpose)")
+        return selected
 
     def _named(self, layers, kind: str) -> list[AttentionLayer]:
         chosen = [layer if isinstance(layer, AttentionLayer) else self.by_name(layer) for layer in layers]

@@ -10,6 +10,7 @@ import typer
 
 from ..errors import BadInput
 from .loading import load_model
+from ..diffusion.latents import MAX_TARGETS
 from ..editing.methods import build_methods
 from .options import (
     CONFIG_HELP,
@@ -27,7 +28,7 @@ from .options import (
 
 def edit(
     source: str = typer.Option(..., "--source", "-s", help="source prompt"),
-    target: list[str] = typer.Option(..., "--target", "-t", help="target prompt (repeat for several)"),
+    target: list[str] = typer.Option(..., "--target", "-t", help=f"target prompt (repeat for several, at most {MAX_TARGETS})"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder (new or empty; see --overwrite)"),
     overwrite: bool = typer.Option(False, help="replace an earlier run's output folder"),
     model: str = model_option(),
@@ -57,7 +58,9 @@ def edit(
     """Edit a generated image (or a photo with --image); by default FPE: targets reuse the source's self-attention.
     Several methods (--method fpe,p2p,plain) edit the same noise side by side, each in its own subfolder."""
     chosen = build_methods(method, method_options)  # every check that needs no model comes before the model loads
-    from ..diffusion import check_size
+    from ..diffusion.latents import check_size, check_targets
+
+    check_targets(len(target))
     from ..io.outputs import check_output_folder, save_comparison, save_edit
     from ..models.loading import resolve_device, resolve_dtype
 

@@ -15,7 +15,7 @@ from ..lazy import exports
 
 if TYPE_CHECKING:
     from .hooks import StepHooks
-    from .latents import check_latents, check_size, image_size, latent_shape, pixel_budget
+    from .latents import MAX_TARGETS, check_latents, check_size, check_targets, image_size, latent_shape, pixel_budget
     from .prompts import (
         Conditioning,
         PromptTruncated,
@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "hooks": ["StepHooks"],
-    "latents": ["check_latents", "check_size", "image_size", "latent_shape", "pixel_budget"],
+    "latents": ["MAX_TARGETS", "check_latents", "check_size", "check_targets", "image_size", "latent_shape",
+                "pixel_budget"],
     "prompts": ["Conditioning", "PromptTruncated", "check_prompt", "encode_prompts", "encode_text", "is_sdxl",
                 "require_text"],
     "sampler": ["check_guidance", "check_steps", "ddim_scheduler", "decode", "initial_latents", "sample", "step_bar",

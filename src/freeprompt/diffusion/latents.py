@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 BYTES_PER_PIXEL = 8 * 1024  # a generous estimate of one image row's activation memory per pixel (fp32, SDPA)
 MIN_BUDGET = 1024 * 1024  # the budget never falls below one megapixel (SDXL's native 1024 x 1024)
 MAX_SIDE = 16384
+MAX_TARGETS = 64  # target prompts one source's batch takes: 2 x 65 UNet rows with guidance
 
 
 def pixel_budget() -> int:
@@ -21,9 +22,13 @@ def pixel_budget() -> int:
     given = os.environ.get("FREEPROMPT_MAX_PIXELS")
     if given:
         try:
-            return int(float(given))
-        except ValueError:
-            raise BadInput(f"FREEPROMPT_MAX_PIXELS={given!r} is not a number", "set it to e.g. 4000000") from None
+            budget = int(float(given))
+        except (ValueError, OverflowError):
+            budget = 0
+        if budget < 1:
+            raise BadInput(f"FREEPROMPT_MAX_PIXELS={given!r} is not a whole number of pixels above 0",
+                           "set it to e.g. 4000000, or unset it") from None
+        return budget
     return max(MIN_BUDGET, available_memory() // BYTES_PER_PIXEL)
 
 
@@ -49,6 +54,13 @@ def check_size(height: int | None, width: int | None, multiple: int = 8) -> None
         raise BadInput(f"{height} x {width} is {height * width / 1e6:.1f} megapixels, over this machine's budget of "
                        f"{budget / 1e6:.1f} megapixels (from its free memory)",
                        "use a smaller --height/--width, or raise the budget with FREEPROMPT_MAX_PIXELS")
+
+
+def check_targets(count: int) -> None:
+    """Refuse more target prompts than one batch takes (``MAX_TARGETS``), before anything is built."""
+    if count > MAX_TARGETS:
+        raise BadInput(f"{count} target prompts, more than the {MAX_TARGETS} one batch takes",
+                       "split them into several runs")
 
 
 def latent_shape(pipe, height: int | None, width: int | None) -> tuple[int, int, int, int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import BadInput, first_line
-from ..io.outputs import remove_stale_temporaries, temporary_beside
+from ..io.outputs import remove_stale_temporaries, write_text_atomic
 from .inversion import InversionResult
 
 CACHE_FORMAT = "freeprompt-inversion-1"  # bump when what is stored or how it is computed changes
@@ -93,6 +93,7 @@ class InversionCache:
 
     def save(self, key: str, inversion: InversionResult, describe: dict | None = None) -> Path:
         """Write the entry for ``key`` atomically; returns its path."""
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
         tensors = {"trajectory": inversion.trajectory.float().contiguous()}
@@ -113,14 +114,12 @@ class InversionCache:
                 save_file(tensors, tmp, metadata=meta)
                 os.replace(tmp, path)
                 side = path.with_suffix(".json")
-                side_tmp = temporary_beside(side)
-                side_tmp.write_text(json.dumps({**info, **(describe or {}), "key": key, "format": CACHE_FORMAT},
-                                               indent=2, default=str) + "\n", encoding="utf-8")
-                os.replace(side_tmp, side)
+                write_text_atomic(side, json.dumps({**info, **(describe or {}), "key": key, "format": CACHE_FORMAT},
+                                                   indent=2, default=str) + "\n")
             finally:
                 if os.path.exists(tmp):
                     os.remove(tmp)
-        except OSError as err:
+        except (OSError, SafetensorError) as err:  # safetensors reports a full disk or a file size limit itself
             raise BadInput(f"cannot write the inversion cache in {self.folder} ({first_line(err)})",
                            CACHE_FIX) from None
         return path

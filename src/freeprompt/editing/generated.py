@@ -21,6 +21,7 @@ from ..diffusion import (
     check_latents,
     check_prompt,
     check_steps,
+    check_targets,
     ddim_scheduler,
     encode_prompts,
     image_size,
@@ -142,9 +143,11 @@ def _params(pipe, method, control, registry, prompts, seed, latents, inversion, 
 
 
 def _checked_prompts(pipe, source: str, targets: list[str], empty_source_ok: bool) -> list[str]:
-    """Source first, then the targets; empty prompts refused (but a real image's source may be "")."""
+    """Source first, then the targets; empty prompts refused (but a real image's source may be ""), and at most
+    ``MAX_TARGETS`` targets."""
     if not targets:
         raise BadInput("no target prompt given", "give at least one target prompt")
+    check_targets(len(targets))
     empty_ok = empty_source_ok and source == ""
     prompts = [source if empty_ok else check_prompt(pipe.tokenizer, source, "source prompt")]
     return prompts + [check_prompt(pipe.tokenizer, t, f"target prompt {i + 1}") for i, t in enumerate(targets)]

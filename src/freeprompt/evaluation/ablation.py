@@ -14,7 +14,6 @@ process takes every K-th (item, cell) and writes its own table.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from ..editing.methods import FPE, P2P, Combined
 from ..errors import BadInput
-from ..io.outputs import temporary_beside
+from ..io.outputs import replacing
 from ..io.sweep import Shards, Sweep, Unit, all_rows, is_sharded
 from .shapes_bench import EditItem, score_edit
 
@@ -64,31 +63,41 @@ class AblationItem:
 
 
 def grid(types, layer_sets, ratios) -> list[Cell]:
-    """Every cell, checked: known types, ratios in (0, 1]."""
+    """Every cell, checked: known types, non-empty layer sets, ratios in (0, 1]; repeated values are taken once."""
     unknown = [t for t in types if t not in TYPES]
     if unknown or not types:
         raise BadInput(f"unknown ablation type(s) {', '.join(unknown) or '(none)'}", f"use {', '.join(TYPES)}")
     bad = [r for r in ratios if not 0.0 < r <= 1.0]
     if bad or not ratios:
         raise BadInput(f"replace ratios must be in (0, 1], got {bad or 'none'}", "use e.g. --ratios 0.1:0.9:0.1")
-    if not layer_sets:
-        raise BadInput("no layer set given", "use e.g. --layers all --layers 4-14")
-    return [Cell(t, layers, float(r)) for t in types for layers in layer_sets for r in ratios]
+    if not layer_sets or any(not str(layers).strip() for layers in layer_sets):
+        raise BadInput("an empty layer set was given", "use e.g. --layers all --layers 4-14")
+    types, layer_sets = list(dict.fromkeys(types)), list(dict.fromkeys(str(s).strip() for s in layer_sets))
+    ratios = list(dict.fromkeys(float(r) for r in ratios))
+    return [Cell(t, layers, r) for t in types for layers in layer_sets for r in ratios]
+
+
+MAX_RATIOS = 1000
 
 
 def parse_ratios(text: str) -> list[float]:
-    """``0.1,0.5,0.9`` or a range ``START:STOP:STEP`` (inclusive)."""
+    """``0.1,0.5,0.9`` or a range ``START:STOP:STEP`` (inclusive); at most ``MAX_RATIOS`` values, counted before
+    any is made."""
+    fix = "write e.g. 0.1:0.9:0.1 or 0.2,0.4,0.8"
     try:
         if text.count(":") == 2:
             start, stop, step = (float(x) for x in text.split(":"))
-            count = int(math.floor((stop - start) / step + 1e-9)) + 1
-            ratios = [round(start + i * step, 6) for i in range(max(count, 0))]
+            span = (stop - start) / step + 1e-9
         else:
-            ratios = [float(x) for x in text.split(",") if x.strip()]
+            ratios = [float(x) for x in text.split(",", MAX_RATIOS + 1)[:MAX_RATIOS + 1] if x.strip()]
     except (ValueError, ZeroDivisionError):
-        raise BadInput(f"cannot read ratios {text!r}", "write e.g. 0.1:0.9:0.1 or 0.2,0.4,0.8") from None
-    if not ratios or len(ratios) > 1000:  # each value's range is checked by grid()
-        raise BadInput(f"ratios {text!r} give {len(ratios)} values, not 1-1000", "write e.g. 0.1:0.9:0.1 or 0.2,0.4,0.8")
+        raise BadInput(f"cannot read ratios {text!r}", fix) from None
+    if text.count(":") == 2:
+        if not math.isfinite(span) or not 0 <= span < MAX_RATIOS:
+            raise BadInput(f"ratios {text!r} give {'no' if span < 0 else 'too many'} values (1-{MAX_RATIOS})", fix)
+        ratios = [round(start + i * step, 6) for i in range(int(math.floor(span)) + 1)]
+    if not ratios or len(ratios) > MAX_RATIOS:  # each value's range is checked by grid()
+        raise BadInput(f"ratios {text!r} give {len(ratios)} values, not 1-{MAX_RATIOS}", fix)
     return ratios
 
 
@@ -130,9 +139,8 @@ def image_path(out_dir: Path, cell: Cell) -> Path:
 
 def _save_image(image, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_beside(path)
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        image.save(tmp, format="PNG")
 
 
 def _row(item: AblationItem, cell: Cell, images) -> dict:

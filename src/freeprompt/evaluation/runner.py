@@ -179,12 +179,11 @@ def _peak_gb() -> float:
 
 
 def _keep_examples(out_dir: Path, case: EditCase, method: str, source_image, images) -> None:
-    from ..io.outputs import labelled_grid, temporary_beside
+    from ..io.outputs import labelled_grid, replacing
 
     folder = out_dir / "examples"
     folder.mkdir(exist_ok=True)
     grid = labelled_grid([source_image, *images[:3]], [case.source, *case.targets[:3]])
     path = folder / f"{case.id}.{method}.png"
-    tmp = temporary_beside(path)
-    grid.save(tmp, format="PNG")
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        grid.save(tmp, format="PNG")

@@ -12,7 +12,6 @@ prompt generated from the same seed, no editing).
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 
 from ..editing.images import psnr
 from ..errors import BadInput
-from ..io.outputs import labelled_grid, temporary_beside, write_json, write_text_atomic
+from ..io.outputs import labelled_grid, replacing, write_json, write_text_atomic
 from ..io.sweep import Shards, Sweep, Unit, all_rows, is_sharded
 from ..shapes import oracle, world
 
@@ -269,9 +268,8 @@ def markdown(table: list[dict], generation: dict | None = None) -> str:
 
 def _save_example(path: Path, item, method: str, images) -> None:
     path.parent.mkdir(exist_ok=True)
-    tmp = temporary_beside(path)
-    labelled_grid(images, [f"{item.source_prompt}", f"{method}: {item.target_prompt}"]).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        labelled_grid(images, [f"{item.source_prompt}", f"{method}: {item.target_prompt}"]).save(tmp, format="PNG")
 
 
 def _example_sheet(files: list[Path], path: Path) -> None:
@@ -285,9 +283,8 @@ def _example_sheet(files: list[Path], path: Path) -> None:
     sheet = Image.new("RGB", (w * 2, h * math.ceil(len(rows) / 2)), "white")
     for i, row in enumerate(rows):
         sheet.paste(row, ((i % 2) * w, (i // 2) * h))
-    tmp = temporary_beside(path)
-    sheet.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        sheet.save(tmp, format="PNG")
 
 
 def write_report(out_dir: Path, rows: list[dict], generation: dict | None, params: dict) -> str:

@@ -36,21 +36,40 @@ def check_writable(out_dir: Path) -> Path:
 
 def check_output_folder(out_dir: Path, overwrite: bool = False, resumable: bool = False) -> Path:
     """``check_writable``, and refuse a non-empty folder this run would mix its files with: an edit's folder unless
-    ``overwrite`` (which replaces a previous freeprompt run's folder, never one holding other files); a resumable
-    run's folder unless it holds such a run's results (``settings.json``; whether they match is checked then)."""
+    ``overwrite``, which replaces an earlier freeprompt run's folder only when it holds nothing but the files that
+    run lists in its ``run.json``; a resumable run's folder unless it holds such a run's results (``settings.json``;
+    whether they match is checked then). The current folder and the folders above it are never an output folder."""
     out_dir = check_writable(out_dir)
+    if not str(out_dir).strip() or Path.cwd().resolve().is_relative_to(out_dir.resolve()):
+        raise BadInput(f"--out {str(out_dir)!r} is the current folder or one above it, which a run would replace",
+                       "give a new folder for the results, e.g. --out out/run1")
     present = sorted(p.name for p in out_dir.iterdir()) if out_dir.exists() else []
     if not present or (resumable and "settings.json" in present):
         return out_dir
-    ours = any(name in present for name in OWN_MARKERS)
-    if not ours:
-        raise BadInput(f"output folder {out_dir} holds files freeprompt did not write ({', '.join(present[:3])}"
-                       f"{', ...' if len(present) > 3 else ''}), so --overwrite will not clear it",
+    if "settings.json" in present:  # not resumable here: another command's results, which --overwrite never clears
+        raise BadInput(f"output folder {out_dir} holds an earlier run of a benchmark or an evaluation",
+                       "choose a new --out folder")
+    foreign = sorted(set(present) - _own_files(out_dir)) if "run.json" in present else present
+    if foreign:
+        raise BadInput(f"output folder {out_dir} holds files freeprompt did not write ({', '.join(foreign[:3])}"
+                       f"{', ...' if len(foreign) > 3 else ''}), so --overwrite will not clear it",
                        "choose a new or empty --out folder")
     if not overwrite:
         raise BadInput(f"output folder {out_dir} holds an earlier run", "choose a new --out folder, or add --overwrite "
                        "to replace that run")
     return out_dir
+
+
+def _own_files(out_dir: Path) -> set[str]:
+    """The names in ``out_dir`` that the run whose ``run.json`` is there wrote: the files it lists (a comparison's
+    method folders by their first path part) and ``run.json`` itself; none when the run.json is unreadable."""
+    try:
+        listed = json.loads((out_dir / "run.json").read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    if not isinstance(listed, list):
+        return set()
+    return {"run.json"} | {str(name).split("/")[0] for name in listed if str(name).strip("./")}
 
 
 def _read_only_mount(path: Path) -> bool:
@@ -129,11 +148,41 @@ def temporary_beside(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
 
 
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write; when the block ends it replaces ``path`` in one rename (readers see
+    the old file or the new one, never half), and when it fails (a full disk, Ctrl-C) it is removed, so no
+    temporary is left behind."""
+    tmp = temporary_beside(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def exclusive(path: Path, what: str) -> Iterator[None]:
+    """Hold the lock file ``path`` for the block: a second process asking for it (another run writing the same
+    table) is refused in one line instead of interleaving its rows. The lock goes with the process."""
+    import fcntl
+
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise BadInput(f"another run is writing {what} now", "wait for it to finish, or use another --out folder "
+                           "(several processes of one run take --num-shards and --shard-index)") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` under a temporary name, then rename: readers see the old file or the new one, never half."""
-    tmp = temporary_beside(path)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: Path, data: dict, indent: int = 2) -> None:
@@ -208,6 +257,7 @@ def save_edit(result, out_dir: Path, model: dict, save_latents: bool = False, ex
             tensors = {name: result.latents[i].contiguous() for i, name in enumerate(names)}
             tensors["initial"] = result.initial_latents.contiguous()
             save_file(tensors, str(tmp / "latents.safetensors"))
+            files.append("latents.safetensors")
         timings = {**result.timings, "save_s": time.perf_counter() - start}
         write_json(tmp / "run.json", {"params": result.params, "model": model, "versions": package_versions(),
                                       "machine": device_description(model.get("device", "cpu")), "timings": timings,

@@ -22,13 +22,14 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput, first_line
-from .outputs import remove_stale_temporaries, write_json
+from .outputs import exclusive, remove_stale_temporaries, write_json
 from .tables import append_rows, cell_text, read_rows, write_rows
 
 FRESH_FIX = "choose a new --out folder, or delete that one to start over"
@@ -269,15 +270,21 @@ class Sweep:
         """Compute this process's unfinished units with ``work(unit) -> rows``, adding each unit's rows to the
         table as it finishes; ``progress(done, total)`` after each of this process's units (finished ones too).
         Returns this process's rows; ends with its ``.done`` marker."""
-        chosen = self.start(units)
-        pending = {unit.text_key() for unit in chosen.todo}
-        writer = TableWriter(self.path, self.fields, chosen.kept)
-        for done, unit in enumerate(chosen.units, 1):
-            if unit.text_key() in pending:
-                writer.add(self.checked(unit, work(unit)))
-            if progress:
-                progress(done, len(chosen.units))
-        self.shards.marker(self.out_dir, self.table).write_text("finished\n")
+        Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+        lock = self.path.with_name(f".{self.path.name}.lock")
+        with exclusive(lock, str(self.path)):
+            chosen = self.start(units)
+            pending = {unit.text_key() for unit in chosen.todo}
+            writer = TableWriter(self.path, self.fields, chosen.kept)
+            for done, unit in enumerate(chosen.units, 1):
+                if unit.text_key() in pending:
+                    rows = self.checked(unit, work(unit))
+                    with _writing(self.path):
+                        writer.add(rows)
+                if progress:
+                    progress(done, len(chosen.units))
+            with _writing(self.path):
+                self.shards.marker(self.out_dir, self.table).write_text("finished\n")
         return writer.rows
 
     def checked(self, unit: Unit, rows: list[dict]) -> list[dict]:
@@ -287,3 +294,14 @@ class Sweep:
         if len(rows) != unit.rows or keys - {unit.text_key()}:
             raise ValueError(f"unit {unit.text_key()} gave {len(rows)} row(s) keyed {sorted(keys)}, not {unit.rows}")
         return rows
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A table that cannot be written (its folder removed during the run, a full disk) is a one-line error: the
+    finished units are on disk, and a rerun resumes after them."""
+    try:
+        yield
+    except OSError as err:
+        raise BadInput(f"cannot write {path} ({first_line(err)})", "check that its folder still exists and has "
+                       "space, then rerun the same command to resume") from None

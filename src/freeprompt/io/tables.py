@@ -12,7 +12,7 @@ import warnings
 from io import StringIO
 from pathlib import Path
 
-from .outputs import temporary_beside
+from .outputs import replacing
 
 CHECK = "row_check"  # the last column: a digest of the row's other cells, so a damaged row is found and redone
 
@@ -39,10 +39,8 @@ def read_rows(path: Path) -> list[dict]:
 def write_rows(path: Path, rows: list[dict], fields: list[str]) -> None:
     """Write the whole table under a temporary name, then rename: a reader never sees half a table. Each row ends
     with its check."""
-    tmp = temporary_beside(Path(path))
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with replacing(Path(path)) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         f.write(table_text(rows, fields))
-    os.replace(tmp, path)
 
 
 def append_rows(path: Path, rows: list[dict], fields: list[str]) -> None:

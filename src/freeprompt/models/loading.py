@@ -113,11 +113,23 @@ def load_pipeline(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str =
         dlogging.set_verbosity(level)
     pipe.set_progress_bar_config(disable=True)
     info.update(device=str(torch_device), dtype=str(torch_dtype).removeprefix("torch."))
-    defaults = {}
     local = info.get("path")
-    if local and (Path(local) / "freeprompt_fixture.json").exists():
-        defaults = json.loads((Path(local) / "freeprompt_fixture.json").read_text()).get("defaults", {})
-    return LoadedModel(pipe=pipe, info=info, defaults=defaults)
+    return LoadedModel(pipe=pipe, info=info, defaults=fixture_defaults(Path(local)) if local else {})
+
+
+def fixture_defaults(folder: Path) -> dict:
+    """The sampling defaults a model folder recommends in its ``freeprompt_fixture.json`` (none without one)."""
+    path = folder / "freeprompt_fixture.json"
+    if not path.exists():
+        return {}
+    try:
+        defaults = json.loads(path.read_text(encoding="utf-8")).get("defaults", {})
+    except (OSError, ValueError, AttributeError):
+        defaults = None
+    if not isinstance(defaults, dict):
+        raise ModelLoadError(f"{path} is damaged (not a JSON object with a 'defaults' table)",
+                             "restore it (reinstall freeprompt for the bundled fixture) or delete it")
+    return defaults
 
 
 def _pipeline_class(xl: bool = False):
@@ -164,7 +176,10 @@ def check_model_folder(path: Path, allow_pickle: bool) -> dict:
     try:
         index = json.loads(index_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ModelLoadError(f"{index_file} is not valid JSON (truncated or corrupt)", "re-download or re-save the model") from None
+        index = None
+    if not isinstance(index, dict):
+        raise ModelLoadError(f"{index_file} is not a JSON object (truncated or corrupt)",
+                             "re-download or re-save the model")
     xl = check_index(index, str(path))
     parts = REQUIRED_PARTS + (XL_PARTS if xl else ())
     missing = [part for part in parts if part not in index or not (path / part).is_dir()]
@@ -193,6 +208,9 @@ def _check_unet_config(config_file: Path) -> None:
         config = json.loads(config_file.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return  # a missing or broken config is reported with the weights below
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{config_file} is not a JSON object (truncated or corrupt)",
+                             "re-download or re-save the model")
     if config.get("in_channels", 4) != config.get("out_channels", 4):
         raise ModelLoadError(f"{config_file.parent.parent} holds a UNet with {config.get('in_channels')} input channels "
                              "(an inpainting or image-conditioned model)", f"freeprompt edits {SUPPORTED}")
