@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from support.bad_cli_cases import CASES
+from support import bad_cli_cases, bad_cli_cases_datasets
 from freeprompt.cli.main import main
+
+CASES = bad_cli_cases.CASES + bad_cli_cases_datasets.CASES  # the general table, and the datasets' (#35)
 
 
 @pytest.fixture
@@ -21,7 +23,7 @@ def places(tmp_path):
     (tmp_path / "handjson.json").write_text('[{"experiment": 1}]')
     return {"out": tmp_path / "out", "file": tmp_path / "file", "foreign": tmp_path / "foreign",
             "emptydir": tmp_path / "emptydir", "badimage": tmp_path / "bad.png", "emptyjson": tmp_path / "empty.json",
-            "handjson": tmp_path / "handjson.json"}
+            "handjson": tmp_path / "handjson.json", **bad_cli_cases_datasets.make_files(tmp_path)}
 
 
 @pytest.fixture

@@ -66,7 +66,7 @@ def evaluate(
     check_output_folder(out, resumable=True)
     check_inversion(inversion)
     resolve_device(device), resolve_dtype(dtype)
-    wanted = runner.check_metrics(metrics.split(",")) if metrics else None
+    wanted = _wanted_metrics(metrics)
     shards, index = distributed_position(num_shards, shard_index)
     cases = edit_sets.load(dataset, data, images, limit, seed)
     loaded = load_model(model, device=process_device(device), dtype=dtype)
@@ -83,6 +83,21 @@ def evaluate(
         runner.wait_for_shards(out, shards)
         typer.echo(eval_report.write_report(out, dataset, {**settings, "model": loaded.info}, cases.skipped,
                                             scorers.notes))
+        if cases.skipped:
+            typer.echo(eval_report.skipped_line(cases.skipped))
+
+
+def _wanted_metrics(metrics: Optional[str]):
+    """The metrics asked for by --metrics (None: every one that can run); given but empty is refused."""
+    if metrics is None:
+        return None
+    from ..errors import BadInput
+    from ..evaluation import runner
+
+    names = [name.strip() for name in metrics.split(",") if name.strip()]
+    if not names:
+        raise BadInput("--metrics is empty", f"give some of {', '.join(runner.METRICS)}, or leave it out for all")
+    return runner.check_metrics(names)
 
 
 def _scorers(wanted, clip_name, dino, device, cases):

@@ -16,6 +16,7 @@ from ..io.outputs import write_json, write_text_atomic
 PIE_COLUMNS = [("structure_distance", "structure x10^3", 1e3), ("psnr_outside", "PSNR", 1),
                ("lpips_outside", "LPIPS x10^3", 1e3), ("mse_outside", "MSE x10^4", 1e4),
                ("ssim_outside", "SSIM x10^2", 1e2), ("clip_score", "CLIP whole", 1), ("clip_edited", "CLIP edited", 1)]
+SKIPPED_SHOWN = 20  # skipped rows listed in summary.md (run.json holds them all)
 
 
 def all_rows(out_dir: Path) -> list[dict]:
@@ -132,10 +133,27 @@ def write_report(out_dir: Path, dataset: str, params: dict, skipped: list[str], 
         parts += ["## The shapes oracle, and how far CDS agrees with it\n", oracle_table(rows)]
     if bars(rows, out_dir / "metrics.png"):
         parts.append("![metrics](metrics.png)\n")
+    parts += skipped_section(skipped)
     text = "\n".join(parts)
     write_text_atomic(out_dir / "summary.md", text)
     write_json(out_dir / "run.json", {"params": params, "rows": len(rows), "skipped": skipped, "notes": notes})
     return text
+
+
+def skipped_section(skipped: list[str], shown: int = SKIPPED_SHOWN) -> list[str]:
+    """The dataset rows skipped before the run (unusable images, masks, prompts), each with its reason."""
+    if not skipped:
+        return []
+    more = len(skipped) - shown
+    lines = [f"- {reason}" for reason in skipped[:shown]]
+    lines += [f"- and {more} more (run.json lists every one)"] if more > 0 else []
+    return [f"## Dataset rows skipped ({len(skipped)})\n", "\n".join(lines) + "\n"]
+
+
+def skipped_line(skipped: list[str], first: int = 3) -> str:
+    """One line for the end of a run: how many dataset rows were skipped, and the first reasons."""
+    reasons = "; ".join(skipped[:first]) + ("; ..." if len(skipped) > first else "")
+    return f"skipped {len(skipped)} dataset row{'s' if len(skipped) != 1 else ''}: first reasons: {reasons}"
 
 
 def _fmt(stat: tuple[float, float], digits: int = 2) -> str:
