@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from support.bad_cli_cases import CASES
 from freeprompt.cli.main import main
+from support.bad_cli_cases import CASES
 
 
 @pytest.fixture
