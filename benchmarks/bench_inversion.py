@@ -119,7 +119,7 @@ def summarise(rows: list[dict]) -> dict:
                                for k in ("invert_s", "edit_s", "recon_psnr", "identity_psnr", "ddim_psnr", "vae_psnr")}
         if "null-text" in per:
             nt = per["null-text"]
-            for method, m in per.items():
+            for m in per.values():
                 m["speedup_vs_null_text"] = nt["invert_s"] / m["invert_s"] if m["invert_s"] > 0 else float("inf")
             for method in ("direct", "negative-prompt"):
                 if method in per:

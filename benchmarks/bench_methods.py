@@ -185,10 +185,11 @@ def main() -> None:
             env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"{size:>4} px {method:12} median {rows[-1]['median_s']:.2f} s  peak {rows[-1]['peak_bytes'] / 2**30:.2f} GiB",
-                  flush=True)
-    report = {"arch": args.arch, "device": args.device, "device_name": device_description(args.device), "steps": args.steps,
-              "reps": args.reps, "prompts": 1 + args.targets, "threads": args.threads, "rows": rows, "ratios": {}}
+            print(f"{size:>4} px {method:12} median {rows[-1]['median_s']:.2f} s  "
+                  f"peak {rows[-1]['peak_bytes'] / 2**30:.2f} GiB", flush=True)
+    report = {"arch": args.arch, "device": args.device, "device_name": device_description(args.device),
+              "steps": args.steps, "reps": args.reps, "prompts": 1 + args.targets, "threads": args.threads,
+              "rows": rows, "ratios": {}}
     print(table(report, rows, args.sizes))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, report)

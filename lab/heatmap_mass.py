@@ -59,7 +59,7 @@ def one_image(pipe, seed: int, color: str, shape: str, steps: int, guidance: flo
                              ("end-of-text token", [end])):
         per_layer = {name: m[0, positions].mean(0) for name, m in maps.items()}
         groups: dict[str, list] = {}
-        for name, heat in per_layer.items():
+        for heat in per_layer.values():
             groups.setdefault(f"{heat.shape[-2]}x{heat.shape[-1]}", []).append(heat)
         for group, heats in groups.items():
             out[(label, group)] = mass_inside(torch.stack(heats).mean(0), mask)

@@ -48,7 +48,7 @@ def colour_signatures(pipe, per_colour: int = 40) -> dict[str, torch.Tensor]:
         masks = torch.from_numpy(np.stack([s.objects[0].mask for s in samples])).float()[:, None]
         cover = F.avg_pool2d(masks, factor)  # share of each latent pixel covered by the object
         obj, bg = (cover > 0.75).float(), (cover < 0.01).float()
-        mean = lambda w: (latents * w).sum(dim=(0, 2, 3)) / w.sum()  # noqa: E731
+        mean = lambda w: (latents * w).sum(dim=(0, 2, 3)) / w.sum()  # noqa: E731, B023 - called in this iteration
         signatures[color] = mean(obj) - mean(bg)
     return signatures
 
@@ -117,7 +117,7 @@ def main() -> None:
                 missing += 1
                 continue
             wrong = colors[(k + 1 + s % (len(colors) - 1)) % len(colors)]
-            dist = lambda p: float(np.linalg.norm(p - centre))  # noqa: E731
+            dist = lambda p: float(np.linalg.norm(p - centre))  # noqa: E731, B023 - called in this iteration
             matched.append(dist(predicted_centre(noise, signatures[color], args.window, factor)))
             other_colour.append(dist(predicted_centre(noise, signatures[wrong], args.window, factor)))
             other_noise.append(dist(predicted_centre(other, signatures[color], args.window, factor)))

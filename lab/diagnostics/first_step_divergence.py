@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from freeprompt.editing.methods import FPE
-
-DEFAULT_SELF_REPLACE = str(FPE().self_replace)  # FPE's declared default
 from freeprompt.diffusion import ddim_scheduler, decode
 from freeprompt.editing.generated import edit
+from freeprompt.editing.methods import FPE
 from freeprompt.evaluation.shapes_bench import LOST_IOU, edit_items, score_edit
 from freeprompt.io.outputs import write_json
 from freeprompt.models.loading import load_pipeline
 from freeprompt.shapes import oracle
+
+DEFAULT_SELF_REPLACE = str(FPE().self_replace)  # FPE's declared default
 
 
 class CleanImagePredictions:

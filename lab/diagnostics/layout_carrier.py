@@ -34,23 +34,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from freeprompt.editing.methods import FPE
-
-DEFAULT_SELF_REPLACE = str(FPE().self_replace)  # FPE's declared default
-from freeprompt.attention.layers import discover_layers
 from freeprompt.attention.kernels import (
     attention_input,
     attention_output,
     queries_keys,
     split_heads,
 )
+from freeprompt.attention.layers import discover_layers
 from freeprompt.attention.processors import installed_processors
 from freeprompt.diffusion import StepHooks
 from freeprompt.editing.generated import edit
+from freeprompt.editing.methods import FPE
 from freeprompt.evaluation.shapes_bench import edit_items, score_edit
 from freeprompt.io.outputs import write_json
 from freeprompt.models.loading import load_pipeline
 
+DEFAULT_SELF_REPLACE = str(FPE().self_replace)  # FPE's declared default
 METHODS = ("plain", "fpe", "cross", "fpe+cross", "plain+shared-start", "fpe+shared-start")
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from freeprompt.attention.layers import discover_layers
 from freeprompt.attention.kernels import attention_input, attention_output, split_heads
+from freeprompt.attention.layers import discover_layers
 from freeprompt.attention.processors import installed_processors
 from freeprompt.editing.generated import edit
 from freeprompt.models.loading import load_pipeline

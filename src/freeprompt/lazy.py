@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 def exports(package: str, names: dict[str, str]) -> tuple[Callable, Callable]:

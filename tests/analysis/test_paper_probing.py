@@ -49,8 +49,10 @@ def test_paper_vocabulary_uses_the_printed_lists_first(shared_dir):
 
 
 def test_paper_tables_equal_the_printed_csv(shared_dir):
-    files = {("self_color", None, "target"): "table8_self_color", ("self_animal", None, "target"): "table8_self_animal",
-             ("complex", None, "target"): "table9_cross_complex", ("self_complex", None, "target"): "table9_self_complex"}
+    files = {("self_color", None, "target"): "table8_self_color",
+             ("self_animal", None, "target"): "table8_self_animal",
+             ("complex", None, "target"): "table9_cross_complex",
+             ("self_complex", None, "target"): "table9_self_complex"}
     assert set(PAPER_TABLES) == set(files)
     for key, name in files.items():
         header, rows = read_paper_csv(shared_dir, name)

@@ -3,8 +3,6 @@ corrupt files, sharding across processes, and bad input. (The probe commands end
 tests/cli/test_probe_cmd.py.)"""
 
 import json
-import os
-import warnings
 
 import pytest
 import torch

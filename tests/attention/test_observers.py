@@ -7,13 +7,13 @@ order 1e-2; each case also checks that the recorded maps differ from plain gener
 
 import pytest
 import torch
-from support.method_reference import Spec, feature_hook, installed
 
 from freeprompt.attention import StepRange, discover_layers, record_attention
 from freeprompt.diffusion import StepHooks, ddim_scheduler, encode_prompts, initial_latents, latent_shape, sample
 from freeprompt.editing.generated import edit
 from freeprompt.editing.methods import P2P, MasaCtrl, Plain, PnP, build_method
 from freeprompt.editing.methods.p2p import refine_mapper, replace_mapper, reweight_scale
+from support.method_reference import Spec, feature_hook, installed
 
 STEPS, SIZE, SEED, TOL = 4, 64, 5, 1e-6
 
@@ -44,8 +44,8 @@ def reference_maps(pipe, prompts, spec, kind, feature=None):
     handle = feature_hook(pipe.unet, feature[0], spec, feature[1]) if feature else None
     try:
         with installed(pipe.unet, registry, spec):
-            sample(pipe.unet, ddim_scheduler(pipe.scheduler.config), noise, encode_prompts(pipe, prompts, "", True, "cpu"),
-                   STEPS, 7.5, hooks=[StepCounter(spec)])
+            sample(pipe.unet, ddim_scheduler(pipe.scheduler.config), noise,
+                   encode_prompts(pipe, prompts, "", True, "cpu"), STEPS, 7.5, hooks=[StepCounter(spec)])
     finally:
         if handle:
             handle.remove()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-from support.fuzz import FUZZ
 
 from freeprompt.errors import BadInput
+from support.fuzz import FUZZ
 
 
 @FUZZ

@@ -7,13 +7,13 @@ generation, so recording changes nothing."""
 
 import pytest
 import torch
-from support.steps import StepCallback
 
 from freeprompt.attention import discover_layers, installed_processors
 from freeprompt.attention.recorder import pool_factors, record_attention
 from freeprompt.attention.tokens import prompt_tokens, word_token_indices
 from freeprompt.diffusion import ddim_scheduler, encode_prompts, initial_latents, latent_shape, sample
 from freeprompt.errors import BadInput
+from support.steps import StepCallback
 
 STEPS = 4
 TOL = 1e-6

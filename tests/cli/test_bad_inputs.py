@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from support import bad_cli_cases, bad_cli_cases_datasets
 from freeprompt.cli.main import main
+from support import bad_cli_cases, bad_cli_cases_datasets
 
 CASES = bad_cli_cases.CASES + bad_cli_cases_datasets.CASES  # the general table, and the datasets' (#35)
 

@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 from PIL import Image
-from support.cli_runs import edit_args, run
 
 from freeprompt.cli.main import main
+from support.cli_runs import edit_args, run
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,8 @@ def test_latents_round_trip_reproduces_the_run(model_dir, tmp_path, capsys):
 
 
 def test_layers_command_lists_16_self_and_16_cross(model_dir, capsys):
-    code, out, _ = run(["layers", "--model", str(model_dir), "--height", "512", "--width", "512", "--select", "<=32x32"],
-                       capsys)
+    code, out, _ = run(["layers", "--model", str(model_dir), "--height", "512", "--width", "512",
+                        "--select", "<=32x32"], capsys)
     assert code == 0
     rows = [line.split() for line in out.splitlines()[1:]]
     assert sum(r[0] == "self" for r in rows) == 16 and sum(r[0] == "cross" for r in rows) == 16
@@ -89,8 +89,10 @@ def bad_cases(model_dir, tmp_path):
     out = tmp_path / "out"
     base = ["--steps", "2", "--height", "64", "--width", "64", "--quiet"]
     return {
-        "empty source": (["edit", "--model", str(model_dir), "--source", "", "--target", "a car", "--out", str(out), *base], "empty"),
-        "blank target": (["edit", "--model", str(model_dir), "--source", "a car", "--target", "   ", "--out", str(out), *base], "empty"),
+        "empty source": (["edit", "--model", str(model_dir), "--source", "", "--target", "a car",
+                          "--out", str(out), *base], "empty"),
+        "blank target": (["edit", "--model", str(model_dir), "--source", "a car", "--target", "   ",
+                          "--out", str(out), *base], "empty"),
         "range above 1": (edit_args(model_dir, out, "--self-replace", "0:1.5"), "outside"),
         "range reversed": (edit_args(model_dir, out, "--self-replace", "0.8:0.2"), "starts after"),
         "unparsable layers": (edit_args(model_dir, out, "--layers", "four-ten"), "layer spec"),
@@ -118,9 +120,9 @@ def bad_cases(model_dir, tmp_path):
     }
 
 
-@pytest.mark.parametrize("case", ["empty source", "blank target", "range above 1", "range reversed", "unparsable layers",
-                                  "layer out of range", "height not multiple of 8", "zero height", "zero steps",
-                                  "too many steps", "missing model", "partial model",
+@pytest.mark.parametrize("case", ["empty source", "blank target", "range above 1", "range reversed",
+                                  "unparsable layers", "layer out of range", "height not multiple of 8",
+                                  "zero height", "zero steps", "too many steps", "missing model", "partial model",
                                   "not a SD folder", "unwritable out", "unknown method", "option of another method",
                                   "bad reweight", "replace needs equal tokens", "bad mask threshold", "nan guidance",
                                   "negative guidance"])

@@ -17,13 +17,12 @@ from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
-from support.cli_runs import edit_args, run
-from support.fuzz import FUZZ
 
 from freeprompt.cli.main import main
 from freeprompt.errors import BadInput, FreepromptError
 from freeprompt.io.tables import read_rows
-
+from support.cli_runs import edit_args, run
+from support.fuzz import FUZZ
 
 # ---------------------------------------------------------------- output folders
 

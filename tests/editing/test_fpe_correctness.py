@@ -9,12 +9,12 @@ step shows up as a difference of order 1e-2 while the correct implementation agr
 import numpy as np
 import pytest
 import torch
-from support.reference import reference_processors
-from support.steps import StepCallback
 
 from freeprompt.attention import StepRange, discover_layers
 from freeprompt.diffusion import ddim_scheduler, encode_prompts, initial_latents, latent_shape, sample
 from freeprompt.editing.generated import edit
+from support.reference import reference_processors
+from support.steps import StepCallback
 
 PROMPTS = ["a red car", "a blue car", "a photo of a green truck"]
 STEPS = 6

@@ -6,9 +6,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-from support.fuzz import FUZZ
 
 from freeprompt.errors import BadInput
+from support.fuzz import FUZZ
 
 
 @FUZZ

@@ -5,7 +5,6 @@ FPE's test). Each comparison also checks that the edit changed the targets, or i
 
 import pytest
 import torch
-from support.method_reference import Spec, blend_latents, feature_hook, installed
 
 from freeprompt.attention import StepRange, discover_layers
 from freeprompt.diffusion import StepHooks, ddim_scheduler, encode_prompts, initial_latents, latent_shape, sample
@@ -13,6 +12,7 @@ from freeprompt.editing.generated import edit
 from freeprompt.editing.methods import FPE, P2P, MasaCtrl, Plain, PnP, build_method
 from freeprompt.editing.methods.p2p import align, refine_mapper, replace_mapper, reweight_scale
 from freeprompt.errors import BadInput
+from support.method_reference import Spec, blend_latents, feature_hook, installed
 
 STEPS = 6
 SIZE = 64  # 8x8 latents: grids 8, 4, 2, 1; the quarter grid (level 2) is 2x2
@@ -51,8 +51,9 @@ def reference(pipe, prompts, spec, feature=None, seed=3, guidance=7.5, size=SIZE
     handle = feature_hook(pipe.unet, feature[0], spec, feature[1]) if feature else None
     try:
         with installed(pipe.unet, registry, spec):
-            return sample(pipe.unet, ddim_scheduler(pipe.scheduler.config), noise.expand(len(prompts), -1, -1, -1).clone(),
-                          emb, STEPS, guidance, hooks=[ReferenceSteps(spec, shape[2:])])
+            return sample(pipe.unet, ddim_scheduler(pipe.scheduler.config),
+                          noise.expand(len(prompts), -1, -1, -1).clone(), emb, STEPS, guidance,
+                          hooks=[ReferenceSteps(spec, shape[2:])])
     finally:
         if handle:
             handle.remove()

@@ -7,8 +7,6 @@ tests/diffusion/test_model_families_loop.py, loading in tests/models/test_loadin
 import pytest
 import torch
 from PIL import Image
-from support.reference import reference_processors
-from support.steps import StepCallback
 
 from freeprompt.attention import StepRange, discover_layers
 from freeprompt.diffusion import ddim_scheduler, encode_prompts, initial_latents, latent_shape, sample
@@ -18,6 +16,8 @@ from freeprompt.editing.methods import P2P, MasaCtrl, PnP, build_method
 from freeprompt.editing.real import edit_real
 from freeprompt.models.random import random_pipeline
 from freeprompt.shapes import world
+from support.reference import reference_processors
+from support.steps import StepCallback
 
 SIZE, STEPS = 64, 4
 PROMPTS = ["a red car", "a blue car", "a photo of a green truck"]

@@ -147,7 +147,8 @@ def test_null_text_inversion_reconstructs(toy_pipe, image):
 def test_negative_prompt_inversion_reconstructs(toy_pipe, image):
     result = edit_real(toy_pipe, image, SOURCE, [SOURCE], inversion="negative-prompt", steps=STEPS, progress=False)
     inv = invert(toy_pipe, image, SOURCE, "negative-prompt", STEPS, 7.5)
-    assert inv.uncond.shape[0] == STEPS and torch.equal(inv.uncond[0], encode_text(toy_pipe, SOURCE).embeddings[0].float())
+    assert inv.uncond.shape[0] == STEPS
+    assert torch.equal(inv.uncond[0], encode_text(toy_pipe, SOURCE).embeddings[0].float())
     # guided == conditional for the source, as in the (unguided) inversion: near exact (measured ~0.02)
     assert result.params["reconstruction_latent_rmse"] < 0.1
     assert torch.equal(result.latents[0], result.latents[1])

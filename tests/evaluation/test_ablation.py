@@ -1,7 +1,6 @@
 """The replace-step ablation (Figs 10-11): cells map to the right methods, ratio lists parse, and bad grids are
 refused. (The ablate command end to end: tests/cli/test_ablate_cmd.py.)"""
 
-import csv
 
 import pytest
 

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-from support.fuzz import FUZZ
 
 from freeprompt.errors import BadInput
 from freeprompt.evaluation import edit_sets
+from support.fuzz import FUZZ
 
 TALLY: collections.Counter = collections.Counter()
 NAMES = ["good.png", "dot.png", "text.png", "mask.png", "../outside.png", "/etc/passwd", "link.png", "missing.png",

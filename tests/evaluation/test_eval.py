@@ -53,8 +53,8 @@ def test_clip_scores_directional_and_region(tiny_clip_dir):
     mask = np.zeros((32, 32), bool)
     mask[:16] = True
     masked = a * mask[..., None]
-    assert scorer.region_scores([a], ["a red car"], [mask])[0] == pytest.approx(scorer.scores([masked], ["a red car"])[0],
-                                                                                abs=1e-4)
+    assert scorer.region_scores([a], ["a red car"], [mask])[0] == pytest.approx(
+        scorer.scores([masked], ["a red car"])[0], abs=1e-4)
 
 
 def test_structure_distance(tiny_vit_dir):

@@ -52,7 +52,8 @@ def test_shape_edit_reads_the_new_shape():
 
 def test_summary_and_markdown():
     item = sb.EditItem("x", "color", 0, "red", "circle", "blue", "circle")
-    rows = [{"id": "x", "kind": "color", "method": m, **sb.score_edit(render("red", "circle"), render(c, "circle"), item)}
+    rows = [{"id": "x", "kind": "color", "method": m,
+             **sb.score_edit(render("red", "circle"), render(c, "circle"), item)}
             for m, c in (("fpe", "blue"), ("plain", "red"))]
     rows = [{k: str(v) for k, v in r.items()} for r in rows]  # as read back from the CSV
     table = {(r["method"], r["edits"]): r for r in sb.summarise(rows)}

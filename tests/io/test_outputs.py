@@ -214,7 +214,7 @@ def test_write_text_atomic_replaces_the_file_and_never_writes_into_it(tmp_path):
     with open(path, encoding="utf-8") as reader:  # a reader that opened the old file keeps reading the old file
         write_text_atomic(path, "néw — text ✓")
         assert reader.read() == "old text"
-    assert path.read_bytes() == "néw — text ✓".encode("utf-8")
+    assert path.read_bytes() == "néw — text ✓".encode()
     assert [p.name for p in tmp_path.iterdir()] == ["summary.md"]
     with pytest.raises(UnicodeEncodeError):
         write_text_atomic(path, "half \ud800")  # fails while writing: the file keeps its old text
@@ -297,7 +297,8 @@ def test_save_edit_writes_the_run_folder(tmp_path):
         assert np.array_equal(np.asarray(Image.open(out / name)), np.asarray(image))
     info = json.loads((out / "run.json").read_text())
     assert info["params"] == result.params and info["model"] == {"id": "tiny", "device": "cpu"} and info["note"] is None
-    assert info["files"] == files + ["latents.safetensors"] and info["timings"]["denoise_s"] == 1.0 and info["timings"]["save_s"] >= 0
+    assert info["files"] == files + ["latents.safetensors"]
+    assert info["timings"]["denoise_s"] == 1.0 and info["timings"]["save_s"] >= 0
     assert info["versions"]["torch"].split("+")[0] == torch.__version__.split("+")[0] and info["machine"]
     tensors = load_file(str(out / "latents.safetensors"))
     assert set(tensors) == {"source", "target_1", "target_2", "initial"}

@@ -49,7 +49,8 @@ def test_damaged_rows_are_dropped_with_a_count_and_recomputed(tmp_path, damage, 
         rows = read_rows(path)
     assert len(rows) == kept
     done = {r["id"] for r in rows}
-    redone = rows + [{"id": f"item-{i}", "method": "fpe", "score": 0.5 + i} for i in range(5) if f"item-{i}" not in done]
+    redone = rows + [{"id": f"item-{i}", "method": "fpe", "score": 0.5 + i}
+                     for i in range(5) if f"item-{i}" not in done]
     write_rows(path, redone, FIELDS)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

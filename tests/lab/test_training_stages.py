@@ -114,10 +114,10 @@ def test_resume_across_a_stage_boundary_equals_the_uninterrupted_run(tmp_path, m
         real = training.epsilon_loss
 
         def dying_loss(*args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] == kill_at + 1:
+            calls["n"] += 1  # noqa: B023 - the loss is put back before the next iteration
+            if calls["n"] == kill_at + 1:  # noqa: B023
                 raise KeyboardInterrupt
-            return real(*args, **kwargs)
+            return real(*args, **kwargs)  # noqa: B023
 
         out = tmp_path / f"resumed{kill_at}"
         monkeypatch.setattr(training, "epsilon_loss", dying_loss)

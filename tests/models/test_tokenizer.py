@@ -11,10 +11,10 @@ import pytest
 from freeprompt.models.loading import fixture_path
 from freeprompt.models.tokenizer import clip_tokenizer
 
-WORDS = ["a", "red", "car", "photo", "of", "the", "Blue", "SQUARE", "don't", "it's", "we'll", "café", "naïve", "日本語",
-         "🙂", "🚗💨", "x²", "½", "—", '"quoted"', "3.14159", "1,000", "#tag", "@user", "https://example.com/a?b=c", "C++",
-         "<|startoftext|>", "<|endoftext|>", "\t", "\n", "straße", "İstanbul", "ﬁne", "Ａ", "e\u0301", "Привет", "...",
-         "a-b_c", "¿qué?"]
+WORDS = ["a", "red", "car", "photo", "of", "the", "Blue", "SQUARE", "don't", "it's", "we'll", "café", "naïve",
+         "日本語", "🙂", "🚗💨", "x²", "½", "—", '"quoted"', "3.14159", "1,000", "#tag", "@user",
+         "https://example.com/a?b=c", "C++", "<|startoftext|>", "<|endoftext|>", "\t", "\n", "straße", "İstanbul",
+         "ﬁne", "Ａ", "e\u0301", "Привет", "...", "a-b_c", "¿qué?"]
 
 
 def varied_strings(n=300, seed=0):

@@ -97,7 +97,8 @@ def test_ground_truth_consistency(size):
             if inner.any():
                 assert np.median(_nearest_dist(s.image[inner], c)) < 1  # flat colour inside
             layout = world.TEMPLATE_LAYOUTS[s.spec.template]
-            assert layout.size[0] <= spec.size <= layout.size[1] and abs(spec.rotation) <= world.MAX_ROTATION[spec.shape]
+            assert layout.size[0] <= spec.size <= layout.size[1]
+            assert abs(spec.rotation) <= world.MAX_ROTATION[spec.shape]
         # outside the objects the image is the clean background (up to anti-aliasing at edges)
         bg = world.background(s.spec.scene, size)
         far = ~oracle.dilate(oracle.dilate(oracle.dilate(union)))

@@ -141,7 +141,8 @@ class Materialising:
         fg = {}
         for r, m in maps.items():
             m = (m - m.min()) / (m.max() - m.min())
-            fg[r] = F.interpolate(m[None, None], size=(side, side), mode="nearest")[0, 0].flatten() >= spec.masactrl_mask[2]
+            fg[r] = (F.interpolate(m[None, None], size=(side, side), mode="nearest")[0, 0].flatten()
+                     >= spec.masactrl_mask[2])
         out = out.clone()
         c, low = spec.cond(), torch.finfo(q.dtype).min
         for half in spec.halves():

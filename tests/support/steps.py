@@ -1,7 +1,7 @@
 """A step hook for tests: call ``callback(i)`` before step ``i`` (tests use it to switch a reference's edit on and
 off by step)."""
 
-from typing import Callable
+from collections.abc import Callable
 
 from freeprompt.diffusion import StepHooks
 

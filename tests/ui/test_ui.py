@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("gradio", reason="the web UI needs the ui extra (pip install 'freeprompt[ui]')")
-playwright = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (pip install playwright)")
+playwright = pytest.importorskip("playwright.sync_api",
+                                 reason="the browser test needs playwright (pip install playwright)")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
     pytest.skip("the browser test needs Chromium (apt-get install chromium)", allow_module_level=True)

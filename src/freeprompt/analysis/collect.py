@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -150,7 +150,7 @@ class ProgressFile:
 def collect(
     pipe,
     spec: DatasetSpec,
-    out: "str | Path",
+    out: str | Path,
     options: CollectOptions | None = None,
     *,
     model_info: dict | None = None,

@@ -116,7 +116,7 @@ def batch_path(root: Path, k: int, j: int) -> Path:
     return root / "shards" / f"shard-{k:05d}.batch-{j:04d}.safetensors"
 
 
-def write_index(root: "str | Path", quiet: bool = False) -> bool:
+def write_index(root: str | Path, quiet: bool = False) -> bool:
     """Write ``index.jsonl`` when every shard exists and is readable; returns whether the dataset is complete."""
     root = Path(root)
     try:
@@ -172,7 +172,7 @@ class ProbeDataset:
     def complete(self) -> bool:
         return len(self.items) == self.meta["num_items"]
 
-    def layer(self, ref: "int | str | dict") -> dict:
+    def layer(self, ref: int | str | dict) -> dict:
         """A recorded layer by 1-based index, ``"7"`` or module path; a one-line error when it was not recorded."""
         if isinstance(ref, dict):
             ref = ref["name"]
@@ -193,7 +193,7 @@ class ProbeDataset:
                            "use one of those words")
         return word
 
-    def load(self, layer: "int | str | dict", word: str | None = "target", dtype=torch.float32) -> torch.Tensor:
+    def load(self, layer: int | str | dict, word: str | None = "target", dtype=torch.float32) -> torch.Tensor:
         """Maps of one layer for every readable item: (items, h, w) for cross, (items, n, n) for self."""
         from safetensors import safe_open
 
@@ -242,7 +242,7 @@ class ProbeDataset:
         return text
 
 
-def open_dataset(root: "str | Path", verify: bool = False, quiet: bool = False) -> ProbeDataset:
+def open_dataset(root: str | Path, verify: bool = False, quiet: bool = False) -> ProbeDataset:
     """Open a dataset folder. Unreadable shards are skipped with a ``CorruptShard`` warning and listed in
     ``dataset.skipped``; ``verify=True`` also checks every tensor's checksum (reads all data once)."""
     root = Path(root)

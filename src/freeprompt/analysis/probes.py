@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -198,7 +198,7 @@ def run_probes(
     *,
     word: str | None = "target",
     test_word: str | None = None,
-    layers: "str | list | None" = None,
+    layers: str | list | None = None,
     probes: tuple[str, ...] = PROBES,
     control: bool = True,
     all_layers: bool = True,

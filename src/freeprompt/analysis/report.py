@@ -88,7 +88,7 @@ def describe(result: dict) -> str:
             f"seed {cfg['seed']}.")
 
 
-def write_table(result: dict, out: "str | Path", probe: str = "authors", heatmap_png: bool = True) -> dict[str, Path]:
+def write_table(result: dict, out: str | Path, probe: str = "authors", heatmap_png: bool = True) -> dict[str, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     header, rows = accuracy_table(result, probe)
@@ -131,7 +131,7 @@ def _pyplot():
     return plt
 
 
-def heatmap(header: list[str], rows: list[list], path: "str | Path", title: str = "") -> Path:
+def heatmap(header: list[str], rows: list[list], path: str | Path, title: str = "") -> Path:
     plt = _pyplot()
     data = torch.tensor([[float("nan") if v is None else v for v in row[1:]] for row in rows]).numpy()
     fig, ax = plt.subplots(figsize=(0.55 * len(header) + 1.5, 0.4 * len(rows) + 1.4))
@@ -151,7 +151,7 @@ def heatmap(header: list[str], rows: list[list], path: "str | Path", title: str 
     return Path(path)
 
 
-def mean_maps(dataset, path: "str | Path", word: str | None = "target", layers=None,
+def mean_maps(dataset, path: str | Path, word: str | None = "target", layers=None,
               max_items: int | None = None) -> Path:
     """A grid of mean maps: one row per class, one column per layer (each cell on its own colour scale)."""
     plt = _pyplot()
@@ -227,7 +227,7 @@ def _mean_best_all(result: dict, probe: str) -> str:
             + ("-" if whole is None else f"{whole:.2f}"))
 
 
-def write_report(results: "dict | list[dict]", out: "str | Path", datasets: dict | None = None,
+def write_report(results: dict | list[dict], out: str | Path, datasets: dict | None = None,
                  probes: tuple[str, ...] | None = None, pngs: bool = True, vocabulary=None) -> Path:
     """Tables (CSV, Markdown, heatmap PNG) for every result and probe, mean-map grids for ``datasets``
     ({name: (dataset, word)}, drawn to ``mean_maps.<name>.png``), and ``report.md`` gathering them; with the
@@ -259,7 +259,7 @@ def write_report(results: "dict | list[dict]", out: "str | Path", datasets: dict
     return report
 
 
-def write_result(result: dict, out: "str | Path") -> Path:
+def write_result(result: dict, out: str | Path) -> Path:
     """Write one ``run_probes`` result as JSON: ``out`` itself if it ends in .json, else
     ``out/<experiment>.json``; returns the path."""
     out = Path(out)
@@ -269,7 +269,7 @@ def write_result(result: dict, out: "str | Path") -> Path:
     return path
 
 
-def load_results(path: "str | Path") -> list[dict]:
+def load_results(path: str | Path) -> list[dict]:
     """Results written by ``freeprompt probe train`` (one JSON file, or every ``*.json`` result in a folder)."""
     path = Path(path)
     files = sorted(path.glob("*.json")) if path.is_dir() else [path]

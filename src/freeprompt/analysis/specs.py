@@ -63,7 +63,7 @@ class DatasetSpec:
         if len(set(self.seeds)) != len(self.seeds):
             raise BadInput(f"dataset {self.name!r} lists a seed twice", "give distinct seeds")
         if not self.words:
-            self.words = {"target": "{%s}" % self.class_field}
+            self.words = {"target": f"{{{self.class_field}}}"}
 
     def items(self) -> list[Item]:
         names = list(self.fields)
@@ -82,7 +82,7 @@ class DatasetSpec:
                         except KeyError as err:
                             raise BadInput(f"template {template!r} of dataset {self.name!r} needs a value for "
                                            f"{{{err.args[0]}}}", "give that field in the dataset spec") from None
-                        used = {k: v for k, v in values.items() if "{%s}" % k in template}
+                        used = {k: v for k, v in values.items() if f"{{{k}}}" in template}
                         out.append(Item(len(out), prompt, int(seed), cls, template, used, words))
         return out
 
@@ -90,7 +90,7 @@ class DatasetSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DatasetSpec":
+    def from_dict(cls, data: dict) -> DatasetSpec:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -106,7 +106,7 @@ EXPERIMENTS = {
 }
 
 
-def build_spec(name: str, vocabulary: "str | Vocabulary" = "paper", seeds: "int | list[int] | None" = None,
+def build_spec(name: str, vocabulary: str | Vocabulary = "paper", seeds: int | list[int] | None = None,
                first_seed: int = 0) -> DatasetSpec:
     """The dataset ``name`` (see ``EXPERIMENTS``) over a vocabulary; ``seeds`` is a count (from ``first_seed``)
     or an explicit list (default: the issue's count for that experiment)."""

@@ -105,7 +105,7 @@ class Vocabulary:
                 raise BadInput(f"complex template {template!r} must contain {{color}} and {{noun}} exactly once",
                                "write e.g. 'a photo of a {color} {noun}'")
 
-    def with_lists(self, colors=None, animals=None, objects=None, noun=None) -> "Vocabulary":
+    def with_lists(self, colors=None, animals=None, objects=None, noun=None) -> Vocabulary:
         """This vocabulary with some lists replaced (validated)."""
         changes = {}
         for key, value in (("colors", colors), ("animals", animals), ("objects", objects)):

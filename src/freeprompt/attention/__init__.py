@@ -19,8 +19,8 @@ from ..lazy import exports
 if TYPE_CHECKING:
     from .control import EditControl
     from .install import controlled
-    from .layers import AttentionLayer, LayerRegistry, LayerSpec, discover_layers
     from .kernels import Computed, mixed_attention
+    from .layers import AttentionLayer, LayerRegistry, LayerSpec, discover_layers
     from .processors import LayerProcessor, attached, installed_processors
     from .recorder import AttentionRecorder, record_attention
     from .rules import BatchLayout, Blend, CrossMapEdit, FeatureRule, MapWatch, MaskedMix, RowMix, Rule

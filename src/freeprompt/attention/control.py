@@ -8,7 +8,7 @@ The ``EditControl`` holds the declarations of ``rules.py`` for one run. The samp
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -109,7 +109,9 @@ class EditControl(StepHooks):
         masks = {}
         for half in HALVES:
             start = self.layout.offset(half)
-            for p in self.layout.targets if start is not None else []:
+            if start is None:
+                continue
+            for p in self.layout.targets:
                 source_fg = foreground[self.layout.cond_row(self.layout.sources[p])]
                 masks[start + p] = (source_fg, foreground[self.layout.cond_row(p)])
         return masks, layer.grid(self.latent_hw)

@@ -1,20 +1,20 @@
 """Installing an ``EditControl`` on a UNet for one sampling run, in the spirit of DAAM's ``trace``: inside the
 block every edited or watched attention layer has a ``LayerProcessor`` with the control attached (through diffusers'
-``set_attn_processor``, shared with any recording running at the same time) and every feature injection a forward hook; on exit, also after an error, the original
-processors come back and the hooks are removed."""
+``set_attn_processor``, shared with any recording running at the same time) and every feature injection a forward
+hook; on exit, also after an error, the original processors come back and the hooks are removed."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 
 from ..errors import BadInput
 from .control import EditControl
-from .rules import FeatureRule
 from .layers import LayerRegistry
 from .processors import attached
+from .rules import FeatureRule
 
 
 @contextmanager

@@ -62,7 +62,7 @@ class LayerSpec:
     blocks: frozenset[tuple[str, int | None]] | None = None  # (place, block number or None for all)
 
     @classmethod
-    def parse(cls, spec: "str | LayerSpec | None | list[int] | tuple[int, ...]") -> "LayerSpec":
+    def parse(cls, spec: str | LayerSpec | None | list[int] | tuple[int, ...]) -> LayerSpec:
         if isinstance(spec, LayerSpec):
             return spec
         if spec is None:
@@ -100,6 +100,7 @@ class LayerSpec:
                 raise BadInput(f"the token bound {self.text!r} needs the layers' token grids, which are unknown here",
                                "select layers by index, e.g. 4-14")
             return _COMPARE[self.bound[0]](tokens, self.bound[1])
+        assert self.indices is not None  # parse() sets one of the four
         return index in self.indices
 
     def check_indices(self, known: list[int], kind: str) -> None:
@@ -238,10 +239,11 @@ def discover_layers(unet) -> LayerRegistry:
             continue
         m = _BLOCK.match(name)
         if m is None:
-            raise BadInput(f"attention module {name!r} is outside the UNet's down/mid/up blocks", "this UNet layout is not supported")
+            raise BadInput(f"attention module {name!r} is outside the UNet's down/mid/up blocks",
+                           "this UNet layout is not supported")
         block, number = m.group(1), int(m.group(2) or 0)
         place = {"down_blocks": "down", "mid_block": "mid", "up_blocks": "up"}[block]
-        level = {"down": lambda: down_levels[number], "mid": lambda: mid_level, "up": lambda: up_levels[number]}[place]()
+        level = mid_level if place == "mid" else (down_levels if place == "down" else up_levels)[number]
         kind = "cross" if module.is_cross_attention else "self"
         # named_modules() follows registration order, which is forward order inside a block.
         found.append((PLACES.index(place), number, order, name, kind, place, level, number))

@@ -14,8 +14,8 @@ target's row. A layer with nothing to do at a step defers to the processor it re
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator
 
 from ..errors import BadInput
 from .control import EditControl
@@ -40,7 +40,8 @@ class LayerProcessor:
         self.control: EditControl | None = None
         self.observers: list = []
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args,
+                 **kwargs):
         control = self.control
         edit = control.edit_for(self.layer, hidden_states.shape[0]) if control is not None else None
         watch = control.watch_for(self.layer) if control is not None and encoder_hidden_states is not None else None
@@ -50,6 +51,7 @@ class LayerProcessor:
         out, computed = self._compute(edit, attn, hidden_states, encoder_hidden_states, attention_mask, temb,
                                       *args, **kwargs)
         if watch is not None:
+            assert control is not None  # only a control watches
             control.observe(watch, computed.head_maps(watch.rows()), self.layer)
         for observer in observers:
             observer.observe(self.layer, attn, computed)
@@ -62,6 +64,7 @@ class LayerProcessor:
         if isinstance(edit, RowMix):
             return mixed_attention(attn, hidden_states, encoder_hidden_states, edit, attention_mask, temb)
         if isinstance(edit, MaskedMix) and encoder_hidden_states is None:
+            assert self.control is not None  # the edit came from it
             masks, grid = self.control.masks(edit, self.layer)
             if masks is not None:
                 return masked_mutual_attention(attn, hidden_states, edit, masks, grid, temb)
@@ -107,7 +110,7 @@ def attached(unet, layers: Iterable[AttentionLayer], control: EditControl | None
 
 
 @contextmanager
-def installed_processors(unet, replacements: dict[str, Callable]) -> Iterator[dict]:
+def installed_processors(unet, replacements: Mapping[str, Callable]) -> Iterator[dict]:
     """Install processors for some layers (keys as in ``unet.attn_processors``) and always restore the
     originals on exit, also after an exception."""
     original = dict(unet.attn_processors)

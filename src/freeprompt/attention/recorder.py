@@ -38,8 +38,8 @@ What is recorded
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -79,7 +79,7 @@ def pooled_grid(grid: tuple[int, int], max_tokens: int) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------------------------ recorder
 
-def _normalise_tokens(tokens) -> dict[str, object] | None:
+def _normalise_tokens(tokens) -> dict[str, list] | None:
     """``None`` | positions shared by all rows | one list per row | {label: either}."""
     if tokens is None:
         return None
@@ -90,7 +90,7 @@ def _normalise_tokens(tokens) -> dict[str, object] | None:
     return {DEFAULT_LABEL: _one_token_spec(tokens, DEFAULT_LABEL)}
 
 
-def _one_token_spec(spec, label: str):
+def _one_token_spec(spec, label: str) -> list:
     if isinstance(spec, int):
         return [int(spec)]
     spec = list(spec)
@@ -224,9 +224,9 @@ class AttentionRecorder(StepHooks):
     def see_latents(self, latent_hw: tuple[int, int]) -> None:
         """The latent size of the UNet call about to run (unless a fixed ``latent_hw`` was given)."""
         if self._fixed_hw is None:
-            self._latent_hw = tuple(latent_hw)
+            self._latent_hw = (latent_hw[0], latent_hw[1])
 
-    def rows_of(self, batch: int) -> torch.Tensor | slice:
+    def rows_of(self, batch: int) -> slice:
         """The rows of a UNet batch of ``batch`` rows that are recorded (see ``branch``)."""
         if self.cfg and self.branch != "all":
             if batch % 2:
@@ -263,6 +263,7 @@ class AttentionRecorder(StepHooks):
 
     def _token_weights(self, rows: int, text_len: int, device, dtype) -> torch.Tensor:
         """(rows, T, labels): the averaging weights of each label's positions in each row."""
+        assert self._tokens is not None  # called only when token positions are recorded
         w = self._weights
         if w is not None and w.shape[:2] == (rows, text_len) and w.device == device and w.dtype == dtype:
             return w
@@ -378,9 +379,9 @@ def record_attention(
     model,
     *,
     kind: str = "cross",
-    layers: "str | Iterable[int] | Iterable[AttentionLayer] | Iterable[str] | None" = "all",
-    tokens: "Sequence[int] | Sequence[Sequence[int]] | Mapping[str, Sequence] | None" = None,
-    steps: "Iterable[int] | StepRange | str | None" = None,
+    layers: str | Iterable[int] | Iterable[AttentionLayer] | Iterable[str] | None = "all",
+    tokens: Sequence[int] | Sequence[Sequence[int]] | Mapping[str, Sequence] | None = None,
+    steps: Iterable[int] | StepRange | str | None = None,
     num_steps: int | None = None,
     cfg: bool = True,
     branch: str = "cond",

@@ -31,7 +31,7 @@ class BatchLayout:
     guidance: bool = True
 
     @classmethod
-    def one_source(cls, num_targets: int, guidance: bool = True) -> "BatchLayout":
+    def one_source(cls, num_targets: int, guidance: bool = True) -> BatchLayout:
         return cls(sources=(0,) * (num_targets + 1), guidance=guidance)
 
     @property
@@ -55,10 +55,12 @@ class BatchLayout:
         return 0 if half == "uncond" else self.num_prompts
 
     def cond_row(self, prompt: int) -> int:
-        return self.offset("cond") + prompt
+        start = self.offset("cond")
+        assert start is not None  # the conditional half always exists
+        return start + prompt
 
     def mix(self, queries: str = "own", keys: str = "own", values: str = "own",
-            halves: tuple[str, ...] = ("cond",)) -> "RowMix":
+            halves: tuple[str, ...] = ("cond",)) -> RowMix:
         """A ``RowMix`` in which every target row of ``halves`` takes its queries, keys and values from ``own``
         (itself), ``source`` (its source's row in the same half) or ``source_cond`` (its source's conditional row);
         every other row attends as usual."""
@@ -117,7 +119,7 @@ class MapWatch:
     layers: frozenset[str]
     tokens: dict[int, list[int]]  # conditional batch row -> its token positions
     per_step: bool
-    sums: "torch.Tensor | None" = field(default=None, repr=False)
+    sums: torch.Tensor | None = field(default=None, repr=False)
     grid: tuple[int, int] | None = None
 
     def reset(self) -> None:

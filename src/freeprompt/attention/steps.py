@@ -31,7 +31,7 @@ class StepRange:
             )
 
     @classmethod
-    def parse(cls, spec: "str | tuple[float, float] | StepRange") -> "StepRange":
+    def parse(cls, spec: str | tuple[float, float] | StepRange) -> StepRange:
         if isinstance(spec, StepRange):
             return spec
         if isinstance(spec, tuple | list):

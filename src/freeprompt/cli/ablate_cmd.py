@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from .loading import load_model
-from .progress import progress_bar
 from .options import (
     device_option,
     dtype_option,
@@ -23,13 +22,14 @@ from .options import (
     shard_index_option,
     steps_option,
 )
+from .progress import progress_bar
 
 
 def ablate(
     out: Path = typer.Option(..., "--out", "-o", help="results folder (resumes an earlier run with the same settings)"),
     model: str = model_option(),
-    source: Optional[str] = typer.Option(None, "--source", "-s",
-                                         help="source prompt [default: seeded shapes-world swaps, scored by the oracle]"),
+    source: Optional[str] = typer.Option(
+        None, "--source", "-s", help="source prompt [default: seeded shapes-world swaps, scored by the oracle]"),
     target: Optional[list[str]] = typer.Option(None, "--target", "-t", help="target prompt (repeat), with --source"),
     items: int = limit_option("shapes-world swaps (half colour, half shape), or seeds per target prompt", 4, 10_000),
     seed: int = seed_option(0, "seed of the item list, or the first seed with --source"),

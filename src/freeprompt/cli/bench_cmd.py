@@ -9,7 +9,6 @@ import typer
 
 from ..errors import BadInput
 from .loading import load_model
-from .progress import progress_bar
 from .options import (
     count_option,
     device_option,
@@ -25,7 +24,7 @@ from .options import (
     shard_index_option,
     steps_option,
 )
-
+from .progress import progress_bar
 
 
 def word_list(text: Optional[str], flag: str) -> Optional[list[str]]:

@@ -8,10 +8,10 @@ from typing import Optional
 
 import typer
 
-from ..errors import BadInput
-from .loading import load_model
 from ..diffusion.latents import MAX_TARGETS
 from ..editing.methods import build_methods
+from ..errors import BadInput
+from .loading import load_model
 from .options import (
     CONFIG_HELP,
     REVISION_HELP,
@@ -28,7 +28,8 @@ from .options import (
 
 def edit(
     source: str = typer.Option(..., "--source", "-s", help="source prompt"),
-    target: list[str] = typer.Option(..., "--target", "-t", help=f"target prompt (repeat for several, at most {MAX_TARGETS})"),
+    target: list[str] = typer.Option(..., "--target", "-t",
+                                     help=f"target prompt (repeat for several, at most {MAX_TARGETS})"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder (new or empty; see --overwrite)"),
     overwrite: bool = typer.Option(False, help="replace an earlier run's output folder"),
     model: str = model_option(),
@@ -48,7 +49,8 @@ def edit(
     quiet: bool = quiet_option(),
     image: Optional[Path] = typer.Option(None, "--image", "-i", help="edit this photo instead of a generated image"),
     inversion: str = typer.Option("direct", help="with --image: direct, ddim, null-text or negative-prompt"),
-    resize: str = typer.Option("crop", help="with --image: crop (centre), pad (white) or fit (stretch) to the model size"),
+    resize: str = typer.Option("crop",
+                               help="with --image: crop (centre), pad (white) or fit (stretch) to the model size"),
     cache_dir: Optional[Path] = typer.Option(None, help="with --image: inversion cache [default: "
                                              "$FREEPROMPT_CACHE/inversions, else ~/.cache/freeprompt/inversions]"),
     no_cache: bool = typer.Option(False, "--no-cache", help="with --image: always invert afresh"),
@@ -98,7 +100,6 @@ def _settings(loaded, steps, guidance, height, width) -> tuple[dict, dict]:
 def _check_inputs(source, targets, image, inversion, resize, latents, negative) -> None:
     """Every refusal that needs no model, so a bad call fails before the (slow) model load."""
     from ..diffusion import require_text
-
     from ..editing.images import check_resize_mode
     from ..editing.inversion import check_inversion
 

@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from .loading import load_model
-from .progress import progress_bar
 from .options import (
     device_option,
     dtype_option,
@@ -21,6 +20,7 @@ from .options import (
     shard_index_option,
     steps_option,
 )
+from .progress import progress_bar
 
 DATASET_HELP = ("car-fake-edit, car-real-edit, imagenet-fake-edit, imagenet-real-edit (the paper's), pie-bench, "
                 "custom, shapes-fake-edit, shapes-real-edit")
@@ -56,11 +56,11 @@ def evaluate(
     from ..editing.methods import build_methods
 
     chosen = build_methods(method, method_options)
-    from ..io.sweep import distributed_position
     from ..editing.cache import InversionCache
     from ..editing.inversion import check_inversion
     from ..evaluation import edit_sets, eval_report, runner
     from ..io.outputs import check_output_folder
+    from ..io.sweep import distributed_position
     from ..models.loading import process_device, resolve_device, resolve_dtype
 
     check_output_folder(out, resumable=True)

@@ -14,19 +14,19 @@ import warnings
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
-import click  # noqa: E402
-import typer  # noqa: E402
-from typer.exceptions import TyperException  # noqa: E402
+import click
+import typer
+from typer.exceptions import TyperException
 
-from ..errors import FreepromptError, first_line  # noqa: E402
-from .ablate_cmd import ablate  # noqa: E402
-from .bench_cmd import shapes  # noqa: E402
-from .edit_cmd import edit, layers  # noqa: E402
-from .eval_cmd import evaluate  # noqa: E402
-from .method_options import with_method_options  # noqa: E402
-from .methods_cmd import methods  # noqa: E402
-from .probe_cmd import probe_app  # noqa: E402
-from .ui_cmd import ui  # noqa: E402
+from ..errors import FreepromptError, first_line
+from .ablate_cmd import ablate
+from .bench_cmd import shapes
+from .edit_cmd import edit, layers
+from .eval_cmd import evaluate
+from .method_options import with_method_options
+from .methods_cmd import methods
+from .probe_cmd import probe_app
+from .ui_cmd import ui
 
 
 def build_app() -> typer.Typer:

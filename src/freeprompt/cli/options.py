@@ -108,4 +108,5 @@ def real_option(default: float, help: str, low: float, high: float):
 
 __all__ = ["CONFIG_HELP", "DEFAULT_MODEL", "DEVICE_HELP", "DTYPE_HELP", "MAX_SEED", "MODEL_HELP", "REVISION_HELP",
            "count_option", "device_option", "dtype_option", "finite", "guidance_option", "limit_option", "model_option",
-           "not_empty", "num_shards_option", "old_spelling", "shard_index_option", "quiet_option", "renamed", "real_option", "seed_option", "side_option", "steps_option"]
+           "not_empty", "num_shards_option", "old_spelling", "shard_index_option", "quiet_option", "renamed",
+           "real_option", "seed_option", "side_option", "steps_option"]

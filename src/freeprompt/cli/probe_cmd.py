@@ -28,8 +28,8 @@ from .options import (
     dtype_option,
     guidance_option,
     model_option,
-    num_shards_option,
     not_empty,
+    num_shards_option,
     quiet_option,
     real_option,
     seed_option,
@@ -38,7 +38,8 @@ from .options import (
     steps_option,
 )
 
-probe_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Probing analysis: collect attention maps, train probes, report.")
+probe_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Probing analysis: collect attention maps, train probes, report.")
 
 
 @probe_app.command("collect")
@@ -77,11 +78,10 @@ def collect_cmd(
     from ..analysis.collect import CollectOptions, collect
     from ..analysis.protocol import vocabulary
     from ..analysis.specs import build_spec
-    from ..models.loading import process_device
-
     from ..attention import StepRange
     from ..diffusion import check_size
     from ..io.outputs import check_writable
+    from ..models.loading import process_device
 
     check_writable(out)
     check_size(height, width)
@@ -143,7 +143,6 @@ def train_cmd(
     from ..analysis.datasets import open_dataset
     from ..analysis.probes import ProbeConfig, run_probes
     from ..analysis.report import accuracy_table, markdown_table, write_result
-
     from ..io.outputs import check_writable
     from ..models.loading import resolve_device
 

@@ -3,7 +3,7 @@ the first report, so a run refused before it starts prints only its one-line err
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def progress_bar(desc: str, unit: str, quiet: bool = False) -> Callable[[int, int], None] | None:

@@ -13,7 +13,8 @@ from .options import device_option, dtype_option, model_option
 def ui(
     model: str = model_option(),
     host: str = typer.Option("127.0.0.1", help="address to listen on (127.0.0.1: this machine only)"),
-    port: Optional[int] = typer.Option(None, min=1, max=65535, help="port [default: gradio's, 7860 or the next free one]"),
+    port: Optional[int] = typer.Option(None, min=1, max=65535,
+                                       help="port [default: gradio's, 7860 or the next free one]"),
     share: bool = typer.Option(False, "--share/--no-share", help="also publish a gradio share link (off)"),
     max_upload: str = typer.Option("20mb", help="largest upload accepted"),
     device: str = device_option(),

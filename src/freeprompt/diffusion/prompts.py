@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -49,24 +50,25 @@ class Conditioning:
 
     def unet_kwargs(self) -> dict:
         """Keyword arguments of a diffusers UNet call."""
-        kwargs = {"encoder_hidden_states": self.embeddings}
+        kwargs: dict = {"encoder_hidden_states": self.embeddings}
         if self.added:
             kwargs["added_cond_kwargs"] = self.added
         return kwargs
 
-    def to(self, device=None, dtype=None) -> "Conditioning":
+    def to(self, device=None, dtype=None) -> Conditioning:
         added = {k: v.to(device=device, dtype=dtype) for k, v in self.added.items()} if self.added else None
         return Conditioning(self.embeddings.to(device=device, dtype=dtype), added)
 
-    def rows(self, index) -> "Conditioning":
+    def rows(self, index) -> Conditioning:
         """The rows ``index`` (a slice, list or tensor of row numbers)."""
         added = {k: v[index] for k, v in self.added.items()} if self.added else None
         return Conditioning(self.embeddings[index], added)
 
     def replaced(self, start: int, embeddings: torch.Tensor | None = None,
-                 text_embeds: torch.Tensor | None = None) -> "Conditioning":
+                 text_embeds: torch.Tensor | None = None) -> Conditioning:
         """A copy whose rows ``start`` .. ``start + len`` take these embeddings and (SDXL) pooled embeddings."""
-        out = Conditioning(self.embeddings.clone(), {k: v.clone() for k, v in self.added.items()} if self.added else None)
+        out = Conditioning(self.embeddings.clone(),
+                           {k: v.clone() for k, v in self.added.items()} if self.added else None)
         if embeddings is not None:
             out.embeddings[start:start + embeddings.shape[0]] = embeddings.to(out.embeddings)
         if text_embeds is not None and out.added:
@@ -74,10 +76,11 @@ class Conditioning:
         return out
 
     @staticmethod
-    def cat(parts: list["Conditioning"]) -> "Conditioning":
+    def cat(parts: list[Conditioning]) -> Conditioning:
         added = None
         if parts[0].added:
-            added = {k: torch.cat([p.added[k] for p in parts]) for k in parts[0].added}
+            # the parts of one batch are all SDXL (added is set) or none is
+            added = {k: torch.cat([cast(dict, p.added)[k] for p in parts]) for k in parts[0].added}
         return Conditioning(torch.cat([p.embeddings for p in parts]), added)
 
 

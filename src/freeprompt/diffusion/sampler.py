@@ -8,11 +8,11 @@ source branch) is a ``StepHooks`` object the loop calls, with the step index, at
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from typing import Callable, Sequence
 
 import torch
-from diffusers import DDIMScheduler
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
 from ..errors import BadInput
 from .hooks import StepHooks
@@ -78,7 +78,7 @@ def sample(
     unet,
     scheduler,
     latents: torch.Tensor,
-    conditioning: "Conditioning | torch.Tensor",
+    conditioning: Conditioning | torch.Tensor,
     num_steps: int,
     guidance_scale: float,
     hooks: Sequence[StepHooks] = (),

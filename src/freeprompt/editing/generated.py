@@ -9,8 +9,8 @@ UNet for the run; ``diffusion.sample`` is the loop.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
@@ -97,7 +97,7 @@ def edit(
     noise = _start_noise(pipe, shape, seed, latents, inversion, source, steps, guidance)
     registry = discover_layers(pipe.unet)
     layout = BatchLayout.one_source(len(targets), guidance=guidance > 1.0)
-    ctx = MethodContext(pipe.unet, pipe.tokenizer, tuple(prompts), layout, registry, tuple(shape[2:]), steps,
+    ctx = MethodContext(pipe.unet, pipe.tokenizer, tuple(prompts), layout, registry, shape[2:], steps,
                         "sdxl" if unet_family(pipe.unet) == "sdxl" else "sd")
     plan = method.plan(ctx)
     control = EditControl(layout, plan.rules, steps, shape[2:], plan.watches, plan.blends, plan.features)

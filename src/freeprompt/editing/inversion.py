@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -57,7 +57,7 @@ def _schedule(pipe, steps: int):
     """(scheduler, [(t, alpha_t, alpha_prev)] in sampling order), alphas exactly as DDIMScheduler.step uses."""
     scheduler = ddim_scheduler(pipe.scheduler.config)
     scheduler.set_timesteps(steps)
-    ratio = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    ratio = scheduler.config["num_train_timesteps"] // scheduler.num_inference_steps
     rows = []
     for t in scheduler.timesteps.tolist():
         prev = t - ratio
@@ -218,7 +218,7 @@ class InversionResult:
         """(1, C, h, w) inverted noise to start sampling from."""
         return self.trajectory[-1:].clone()
 
-    def hooks(self, device, dtype, pinned: bool = True) -> "InversionHooks":
+    def hooks(self, device, dtype, pinned: bool = True) -> InversionHooks:
         """The sampling hooks that make a batch follow this inversion (see ``InversionHooks``); ``pinned=False``
         leaves out the trajectory pinning."""
         self.info["edit_offsets_rms"] = []
@@ -285,7 +285,8 @@ def invert(pipe, image, source: str, method: str = "direct", steps: int = 50, gu
     cond = encode_text(pipe, source, size)
     bar = step_bar(progress, steps, "inverting")
     trajectory = ddim_invert(pipe, latents0, cond, steps=steps, progress=bar).float().cpu()
-    uncond, pooled, info = None, None, {}
+    uncond, pooled = None, None
+    info: dict = {}
     if method == "null-text":
         empty = encode_text(pipe, "", size)
         bar = step_bar(progress, steps, "null-text")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from ..errors import BadInput, FreepromptError
 from .cache import CacheWarning, InversionCache
 from .generated import EditResult, edit
 from .images import psnr, to_rgb
-from .inversion import INVERSIONS, InversionResult, check_inversion, invert, measure_reconstruction
+from .inversion import InversionResult, check_inversion, invert, measure_reconstruction
 from .methods import Method
 
 

@@ -87,7 +87,8 @@ def load(name: str, data: Path | None = None, images: Path | None = None, limit:
         raise BadInput(f"unknown dataset {name!r}", f"use one of {', '.join(DATASETS)}")
     needs_data = name in FPE_SETS[1:] + ("pie-bench", "custom")
     if needs_data and data is None:
-        raise BadInput(f"dataset {name} needs its file", "give --data FILE (e.g. Car_real_edit.json, mapping_file.json)")
+        raise BadInput(f"dataset {name} needs its file",
+                       "give --data FILE (e.g. Car_real_edit.json, mapping_file.json)")
     if images is not None and not Path(images).is_dir():
         raise BadInput(f"--images {images} is not a folder", "give the folder holding the dataset's images")
     limit = limit or None

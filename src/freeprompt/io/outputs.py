@@ -10,15 +10,14 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import BadInput
 from .runinfo import device_description, package_versions
-
 
 OWN_MARKERS = ("run.json", "settings.json")  # files that show a folder holds freeprompt's results
 

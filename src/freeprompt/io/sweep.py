@@ -266,7 +266,8 @@ class Sweep:
         self.shards.marker(out_dir, self.table).unlink(missing_ok=True)
         return plan(read_rows(self.path), [u for u in units if self.shards.takes(u)], self.key)
 
-    def run(self, units: list[Unit], work: Callable[[Unit], list[dict]], progress: Progress | None = None) -> list[dict]:
+    def run(self, units: list[Unit], work: Callable[[Unit], list[dict]],
+            progress: Progress | None = None) -> list[dict]:
         """Compute this process's unfinished units with ``work(unit) -> rows``, adding each unit's rows to the
         table as it finishes; ``progress(done, total)`` after each of this process's units (finished ones too).
         Returns this process's rows; ends with its ``.done`` marker."""

@@ -93,13 +93,15 @@ def load_pipeline(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str =
         pipe, info = _from_folder(Path(model), allow_pickle, torch_dtype)
     elif os.path.isfile(model):
         pipe, info = _from_file(Path(model), allow_pickle, torch_dtype, config)
-    elif os.path.exists(model) or model.startswith((".", "/", "~")) or model.endswith((".safetensors",) + PICKLE_SUFFIXES):
+    elif (os.path.exists(model) or model.startswith((".", "/", "~"))
+          or model.endswith((".safetensors",) + PICKLE_SUFFIXES)):
         raise ModelLoadError(f"model path {model} does not exist", "check the path, or give a hub id or --model shapes")
     elif _HUB_ID.match(model):
         pipe, info = _from_hub(model, revision, allow_pickle, torch_dtype)
     else:
         raise ModelLoadError(f"model {model!r} is neither a folder, a file nor a hub id (owner/name)",
-                             "give e.g. --model shapes, a local diffusers folder or stable-diffusion-v1-5/stable-diffusion-v1-5")
+                             "give e.g. --model shapes, a local diffusers folder or "
+                             "stable-diffusion-v1-5/stable-diffusion-v1-5")
     # Cast after loading, every component: the keyword for it differs between diffusers releases (torch_dtype /
     # dtype), and transformers 5 loads a text encoder in the dtype its config names by default.
     # diffusers warns about fp32-only modules on any dtype cast, even a no-op one; these models have none.
@@ -196,7 +198,8 @@ def check_model_folder(path: Path, allow_pickle: bool) -> dict:
         safe = list(folder.glob(f"{stem}*.safetensors"))
         pickled = [p for p in folder.glob(f"{stem}*") if p.suffix in PICKLE_SUFFIXES]
         if not safe and pickled and not allow_pickle:
-            raise ModelLoadError(f"{folder} has only pickle weights ({pickled[0].name}), which can run code when loaded",
+            raise ModelLoadError(f"{folder} has only pickle weights ({pickled[0].name}), "
+                                 "which can run code when loaded",
                                  "convert them to safetensors, or pass --allow-pickle if you trust the source")
         if not safe and not pickled:
             raise ModelLoadError(f"{folder} has no weights (partial download?)", "re-download or re-save the model")
@@ -212,8 +215,9 @@ def _check_unet_config(config_file: Path) -> None:
         raise ModelLoadError(f"{config_file} is not a JSON object (truncated or corrupt)",
                              "re-download or re-save the model")
     if config.get("in_channels", 4) != config.get("out_channels", 4):
-        raise ModelLoadError(f"{config_file.parent.parent} holds a UNet with {config.get('in_channels')} input channels "
-                             "(an inpainting or image-conditioned model)", f"freeprompt edits {SUPPORTED}")
+        raise ModelLoadError(f"{config_file.parent.parent} holds a UNet with {config.get('in_channels')} "
+                             "input channels (an inpainting or image-conditioned model)",
+                             f"freeprompt edits {SUPPORTED}")
 
 
 def _from_folder(path: Path, allow_pickle: bool, torch_dtype):
@@ -222,7 +226,7 @@ def _from_folder(path: Path, allow_pickle: bool, torch_dtype):
     try:
         pipe = _pipeline_class(xl).from_pretrained(str(path), use_safetensors=None if allow_pickle else True,
                                                    local_files_only=True, **_class_kwargs(xl))
-    except (OSError, ValueError, RuntimeError, EnvironmentError) as err:
+    except (OSError, ValueError, RuntimeError) as err:
         raise ModelLoadError(f"cannot load the model in {path}: {first_line(err)}",
                              "check that the folder is complete and uncorrupted") from err
     return pipe, {"id": str(path), "path": str(path.resolve()), "revision": _content_hash(path)}
@@ -237,7 +241,8 @@ def _from_file(path: Path, allow_pickle: bool, torch_dtype, config: str | None):
         raise ModelLoadError(f"{path.name} is a pickle checkpoint, which can run code when loaded",
                              "use a .safetensors file, or pass --allow-pickle if you trust the source")
     if path.suffix not in (".safetensors",) + PICKLE_SUFFIXES:
-        raise ModelLoadError(f"{path} is not a model checkpoint (.safetensors)", "give a .safetensors file, a folder or a hub id")
+        raise ModelLoadError(f"{path} is not a model checkpoint (.safetensors)",
+                             "give a .safetensors file, a folder or a hub id")
     xl = _single_file_is_xl(path, config)
     cls = _pipeline_class(xl)
     try:
@@ -274,7 +279,8 @@ def _from_hub(model_id: str, revision: str | None, allow_pickle: bool, torch_dty
         if _offline():
             raise ModelLoadError(f"model {model_id!r} is not in the local Hugging Face cache and the hub is offline "
                                  "(HF_HUB_OFFLINE=1)",
-                                 "download it once with network access, or use a local folder or --model shapes") from None
+                                 "download it once with network access, or use a local folder or "
+                                 "--model shapes") from None
         try:
             pipe = cls.from_pretrained(model_id, **kwargs)
         except Exception as err:  # noqa: BLE001

@@ -19,16 +19,17 @@ SDXL_DOWN = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
 SDXL_UP = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
 
 SIZES = {
-    "tiny": dict(unet_channels=(32, 64, 64, 64), text_width=32, text_layers=2, text_heads=4, vae_channels=(16, 16, 16, 16),
-                 vae_groups=8, sample_size=8, heads=8),
+    "tiny": dict(unet_channels=(32, 64, 64, 64), text_width=32, text_layers=2, text_heads=4,
+                 vae_channels=(16, 16, 16, 16), vae_groups=8, sample_size=8, heads=8),
     "sd15": dict(unet_channels=(320, 640, 1280, 1280), text_width=768, text_layers=12, text_heads=12,
                  vae_channels=(128, 256, 512, 512), vae_groups=32, sample_size=64, heads=8),
     "tiny-sd2": dict(unet_channels=(32, 64, 64, 64), text_width=32, text_layers=2, text_heads=4,
                      vae_channels=(16, 16, 16, 16), vae_groups=8, sample_size=8, heads=(2, 4, 4, 4)),
     "sd21": dict(unet_channels=(320, 640, 1280, 1280), text_width=1024, text_layers=23, text_heads=16,
                  vae_channels=(128, 256, 512, 512), vae_groups=32, sample_size=96, heads=(5, 10, 20, 20)),
-    "tiny-sdxl": dict(unet_channels=(32, 64, 64), text_width=32, text_layers=2, text_heads=4, vae_channels=(16, 16, 16, 16),
-                      vae_groups=8, sample_size=8, heads=(2, 4, 4), depth=(1, 1, 2), time_dim=8, text2_width=32),
+    "tiny-sdxl": dict(unet_channels=(32, 64, 64), text_width=32, text_layers=2, text_heads=4,
+                      vae_channels=(16, 16, 16, 16), vae_groups=8, sample_size=8, heads=(2, 4, 4), depth=(1, 1, 2),
+                      time_dim=8, text2_width=32),
     "sdxl": dict(unet_channels=(320, 640, 1280), text_width=768, text_layers=12, text_heads=12,
                  vae_channels=(128, 256, 512, 512), vae_groups=32, sample_size=128, heads=(5, 10, 20), depth=(1, 2, 10),
                  time_dim=256, text2_width=1280, text2_layers=32, text2_heads=20),

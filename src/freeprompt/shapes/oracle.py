@@ -219,7 +219,7 @@ def shape_features(mask: np.ndarray) -> np.ndarray | None:
     ev = np.linalg.eigvalsh(cov)
     r_eq = np.sqrt(area / np.pi)
     # Third-order moments (skewness) separate triangle/heart/moon from the symmetric shapes.
-    n3 = lambda p, q: np.mean(dx**p * dy**q) / r_eq**3
+    n3 = lambda p, q: np.mean(dx**p * dy**q) / r_eq**3  # noqa: E731
     skew = np.hypot(n3(3, 0) + n3(1, 2), n3(2, 1) + n3(0, 3))
     # Radial profile: outermost boundary along rays from the centroid, on a slightly smoothed mask
     # to get sub-pixel boundaries.
@@ -259,8 +259,8 @@ def classifier() -> dict[str, np.ndarray]:
     global _MODEL
     if _MODEL is None:
         if not CLASSIFIER_PATH.exists():
-            raise FileNotFoundError(f"the oracle's shape classifier {CLASSIFIER_PATH} is missing; reinstall freeprompt, "
-                                    "or refit it with python -m lab.fit_shape_classifier")
+            raise FileNotFoundError(f"the oracle's shape classifier {CLASSIFIER_PATH} is missing; "
+                                    "reinstall freeprompt, or refit it with python -m lab.fit_shape_classifier")
         with np.load(CLASSIFIER_PATH) as z:
             model = {k: z[k] for k in z.files}
         if tuple(model["shapes"].tolist()) != SHAPES:

@@ -18,21 +18,23 @@ Adding a method is one module here and one line in ``METHODS`` (or ``register(cl
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from ...errors import BadInput
 from .base import Combined, Method, MethodContext, MethodPlan, Plain
 from .fpe import FPE
 from .masactrl import MasaCtrl
-from .options import Declaration, declarations
+from .options import Declaration, Options, declarations
 from .p2p import P2P
 from .pnp import PnP
 
-METHODS: dict[str, type] = {"fpe": FPE, "p2p": P2P, "masactrl": MasaCtrl, "pnp": PnP, "plain": Plain}
+METHODS: dict[str, type[Options]] = {"fpe": FPE, "p2p": P2P, "masactrl": MasaCtrl, "pnp": PnP, "plain": Plain}
 DEFAULT_METHOD = "fpe"
+_Registered = TypeVar("_Registered", bound=Options)
 
 
-def register(cls: type) -> type:
+def register(cls: type[_Registered]) -> type[_Registered]:
     """Add a method class (an ``Options`` dataclass with ``name`` and ``plan``) to ``METHODS``; its options appear
     in the command line, the UI and the README's table wherever those are built after this call."""
     clash = {d.param for d in declarations(cls)} & {d.param for _, d in option_table()}
@@ -105,7 +107,7 @@ def _joined(parts: list[str], given: dict, owners: dict) -> list[str]:
 
 
 def _build(parts: list[str], given: dict) -> Method:
-    built = []
+    built: list[Any] = []  # Options subclasses with plan(): Methods
     for part in parts:
         kwargs = {d.name: given[d.param] for d in declarations(METHODS[part]) if d.param in given}
         for other in parts:
@@ -116,4 +118,5 @@ def _build(parts: list[str], given: dict) -> Method:
 
 
 __all__ = ["Combined", "DEFAULT_METHOD", "FPE", "METHODS", "MasaCtrl", "Method", "MethodContext", "MethodPlan", "P2P",
-           "Plain", "PnP", "build_method", "build_methods", "method_choices", "method_names", "option_table", "register"]
+           "Plain", "PnP", "build_method", "build_methods", "method_choices", "method_names", "option_table",
+           "register"]

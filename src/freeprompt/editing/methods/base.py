@@ -66,13 +66,14 @@ class MethodPlan:
     features: list[FeatureRule] = field(default_factory=list)
     blends: list[Blend] = field(default_factory=list)
 
-    def __add__(self, other: "MethodPlan") -> "MethodPlan":
+    def __add__(self, other: MethodPlan) -> MethodPlan:
         return MethodPlan(self.rules + other.rules, self.watches + other.watches, self.features + other.features,
                           self.blends + other.blends)
 
 
 class Method(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...  # read only: a class constant of an Options method, a property of Combined
 
     def plan(self, ctx: MethodContext) -> MethodPlan: ...
 

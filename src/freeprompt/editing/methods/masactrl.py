@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...attention.layers import LayerSpec
-from ...attention.rules import MapWatch, MaskedMix, Rule
+from ...attention.rules import MapWatch, MaskedMix, RowMix, Rule
 from ...attention.steps import StepRange
 from ...attention.tokens import word_token_indices
 from ...errors import BadInput
@@ -51,7 +51,8 @@ class MasaCtrl(Options):
     name = "masactrl"
     title = "MasaCtrl"
     reference = "Cao et al., ICCV 2023"
-    summary = "its self-attention keys and values (the target keeps its queries): SDPA(Q_tgt, K_src, V_src), both halves"
+    summary = ("its self-attention keys and values (the target keeps its queries): SDPA(Q_tgt, K_src, V_src), "
+               "both halves")
 
     def check(self) -> None:
         if self.mask_words is not None and len(self.mask_words) != 2:
@@ -60,7 +61,8 @@ class MasaCtrl(Options):
 
     def plan(self, ctx: MethodContext) -> MethodPlan:
         mix = ctx.layout.mix(queries="own", keys="source", values="source", halves=("uncond", "cond"))
-        edit, watches = mix, []
+        edit: RowMix | MaskedMix = mix
+        watches: list[MapWatch] = []
         if self.mask_words:
             watch = self._watch(ctx)
             edit, watches = MaskedMix(mix, watch, self.mask_threshold), [watch]
@@ -68,6 +70,7 @@ class MasaCtrl(Options):
         return MethodPlan(rules=[Rule("self", layers, self.steps, edit, self.name)], watches=watches)
 
     def _watch(self, ctx: MethodContext) -> MapWatch:
+        assert self.mask_words is not None  # plan() asks for a watch only with mask words
         source_word, target_word = self.mask_words
         layout, tokens = ctx.layout, {}
         for p in range(layout.num_prompts):

@@ -12,8 +12,9 @@ becomes a ``StepRange``, a layer spec a ``LayerSpec``, words a tuple, ``WORD=FAC
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import Field, dataclass, field, fields
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from ...attention.layers import LayerSpec
 from ...attention.steps import StepRange
