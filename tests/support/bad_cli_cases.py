@@ -84,6 +84,8 @@ CASES = [
     ("edit-too-many-targets", EDIT + [a for i in range(64) for a in ("-t", f"a blue circle {i}")], "65 target prompts"),
     ("edit-out-current-folder", EDIT[:-1] + [".", "--overwrite"], "current folder"),
     ("edit-out-empty", EDIT[:-1] + ["", "--overwrite"], "current folder"),
+    ("edit-scheduler-unknown", EDIT + ["--scheduler", "heun"], "heun"),
+    ("edit-photo-scheduler-cannot-invert", EDIT + ["--image", "{file}", "--scheduler", "euler-a"], "inverted"),
     ("edit-methods-repeated", EDIT + ["--method", "fpe,fpe"], "repeated"),
     ("edit-p2p-mode-unknown", EDIT + ["--method", "p2p", "--p2p-mode", "swap"], "swap"),
     ("bench-colors-unknown", BENCH + ["--colors", "mauve"], "mauve"),

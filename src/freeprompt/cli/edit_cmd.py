@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from ..diffusion.latents import MAX_TARGETS
+from ..diffusion.schedulers import SCHEDULERS, check_scheduler
 from ..editing.methods import build_methods
 from ..errors import BadInput
 from .loading import load_model
@@ -36,6 +37,8 @@ def edit(
     seed: int = seed_option(0, "seed of the initial noise shared by source and targets"),
     latents: Optional[Path] = typer.Option(None, help="initial noise from a .safetensors file instead of --seed"),
     steps: Optional[int] = steps_option(),
+    scheduler: str = typer.Option("ddim", help=f"sampler: {', '.join(SCHEDULERS)} (a photo: ddim; lcm and tcd need a "
+                                  "distilled model)"),
     guidance: Optional[float] = guidance_option(),
     negative: str = typer.Option("", help="negative prompt"),
     height: Optional[int] = side_option("image height (multiple of 8) [default: the model's]"),
@@ -63,6 +66,7 @@ def edit(
     from ..diffusion.latents import check_size, check_targets
 
     check_targets(len(target))
+    check_scheduler(scheduler, inverting=image is not None)
     from ..io.outputs import check_output_folder, save_comparison, save_edit
     from ..models.loading import resolve_device, resolve_dtype
 
@@ -73,7 +77,7 @@ def edit(
     loaded = load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle, revision=revision, config=config)
     load_s = time.perf_counter() - start
     run, size = _settings(loaded, steps, guidance, height, width)
-    run["progress"] = not quiet
+    run.update(progress=not quiet, scheduler=scheduler)
     extra = {"latents_file": str(latents) if latents else None} if image is None else {"image": str(image)}
     results = {}
     for name, chosen_method in chosen.items():

@@ -7,6 +7,7 @@ source branch) is a ``StepHooks`` object the loop calls, with the step index, at
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -56,10 +57,34 @@ def check_guidance(guidance: float) -> float:
     return value
 
 
-def initial_latents(seed: int, shape: tuple[int, ...], device, dtype) -> torch.Tensor:
-    """Seeded noise, drawn on the CPU so that a seed means the same noise on every device."""
-    generator = torch.Generator("cpu").manual_seed(int(seed))
+def initial_latents(seed: int, shape: tuple[int, ...], device, dtype, generator=None) -> torch.Tensor:
+    """Seeded noise, drawn on the CPU so that a seed means the same noise on every device (from ``generator`` when
+    given, which then goes on to the step noise of a stochastic sampler, as in diffusers pipelines)."""
+    generator = generator if generator is not None else torch.Generator("cpu").manual_seed(int(seed))
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+
+
+class SharedNoise:
+    """The step noise of a stochastic sampler (Euler ancestral, LCM, TCD, SDE solvers), one draw per step shared by
+    every row of the batch: each row gets a generator in the same state, and the shared generator moves on as one
+    row's draw moved it. With one row this is exactly a diffusers pipeline given ``generator``."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    @classmethod
+    def seeded(cls, seed: int) -> SharedNoise:
+        return cls(torch.Generator("cpu").manual_seed(int(seed)))
+
+    def step_generators(self, rows: int) -> list[torch.Generator]:
+        state = self.generator.get_state()
+        generators = [torch.Generator("cpu") for _ in range(rows)]
+        for generator in generators:
+            generator.set_state(state)
+        return generators
+
+    def advance(self, generators: list[torch.Generator]) -> None:
+        self.generator.set_state(generators[0].get_state())
 
 
 def step_bar(progress: bool | Callable, total: int, desc: str) -> Callable | None:
@@ -83,13 +108,16 @@ def sample(
     guidance_scale: float,
     hooks: Sequence[StepHooks] = (),
     progress: Callable | None = None,
+    noise: SharedNoise | None = None,
 ) -> torch.Tensor:
-    """Denoise ``latents`` (one row per prompt) with DDIM. With ``guidance_scale > 1`` ``conditioning`` (a
+    """Denoise ``latents`` (one row per prompt). With ``guidance_scale > 1`` ``conditioning`` (a
     ``Conditioning``, or text embeddings alone) holds the unconditional rows first, then the conditional rows, and
     the UNet sees ``[latents, latents]``, as in diffusers pipelines. ``hooks`` are called in order at every step
-    (see ``StepHooks``)."""
+    (see ``StepHooks``). ``scheduler`` is any diffusers scheduler; one that draws noise at a step draws it from
+    ``noise``, the same for every row (``SharedNoise``; a fresh seed-0 one when not given)."""
     conditioning = as_conditioning(conditioning)
     guided = guidance_scale > 1.0
+    shared = noise if noise is not None else SharedNoise.seeded(0)
     scheduler.set_timesteps(num_steps, device=latents.device)
     latents = latents * scheduler.init_noise_sigma
     timesteps = scheduler.timesteps
@@ -100,16 +128,26 @@ def sample(
             context = hook.conditioning(i, context)
         model_input = torch.cat([latents, latents]) if guided else latents
         model_input = scheduler.scale_model_input(model_input, t)
-        noise = unet(model_input, t, **context.unet_kwargs(), return_dict=False)[0]
+        prediction = unet(model_input, t, **context.unet_kwargs(), return_dict=False)[0]
         if guided:
-            uncond, cond = noise.chunk(2)
-            noise = uncond + guidance_scale * (cond - uncond)
-        latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+            uncond, cond = prediction.chunk(2)
+            prediction = uncond + guidance_scale * (cond - uncond)
+        latents = _step(scheduler, prediction, t, latents, shared)
         for hook in hooks:
             latents = hook.after_step(i, latents)
     for hook in hooks:
         hook.end_run()
     return latents
+
+
+def _step(scheduler, model_output: torch.Tensor, t, latents: torch.Tensor, noise: SharedNoise) -> torch.Tensor:
+    """One scheduler step; a scheduler that takes a generator gets one per row, all in the same state."""
+    if "generator" not in inspect.signature(scheduler.step).parameters:
+        return scheduler.step(model_output, t, latents, return_dict=False)[0]
+    generators = noise.step_generators(latents.shape[0])
+    out = scheduler.step(model_output, t, latents, generator=generators, return_dict=False)[0]
+    noise.advance(generators)
+    return out
 
 
 @torch.no_grad()

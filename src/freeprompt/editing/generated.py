@@ -22,7 +22,6 @@ from ..diffusion import (
     check_prompt,
     check_steps,
     check_targets,
-    ddim_scheduler,
     encode_prompts,
     image_size,
     initial_latents,
@@ -31,6 +30,8 @@ from ..diffusion import (
     step_bar,
 )
 from ..diffusion import decode as decode_latents
+from ..diffusion.sampler import SharedNoise
+from ..diffusion.schedulers import INVERTIBLE, check_scheduler, make_scheduler, scheduler_name
 from ..errors import BadInput
 from ..models.loading import unet_family
 from .inversion import InversionResult
@@ -76,6 +77,7 @@ def edit(
     decode: bool = True,
     inversion: InversionResult | None = None,
     hooks: Sequence[StepHooks] = (),
+    scheduler="ddim",
 ) -> EditResult:
     """Generate ``source`` and every target from the same noise, edited by ``method`` (default: FPE, whose
     ``self_replace``, ``layers`` and ``edit_unconditional`` may also be given here: in the chosen self-attention
@@ -85,7 +87,9 @@ def edit(
     ``InversionResult``, made with this ``source`` prompt, which may then be "", and these ``steps``): its
     per-step embeddings and trajectory pinning then apply too. ``hooks`` are further ``StepHooks`` the sampling
     loop runs after the edit's own. ``decode=False`` skips the VAE (``images`` is empty), like diffusers'
-    ``output_type="latent"``."""
+    ``output_type="latent"``. ``scheduler`` is a name (``diffusion.schedulers.SCHEDULERS``: ddim, the official
+    code's, by default; a photo's edit needs ddim) or a diffusers scheduler object; a sampler that draws noise
+    every step draws it from ``seed`` after the initial noise, the same for every prompt."""
     method = _method(method, self_replace, layers, edit_unconditional)
     targets = [targets] if isinstance(targets, str) else list(targets)
     prompts = _checked_prompts(pipe, source, targets, empty_source_ok=inversion is not None)
@@ -94,7 +98,9 @@ def edit(
     check_steps(steps, pipe.scheduler.config)
     guidance = check_guidance(guidance)
     shape = latent_shape(pipe, height, width)
-    noise = _start_noise(pipe, shape, seed, latents, inversion, source, steps, guidance)
+    sampler = _scheduler(scheduler, pipe, inversion is not None)
+    generator = torch.Generator("cpu").manual_seed(int(seed))  # the initial noise, then a sampler's step noise
+    noise = _start_noise(pipe, shape, generator, latents, inversion, source, steps, guidance)
     registry = discover_layers(pipe.unet)
     layout = BatchLayout.one_source(len(targets), guidance=guidance > 1.0)
     ctx = MethodContext(pipe.unet, pipe.tokenizer, tuple(prompts), layout, registry, shape[2:], steps,
@@ -104,11 +110,11 @@ def edit(
     pinned = [inversion.hooks(pipe.unet.device, pipe.unet.dtype)] if inversion else []  # before a local blend
     timings: dict[str, float] = {}
     with controlled(pipe.unet, registry, control):
-        final = _denoise(pipe, prompts, noise, pinned + [control, *hooks], steps, guidance, negative_prompt, progress,
-                         timings)
+        final = _denoise(pipe, prompts, noise, pinned + [control, *hooks], (sampler, SharedNoise(generator)),
+                         (steps, guidance, negative_prompt), progress, timings)
     images = _decode(pipe, final, timings) if decode else []
     params = _params(pipe, method, control, registry, prompts, seed, latents, inversion, steps, guidance,
-                     negative_prompt, shape)
+                     negative_prompt, shape, sampler)
     return EditResult(prompts=prompts, images=images, latents=final.cpu(), initial_latents=noise.cpu(),
                       params=params, timings=timings)
 
@@ -125,8 +131,17 @@ def _method(method, self_replace, layers, edit_unconditional) -> Method:
     return method
 
 
+def _scheduler(scheduler, pipe, inverting: bool):
+    """A fresh scheduler for this run: one made by name from the model's config, or the object given."""
+    if isinstance(scheduler, str):
+        return make_scheduler(check_scheduler(scheduler, inverting), pipe.scheduler.config)
+    if inverting and scheduler_name(scheduler) not in INVERTIBLE:
+        check_scheduler(scheduler_name(scheduler), inverting)
+    return scheduler
+
+
 def _params(pipe, method, control, registry, prompts, seed, latents, inversion, steps, guidance, negative_prompt,
-            shape) -> dict:
+            shape, sampler) -> dict:
     """What run.json records about an edit."""
     width, height = image_size(pipe, shape)
     layers: dict[str, set[int]] = {}
@@ -138,7 +153,7 @@ def _params(pipe, method, control, registry, prompts, seed, latents, inversion, 
         "seed": None if given else seed, "latents_given": given, "steps": steps, "guidance": guidance,
         "negative_prompt": negative_prompt, "edited_steps": control.edited_steps(),
         "edited_layers": {key: sorted(indices) for key, indices in layers.items()},
-        "height": height, "width": width, "scheduler": dict(ddim_scheduler(pipe.scheduler.config).config),
+        "height": height, "width": width, "scheduler_name": scheduler_name(sampler), "scheduler": dict(sampler.config),
     }
 
 
@@ -153,13 +168,13 @@ def _checked_prompts(pipe, source: str, targets: list[str], empty_source_ok: boo
     return prompts + [check_prompt(pipe.tokenizer, t, f"target prompt {i + 1}") for i, t in enumerate(targets)]
 
 
-def _start_noise(pipe, shape, seed: int, latents, inversion: InversionResult | None, source: str, steps: int,
-                 guidance: float) -> torch.Tensor:
+def _start_noise(pipe, shape, generator: torch.Generator, latents, inversion: InversionResult | None, source: str,
+                 steps: int, guidance: float) -> torch.Tensor:
     """The (1, C, h, w) noise every prompt starts from, on the UNet's device and dtype."""
     device, dtype = pipe.unet.device, pipe.unet.dtype
     if inversion is None:
         if latents is None:
-            return initial_latents(seed, shape, device, dtype)
+            return initial_latents(0, shape, device, dtype, generator=generator)
         return check_latents(latents, shape).to(device=device, dtype=dtype)
     if latents is not None:
         raise BadInput("both latents and an inversion were given", "the noise of a real image is its inversion's")
@@ -170,15 +185,17 @@ def _start_noise(pipe, shape, seed: int, latents, inversion: InversionResult | N
     return check_latents(inversion.noise, shape).to(device=device, dtype=dtype)
 
 
-def _denoise(pipe, prompts, noise, hooks, steps, guidance, negative_prompt, progress, timings) -> torch.Tensor:
+def _denoise(pipe, prompts, noise, hooks, sampling: tuple, settings: tuple, progress, timings) -> torch.Tensor:
+    """The batch denoised: ``sampling`` is (scheduler, shared step noise), ``settings`` (steps, guidance,
+    negative prompt)."""
+    (scheduler, shared), (steps, guidance, negative_prompt) = sampling, settings
     start = time.perf_counter()
     size = image_size(pipe, noise.shape)[::-1]  # (height, width): SDXL's size conditioning
     conditioning = encode_prompts(pipe, prompts, negative_prompt, guidance > 1.0, noise.device, size)
     timings["encode_s"] = time.perf_counter() - start
-    scheduler = ddim_scheduler(pipe.scheduler.config)
     start = time.perf_counter()
     final = sample(pipe.unet, scheduler, noise.expand(len(prompts), -1, -1, -1).clone(), conditioning, steps, guidance,
-                   hooks=hooks, progress=step_bar(progress, steps, "denoising"))
+                   hooks=hooks, progress=step_bar(progress, steps, "denoising"), noise=shared)
     timings["denoise_s"] = time.perf_counter() - start
     return final
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..diffusion import PromptTruncated, StepHooks, check_prompt, check_steps, latent_shape
+from ..diffusion.schedulers import check_scheduler
 from ..errors import BadInput, FreepromptError
 from .cache import CacheWarning, InversionCache
 from .generated import EditResult, edit
@@ -43,6 +44,7 @@ def edit_real(
     progress: bool | Callable = True,
     check_ddim: bool = True,
     hooks: Sequence[StepHooks] = (),
+    scheduler: str = "ddim",
 ) -> EditResult:
     """Edit the real ``image`` (PIL, already at the model's size, e.g. from ``load_image``): invert it with
     ``inversion`` (one of ``INVERSIONS``) using ``source`` ("" allowed) and generate every target from the inverted
@@ -53,7 +55,9 @@ def edit_real(
     with a cache), method, steps, guidance and source prompt. ``check_ddim`` (ddim only) measures plain DDIM
     sampling from the inverted noise without pinning (one extra sampling pass, cached), recorded as
     ``params["ddim_psnr"]`` so that pinning the source branch cannot hide the inversion's error. ``hooks`` are
-    further ``StepHooks`` of the edit's sampling run (not of the inversion's), as ``edit`` takes them."""
+    further ``StepHooks`` of the edit's sampling run (not of the inversion's), as ``edit`` takes them; ``scheduler``
+    must be one that inverts (``diffusion.schedulers.INVERTIBLE``)."""
+    check_scheduler(scheduler, inverting=True)
     targets = _check_inputs(pipe, image, source, targets, inversion, steps, cache, model_key)
     image = to_rgb(image)  # transparency flattened on white, as load_image does
     start = time.perf_counter()
@@ -61,7 +65,7 @@ def edit_real(
     inversion_s = time.perf_counter() - start
     result = edit(pipe, source, targets, method=method, steps=steps, guidance=guidance, self_replace=self_replace,
                   layers=layers, edit_unconditional=edit_unconditional, height=image.height, width=image.width,
-                  progress=progress, inversion=inv, hooks=hooks)
+                  progress=progress, inversion=inv, hooks=hooks, scheduler=scheduler)
     start = time.perf_counter()
     fresh = not inv.cached
     if fresh:

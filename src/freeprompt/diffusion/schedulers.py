@@ -1,0 +1,61 @@
+"""The samplers an edit can run on: any of diffusers' schedulers, driven by the one loop in ``sampler.py`` with the
+one step rule. Names and checks import no torch (the command line reads them before parsing anything heavy).
+
+    ddim      DDIM with the official FPE code's settings (deterministic; the only one that inverts a photo)
+    dpm++2m   DPM-Solver++ (2M), deterministic
+    unipc     UniPC, deterministic
+    euler     Euler (Karras et al.'s ODE sampler), deterministic
+    euler-a   Euler ancestral: fresh noise every step
+    lcm       Latent Consistency Model multi-step sampling: fresh noise every step; needs an LCM-distilled model
+              (an LCM checkpoint or LoRA), 2-8 steps, guidance 1-2
+    tcd       Trajectory Consistency Distillation sampling (gamma 0.3): needs a TCD-distilled model, 2-8 steps
+
+Samplers that draw noise every step draw it once per step for all prompts of a batch (``sampler.SharedNoise``): the
+source and its targets must walk the same path for an edit to keep the source's structure.
+"""
+
+from __future__ import annotations
+
+from ..errors import BadInput
+
+SCHEDULERS = ("ddim", "dpm++2m", "unipc", "euler", "euler-a", "lcm", "tcd")
+INVERTIBLE = ("ddim",)  # the schedulers a photo can be inverted with (the inversions walk DDIM backwards)
+DISTILLED = ("lcm", "tcd")  # samplers meant for a few-step distilled model
+
+
+def check_scheduler(name: str, inverting: bool = False) -> str:
+    """``name`` in lower case if it is a known scheduler (and, for a photo's edit, one that inverts)."""
+    chosen = str(name).strip().lower()
+    if chosen not in SCHEDULERS:
+        raise BadInput(f"unknown scheduler {name!r}", f"use one of {', '.join(SCHEDULERS)}")
+    if inverting and chosen not in INVERTIBLE:
+        raise BadInput(f"a photo cannot be inverted with the {chosen} scheduler",
+                       f"use --scheduler {' or '.join(INVERTIBLE)} with --image")
+    return chosen
+
+
+def make_scheduler(name: str, model_config=None):
+    """A fresh diffusers scheduler ``name`` built from the model's own scheduler config (its betas, prediction type,
+    training length); DDIM with the official FPE code's settings."""
+    import diffusers
+
+    from .sampler import ddim_scheduler
+
+    chosen = check_scheduler(name)
+    if chosen == "ddim":
+        return ddim_scheduler(model_config)
+    config = dict(model_config or {})
+    classes = {"dpm++2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+               "unipc": ("UniPCMultistepScheduler", {}), "euler": ("EulerDiscreteScheduler", {}),
+               "euler-a": ("EulerAncestralDiscreteScheduler", {}), "lcm": ("LCMScheduler", {}),
+               "tcd": ("TCDScheduler", {})}
+    cls, extra = classes[chosen]
+    return getattr(diffusers, cls).from_config(config, **extra)
+
+
+def scheduler_name(scheduler) -> str:
+    """The name ``make_scheduler`` knows a scheduler object by, or its class name."""
+    known = {"DDIMScheduler": "ddim", "DPMSolverMultistepScheduler": "dpm++2m", "UniPCMultistepScheduler": "unipc",
+             "EulerDiscreteScheduler": "euler", "EulerAncestralDiscreteScheduler": "euler-a",
+             "LCMScheduler": "lcm", "TCDScheduler": "tcd"}
+    return known.get(type(scheduler).__name__, type(scheduler).__name__)
