@@ -1,0 +1,145 @@
+"""How few steps does an attention-replacement edit need, per sampler? (issue #40, item 2)
+
+On the shapes fixture: FPE (its defaults) and plain regeneration on the same colour swaps, for every deterministic
+and ancestral scheduler the fixture can use and steps in {4, 6, 8, 12, 16, 25, 50}, scored by the oracle (colour
+swap joint success: target colour reached AND mask IoU >= 0.8). Two item lists: ``--list selection`` (item seed 10)
+to choose the recommended setting, ``--list held-out`` (item seed 11) for the figures the README quotes.
+Resumable (``io.sweep``): rerun the same command after a kill.
+
+    python -m lab.steps_study --list selection --out lab/results/steps_study
+    python -m lab.steps_study --list held-out --out lab/results/steps_study
+    python -m lab.steps_study --report lab/results/steps_study      # table.md and steps.png
+
+LCM and TCD are left out: they are samplers for models distilled to few steps (an LCM or TCD checkpoint or LoRA),
+which the fixture is not; ``tests/diffusion/test_schedulers.py`` runs them on a tiny random model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from freeprompt.editing.generated import edit
+from freeprompt.editing.methods import build_method
+from freeprompt.evaluation.shapes_bench import edit_items, score_edit
+from freeprompt.io.sweep import Sweep, Unit, all_rows
+from freeprompt.models.loading import load_pipeline
+
+SCHEDULERS = ("ddim", "dpm++2m", "unipc", "euler", "euler-a")
+STEPS = (4, 6, 8, 12, 16, 25, 50)
+METHODS = ("fpe", "plain")
+LISTS = {"selection": 10, "held-out": 11}
+FIELDS = ["list", "scheduler", "steps", "method", "item", "seed", "attribute_ok", "iou", "joint"]
+KEY = ("list", "scheduler", "steps", "method", "item")
+
+
+def run(list_name: str, items: int, out: Path, guidance: float) -> None:
+    pipe = load_pipeline("shapes", device="cpu").pipe
+    swaps = edit_items(items, 0, LISTS[list_name])
+    methods = {name: build_method(name) for name in METHODS}
+    units = [Unit((list_name, s, str(n), m, item.id), index=i, data=(s, n, m, item))
+             for i, (s, n, m, item) in enumerate((s, n, m, item) for s in SCHEDULERS for n in STEPS for m in METHODS
+                                                 for item in swaps)]
+
+    def work(unit: Unit) -> list[dict]:
+        scheduler, steps, method, item = unit.data
+        result = edit(pipe, item.source_prompt, [item.target_prompt], method=methods[method], seed=item.seed,
+                      steps=steps, guidance=guidance, scheduler=scheduler, progress=False)
+        src, tgt = (np.asarray(image.convert("RGB")) for image in result.images)
+        scores = score_edit(src, tgt, item)
+        return [{"list": list_name, "scheduler": scheduler, "steps": steps, "method": method, "item": item.id,
+                 "seed": item.seed, **{k: scores[k] for k in ("attribute_ok", "iou", "joint")}}]
+
+    settings = {"list": list_name, "items": items, "guidance": guidance, "schedulers": SCHEDULERS, "steps": STEPS}
+    Sweep(out / list_name, settings, FIELDS, KEY).run(units, work, lambda done, total: print(f"{done}/{total}",
+                                                                                             flush=True))
+
+
+def interval(successes: int, n: int) -> tuple[float, float]:
+    """Wilson 95 % interval of a rate."""
+    if n == 0:
+        return math.nan, math.nan
+    z, p = 1.96, successes / n
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half / (1 + z * z / n), centre + half / (1 + z * z / n)
+
+
+def rates(rows: list[dict]) -> dict:
+    """{(scheduler, steps, method): (joint rate, n, low, high)}."""
+    cells: dict[tuple, list[bool]] = {}
+    for row in rows:
+        cells.setdefault((row["scheduler"], int(row["steps"]), row["method"]), []).append(str(row["joint"]) == "True")
+    return {key: (float(np.mean(v)), len(v), *interval(sum(v), len(v))) for key, v in cells.items()}
+
+
+def report(out: Path) -> None:
+    """table.md (per list: joint rate by scheduler and steps, FPE and plain) and steps.png."""
+    lines = []
+    for list_name in LISTS:
+        rows = all_rows(out / list_name, "items.csv") if (out / list_name).exists() else []
+        if not rows:
+            continue
+        table = rates(rows)
+        reference = table.get(("ddim", 50, "fpe"), (math.nan,))[0]
+        lines += [f"### {list_name} list (item seed {LISTS[list_name]}, {table[('ddim', 50, 'fpe')][1]} colour swaps)",
+                  "", "| scheduler | method | " + " | ".join(f"{n} steps" for n in STEPS) + " |",
+                  "|---|---|" + "---|" * len(STEPS)]
+        for scheduler in SCHEDULERS:
+            for method in METHODS:
+                cells = [f"{table[(scheduler, n, method)][0]:.0%}" if (scheduler, n, method) in table else "-"
+                         for n in STEPS]
+                lines.append(f"| {scheduler} | {method} | " + " | ".join(cells) + " |")
+        keep = [(s, n) for (s, n, m), v in table.items() if m == "fpe" and v[0] >= 0.95 * reference]
+        cheapest = min(keep, key=lambda k: (k[1], SCHEDULERS.index(k[0]))) if keep else None
+        lines += ["", f"FPE at 50 DDIM steps: {reference:.0%}; cheapest setting keeping >= 95 % of it: "
+                      f"{cheapest[0]} at {cheapest[1]} steps ({table[(*cheapest, 'fpe')][0]:.0%})" if cheapest else "",
+                  ""]
+        _plot(table, out / f"steps.{list_name}.png", list_name)
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _plot(table: dict, path: Path, list_name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for scheduler in SCHEDULERS:
+        for method, style in (("fpe", "-o"), ("plain", ":")):
+            points = [(n, table[(scheduler, n, method)]) for n in STEPS if (scheduler, n, method) in table]
+            if points:
+                ax.plot([n for n, _ in points], [v[0] for _, v in points], style, label=f"{scheduler} {method}")
+    ax.set_xscale("log")
+    ax.set_xticks(STEPS, [str(n) for n in STEPS])
+    ax.set_xlabel("denoising steps (model evaluations per prompt and guidance half)")
+    ax.set_ylabel("colour-swap joint success")
+    ax.set_title(f"FPE (solid) and plain regeneration (dotted) by sampler, {list_name} list")
+    ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--list", choices=list(LISTS), default="selection")
+    parser.add_argument("--items", type=int, default=40)
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--out", type=Path, default=Path("lab/results/steps_study"))
+    parser.add_argument("--report", type=Path, help="write the table and plots of this results folder")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.report:
+        report(args.report)
+        return
+    run(args.list, args.items, args.out, args.guidance)
+
+
+if __name__ == "__main__":
+    main()
