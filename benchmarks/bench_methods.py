@@ -17,6 +17,8 @@ torch.cuda.max_memory_allocated on GPU); the time is the median of --reps runs a
 
     python benchmarks/bench_methods.py --arch sd15 --sizes 256 512 --steps 1 --reps 3 --threads 1 \\
         --out benchmarks/results/methods_sd15_cpu.json
+    python benchmarks/bench_methods.py --arch sdxl --sizes 1024 --methods plain fpe --steps 1 --reps 1 \\
+        --alternate 5 --threads 2 --out benchmarks/results/methods_sdxl_alternating_cpu.json
 """
 
 from __future__ import annotations
@@ -158,6 +160,39 @@ def table(report: dict, rows: list[dict], sizes) -> str:
     return "\n" + "\n".join(lines)
 
 
+def run_worker(args, method: str, size: int) -> dict:
+    """One fresh process timing ``method`` at ``size``: its worker's JSON row."""
+    cmd = [sys.executable, __file__, "--method", method, "--size", str(size), "--arch", args.arch, "--steps",
+           str(args.steps), "--reps", str(args.reps), "--targets", str(args.targets), "--threads", str(args.threads),
+           "--device", args.device]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def alternate(args) -> None:
+    """Rounds of plain and the other methods in turn, each in a fresh process; every method's time divided by the
+    plain time of its own round; the report gives every round, the median ratio and its spread."""
+    methods = ["plain"] + [m for m in args.methods if m != "plain"]
+    report = {"arch": args.arch, "device": args.device, "device_name": device_description(args.device),
+              "steps": args.steps, "reps_per_process": args.reps, "rounds": args.alternate,
+              "prompts": 1 + args.targets, "threads": args.threads, "sizes": {}}
+    for size in args.sizes:
+        rounds = []
+        for r in range(args.alternate):
+            times = {m: run_worker(args, m, size)["median_s"] for m in methods}
+            rounds.append(times)
+            print(f"{size} px round {r + 1}: " + ", ".join(f"{m} {t:.2f} s" for m, t in times.items()), flush=True)
+        ratios = {m: [t[m] / t["plain"] for t in rounds] for m in methods[1:]}
+        report["sizes"][str(size)] = {"rounds": rounds, "ratio": {m: {
+            "median": statistics.median(v), "min": min(v), "max": max(v), "per_round": v} for m, v in ratios.items()}}
+        for m, v in ratios.items():
+            print(f"{size} px {m}/plain: median {statistics.median(v):.3f} (rounds {min(v):.3f}-{max(v):.3f})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.out, report)
+    print(f"wrote {args.out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="sd15", choices=("sd15", "tiny", "sd21", "tiny-sd2", "sdxl", "tiny-sdxl"))
@@ -169,6 +204,9 @@ def main() -> None:
     parser.add_argument("--device", default=_default_device())
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "methods.json")
+    parser.add_argument("--alternate", type=int, default=0, metavar="ROUNDS",
+                        help="time ROUNDS rounds of one fresh process per method in turn (plain, fpe, plain, fpe, ...: "
+                             "load drift hits every method alike), each --reps timed runs; report per-round ratios")
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -176,6 +214,9 @@ def main() -> None:
         print(json.dumps(worker(args)))
         return
 
+    if args.alternate:
+        alternate(args)
+        return
     rows = []
     for size in args.sizes:
         for method in args.methods:
