@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from ..diffusion.hooks import StepHooks
 from ..errors import BadInput
 from .layers import AttentionLayer
+from .reuse import SourceRows, physical, read_rows
 from .rules import HALVES, BatchLayout, Blend, FeatureRule, MapWatch, MaskedMix, Rule
 
 
@@ -24,8 +25,10 @@ class EditControl(StepHooks):
     hook. Two rules may not edit the same layer at the same step."""
 
     def __init__(self, layout: BatchLayout, rules: Sequence[Rule], num_steps: int, latent_hw: tuple[int, int],
-                 watches: Sequence[MapWatch] = (), blends: Sequence[Blend] = (), features: Sequence[FeatureRule] = ()):
+                 watches: Sequence[MapWatch] = (), blends: Sequence[Blend] = (), features: Sequence[FeatureRule] = (),
+                 reuse: SourceRows | None = None):
         self.layout = layout
+        self.reuse = reuse  # a first edit keeps the source's rows in it; a re-edit (layout.absent) reads them back
         self.latent_hw = (int(latent_hw[0]), int(latent_hw[1]))
         self.rules = list(rules)
         self.num_steps = num_steps
@@ -63,11 +66,37 @@ class EditControl(StepHooks):
             if watch.per_step:
                 watch.reset()
 
+    @property
+    def replaying(self) -> bool:
+        """A re-edit: the UNet batch holds the targets' rows only."""
+        return bool(self.layout.absent)
+
     def after_step(self, step: int, latents: torch.Tensor) -> torch.Tensor:
-        for blend in self.blends:
-            if blend.steps.contains(step, self.num_steps) and blend.watch.sums is not None:
-                latents = blended(latents, self.layout, blend_masks(blend, self.latent_hw).to(latents.device))
-        return latents
+        active = [b for b in self.blends if b.steps.contains(step, self.num_steps) and b.watch.sums is not None]
+        if not active:
+            return latents
+        prompts = BatchLayout(self.layout.sources, guidance=False, absent=self.layout.absent)  # a row per prompt
+        latents = self._rows(("latents", step), prompts, (latents,), {0})[0]
+        for blend in active:
+            latents = blended(latents, self.layout, blend_masks(blend, self.latent_hw).to(latents.device))
+        return physical(prompts, latents) if self.replaying else latents
+
+    def layer_inputs(self, layer: AttentionLayer, edit, watch: MapWatch | None, inputs: tuple) -> tuple:
+        """The inputs an edited or watched layer computes on at this step: the whole batch. A first edit keeps the
+        source's rows the layer reads; a re-edit puts them back beside the targets' (``reuse.py``)."""
+        return self._rows(("layer", layer.name, self.step), self.layout, inputs, read_rows(edit, watch))
+
+    def layer_output(self, out: torch.Tensor) -> torch.Tensor:
+        """A layer's output for the UNet batch: the targets' rows only in a re-edit."""
+        return physical(self.layout, out) if self.replaying else out
+
+    def _rows(self, place: tuple, layout: BatchLayout, tensors: tuple, read: set[int]) -> tuple:
+        if self.reuse is None:
+            return tensors
+        if self.replaying:
+            return self.reuse.logical(place, layout, tensors)
+        self.reuse.keep(place, layout, tensors, read)
+        return tensors
 
     def end(self) -> None:
         self.step = None
@@ -76,8 +105,9 @@ class EditControl(StepHooks):
     def edit_for(self, layer: AttentionLayer, batch: int):
         """What ``layer`` computes at the current step: a rule's edit, or None (plain attention)."""
         edit = self._active.get(layer.name)
-        if edit is not None and batch != self.layout.num_rows:
-            raise RuntimeError(f"the UNet batch has {batch} rows but the edit layout has {self.layout.num_rows}; "
+        expected = len(self.layout.present_rows())
+        if edit is not None and batch != expected:
+            raise RuntimeError(f"the UNet batch has {batch} rows but the edit layout has {expected}; "
                                "run the UNet through freeprompt's sampling loop")
         return edit
 
@@ -118,6 +148,18 @@ class EditControl(StepHooks):
 
     def feature_active(self, feature: FeatureRule) -> bool:
         return self.step is not None and feature.steps.contains(self.step, self.num_steps)
+
+    def inject(self, feature: FeatureRule, output: torch.Tensor) -> torch.Tensor:
+        """A feature module's output with every target row replaced by its source's, in the active steps."""
+        if not self.feature_active(feature):
+            return output
+        expected = len(self.layout.present_rows())
+        if output.shape[0] != expected:
+            raise RuntimeError(f"{feature.module} ran on {output.shape[0]} rows but the edit layout has {expected}; "
+                               "run the UNet through freeprompt's sampling loop")
+        (output,) = self._rows(("feature", feature.module, self.step), self.layout, (output,), set(feature.sources))
+        injected = output.index_select(0, torch.tensor(feature.sources, device=output.device))
+        return self.layer_output(injected)
 
     def edited_steps(self) -> dict[str, list[int]]:
         """For each rule (by method and kind), the steps it edits."""

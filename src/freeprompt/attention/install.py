@@ -43,11 +43,6 @@ def feature_module(unet, path: str) -> torch.nn.Module:
 
 def _injector(control: EditControl, feature: FeatureRule):
     def hook(module, args, output):
-        if not control.feature_active(feature):
-            return output
-        if output.shape[0] != len(feature.sources):
-            raise RuntimeError(f"{feature.module} ran on {output.shape[0]} rows but the edit layout has "
-                               f"{len(feature.sources)}; run the UNet through freeprompt's sampling loop")
-        return output.index_select(0, torch.tensor(feature.sources, device=output.device))
+        return control.inject(feature, output)
 
     return hook

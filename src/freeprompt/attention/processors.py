@@ -27,6 +27,7 @@ from .kernels import (
     projected,
 )
 from .layers import AttentionLayer
+from .reuse import check_plain
 from .rules import CrossMapEdit, MaskedMix, RowMix
 
 
@@ -48,6 +49,13 @@ class LayerProcessor:
         observers = [o for o in self.observers if o.recording_now()]
         if edit is None and watch is None and not observers:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        reading = control is not None and (edit is not None or watch is not None)
+        if reading:
+            assert control is not None
+            if control.replaying:
+                check_plain(attention_mask, observers)
+            hidden_states, encoder_hidden_states, temb = control.layer_inputs(
+                self.layer, edit, watch, (hidden_states, encoder_hidden_states, temb))
         out, computed = self._compute(edit, attn, hidden_states, encoder_hidden_states, attention_mask, temb,
                                       *args, **kwargs)
         if watch is not None:
@@ -55,7 +63,7 @@ class LayerProcessor:
             control.observe(watch, computed.head_maps(watch.rows()), self.layer)
         for observer in observers:
             observer.observe(self.layer, attn, computed)
-        return out
+        return control.layer_output(out) if reading and control is not None else out
 
     def _compute(self, edit, attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs):
         """(output, ``kernels.Computed``) of this call."""

@@ -29,10 +29,13 @@ class BatchLayout:
 
     sources: tuple[int, ...]
     guidance: bool = True
+    absent: frozenset[int] = frozenset()  # prompts whose rows a re-edit leaves out of the UNet batch (``reuse.py``)
 
     @classmethod
-    def one_source(cls, num_targets: int, guidance: bool = True) -> BatchLayout:
-        return cls(sources=(0,) * (num_targets + 1), guidance=guidance)
+    def one_source(cls, num_targets: int, guidance: bool = True, reused: bool = False) -> BatchLayout:
+        """A source (prompt 0) and its targets; ``reused``: the source's rows come from a first edit's
+        ``SourceRows``, the UNet batch holds the targets' rows only."""
+        return cls(sources=(0,) * (num_targets + 1), guidance=guidance, absent=frozenset({0} if reused else ()))
 
     @property
     def num_prompts(self) -> int:
@@ -53,6 +56,16 @@ class BatchLayout:
         if not self.guidance:
             return None if half == "uncond" else 0
         return 0 if half == "uncond" else self.num_prompts
+
+    def place(self, row: int) -> tuple[str, int]:
+        """(half, prompt) of a batch row."""
+        if not self.guidance:
+            return "cond", row
+        return ("uncond", row) if row < self.num_prompts else ("cond", row - self.num_prompts)
+
+    def present_rows(self) -> list[int]:
+        """The batch rows in the UNet batch, in order: every row but the absent prompts'."""
+        return [row for row in range(self.num_rows) if self.place(row)[1] not in self.absent]
 
     def cond_row(self, prompt: int) -> int:
         start = self.offset("cond")

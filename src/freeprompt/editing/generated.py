@@ -36,6 +36,7 @@ from ..errors import BadInput
 from ..models.loading import unet_family
 from .inversion import InversionResult
 from .methods import FPE, Method, MethodContext
+from .reuse import SourceCache, source_key
 
 
 @dataclass
@@ -78,6 +79,7 @@ def edit(
     inversion: InversionResult | None = None,
     hooks: Sequence[StepHooks] = (),
     scheduler="ddim",
+    reuse: SourceCache | None = None,
 ) -> EditResult:
     """Generate ``source`` and every target from the same noise, edited by ``method`` (default: FPE, whose
     ``self_replace``, ``layers`` and ``edit_unconditional`` may also be given here: in the chosen self-attention
@@ -89,7 +91,9 @@ def edit(
     loop runs after the edit's own. ``decode=False`` skips the VAE (``images`` is empty), like diffusers'
     ``output_type="latent"``. ``scheduler`` is a name (``diffusion.schedulers.SCHEDULERS``: ddim, the official
     code's, by default; a photo's edit needs ddim) or a diffusers scheduler object; a sampler that draws noise
-    every step draws it from ``seed`` after the initial noise, the same for every prompt."""
+    every step draws it from ``seed`` after the initial noise, the same for every prompt. ``reuse`` (a
+    ``SourceCache``) keeps the source of this edit, or, holding this same source already, runs only the targets'
+    rows (``params["source_reused"]``)."""
     method = _method(method, self_replace, layers, edit_unconditional)
     targets = [targets] if isinstance(targets, str) else list(targets)
     prompts = _checked_prompts(pipe, source, targets, empty_source_ok=inversion is not None)
@@ -102,21 +106,38 @@ def edit(
     generator = torch.Generator("cpu").manual_seed(int(seed))  # the initial noise, then a sampler's step noise
     noise = _start_noise(pipe, shape, generator, latents, inversion, source, steps, guidance)
     registry = discover_layers(pipe.unet)
-    layout = BatchLayout.one_source(len(targets), guidance=guidance > 1.0)
+    key = source_key(pipe, {"source": source, "negative": negative_prompt, "steps": steps, "guidance": guidance,
+                            "shape": shape, "scheduler": [scheduler_name(sampler), dict(sampler.config)],
+                            "method": [method.name, method.options()]}, noise)
+    reused = reuse is not None and inversion is None and reuse.ready(key, decode)
+    layout = BatchLayout.one_source(len(targets), guidance=guidance > 1.0, reused=reused)
     ctx = MethodContext(pipe.unet, pipe.tokenizer, tuple(prompts), layout, registry, shape[2:], steps,
                         "sdxl" if unet_family(pipe.unet) == "sdxl" else "sd")
     plan = method.plan(ctx)
-    control = EditControl(layout, plan.rules, steps, shape[2:], plan.watches, plan.blends, plan.features)
+    rows = None if reuse is None or inversion is not None else reuse.rows if reused else reuse.fresh()
+    control = EditControl(layout, plan.rules, steps, shape[2:], plan.watches, plan.blends, plan.features, rows)
     pinned = [inversion.hooks(pipe.unet.device, pipe.unet.dtype)] if inversion else []  # before a local blend
     timings: dict[str, float] = {}
     with controlled(pipe.unet, registry, control):
-        final = _denoise(pipe, prompts, noise, pinned + [control, *hooks], (sampler, SharedNoise(generator)),
-                         (steps, guidance, negative_prompt), progress, timings)
-    images = _decode(pipe, final, timings) if decode else []
+        final = _denoise(pipe, prompts[1:] if reused else prompts, noise, pinned + [control, *hooks],
+                         (sampler, SharedNoise(generator)), (steps, guidance, negative_prompt), progress, timings)
+    final, images = _source_and_targets(pipe, final, reuse if reused else None, decode, timings)
+    if reuse is not None and rows is not None and not reused:
+        reuse.remember(key, rows, final, images[0] if images else None)
     params = _params(pipe, method, control, registry, prompts, seed, latents, inversion, steps, guidance,
                      negative_prompt, shape, sampler)
+    params.update(source_reused=reused, source_cache_bytes=reuse.bytes if reuse is not None else None)
     return EditResult(prompts=prompts, images=images, latents=final.cpu(), initial_latents=noise.cpu(),
                       params=params, timings=timings)
+
+
+def _source_and_targets(pipe, final: torch.Tensor, reused: SourceCache | None, decode: bool, timings: dict):
+    """(latents, images) of every prompt: in a re-edit the source's come from the cache, the targets' were run."""
+    images = _decode(pipe, final, timings) if decode else []
+    if reused is None:
+        return final, images
+    assert reused.latents is not None
+    return torch.cat([reused.latents.to(final), final]), ([reused.image] + images if decode else [])
 
 
 def _method(method, self_replace, layers, edit_unconditional) -> Method:
