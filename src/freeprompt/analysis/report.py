@@ -134,15 +134,15 @@ def _pyplot():
 def heatmap(header: list[str], rows: list[list], path: str | Path, title: str = "") -> Path:
     plt = _pyplot()
     data = torch.tensor([[float("nan") if v is None else v for v in row[1:]] for row in rows]).numpy()
-    fig, ax = plt.subplots(figsize=(0.55 * len(header) + 1.5, 0.4 * len(rows) + 1.4))
+    fig, ax = plt.subplots(figsize=(0.62 * len(header) + 2.0, 0.42 * len(rows) + 1.6))
     im = ax.imshow(data, vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(header) - 1), [h.replace("Layer ", "L") for h in header[1:]], fontsize=8)
     ax.set_yticks(range(len(rows)), [row[0] for row in rows], fontsize=8)
     for i in range(data.shape[0]):
         for j in range(data.shape[1]):
-            if not math.isnan(data[i, j]):
-                ax.text(j, i, f"{data[i, j]:.2f}".removeprefix("0"), ha="center", va="center", fontsize=5,
-                        color="black" if data[i, j] > 0.6 else "white")
+            if not math.isnan(data[i, j]):  # the text dark on viridis' light end (above ~0.55), light on its dark end
+                ax.text(j, i, f"{data[i, j]:.2f}".removeprefix("0"), ha="center", va="center", fontsize=7,
+                        color="black" if data[i, j] > 0.55 else "white")
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03, label="test accuracy")
     fig.tight_layout()

@@ -24,6 +24,14 @@ from .progress import progress_bar
 
 DATASET_HELP = ("car-fake-edit, car-real-edit, imagenet-fake-edit, imagenet-real-edit (the paper's), pie-bench, "
                 "custom, shapes-fake-edit, shapes-real-edit")
+PROTOCOL_HELP = ("pie-bench: PIE-Bench's released evaluation exactly (zero-filled averages, SqueezeNet LPIPS, 0-255 "
+                 "structure input, the dataset's own photo size); clean: kept-pixel averages, AlexNet LPIPS, 0-1 "
+                 "structure input, the model's size [default: pie-bench for PIE-Bench and sets with edit masks, "
+                 "else clean]")
+
+
+def protocol_option():
+    return typer.Option(None, "--protocol", help=PROTOCOL_HELP)
 
 
 def evaluate(
@@ -39,6 +47,9 @@ def evaluate(
     clip: Optional[str] = typer.Option(None, help="CLIP for CS/CDS: a hub id or path, or 'shapes' [default: shapes "
                                        "on the shapes fixture, else openai/clip-vit-large-patch14]"),
     dino: str = typer.Option("facebook/dino-vitb8", help="DINO ViT for the structure distance"),
+    protocol: Optional[str] = protocol_option(),
+    save_edits: bool = typer.Option(False, "--save-edits", help="keep every edit in edits/<method>/<case>/ "
+                                    "(target_<k>.png, source.png), for 'freeprompt score' to score again"),
     limit: Optional[int] = limit_option("at most this many sources (quick runs)", high=10**7),
     steps: Optional[int] = steps_option(),
     guidance: Optional[float] = guidance_option(),
@@ -66,28 +77,41 @@ def evaluate(
     check_output_folder(out, resumable=True)
     check_inversion(inversion)
     resolve_device(device), resolve_dtype(dtype)
-    wanted = _wanted_metrics(metrics)
+    wanted = wanted_metrics(metrics)
+    check_protocol(protocol)
     shards, index = distributed_position(num_shards, shard_index)
     cases = edit_sets.load(dataset, data, images, limit, seed)
+    protocol = protocol or runner.default_protocol(cases)
+    runner.adopt_legacy(out, {"protocol": protocol}, cases)  # before the model loads: a refusal costs nothing
     loaded = load_model(model, device=process_device(device), dtype=dtype)
     steps, guidance = loaded.setting("steps", steps, 50), loaded.setting("guidance", guidance, 7.5)
-    scorers = _scorers(wanted, clip or ("shapes" if model == "shapes" else None), dino, loaded.info["device"], cases)
+    scorers = scorers_for(wanted, clip or ("shapes" if model == "shapes" else None), dino, loaded.info["device"],
+                          cases, protocol)
     settings = {"dataset": dataset, "data": str(data) if data else None, "model": model, "steps": steps,
                 "guidance": guidance, "inversion": inversion, "methods": {n: m.options() for n, m in chosen.items()},
-                "metrics": list(scorers.metrics), "cases": len(cases.cases), "seed": seed}
+                "metrics": list(scorers.metrics), "cases": len(cases.cases), "seed": seed, "protocol": protocol}
     runner.run_eval(loaded.pipe, cases, chosen, out, settings, scorers, steps=steps, guidance=guidance,
                     inversion=inversion, cache=InversionCache() if cases.real else None,
                     model_key=f"{loaded.info.get('id')}@{loaded.info.get('revision')}", num_shards=shards,
-                    shard_index=index, progress=progress_bar("edits", "source", quiet))
+                    shard_index=index, progress=progress_bar("edits", "source", quiet), save_edits=save_edits)
     if index == 0:
         runner.wait_for_shards(out, shards)
+        scored_at = runner.scored_at(cases, protocol, "the model's size")
         typer.echo(eval_report.write_report(out, dataset, {**settings, "model": loaded.info}, cases.skipped,
-                                            scorers.notes))
+                                            scorers.notes, region=runner.region_kind(cases), scored_at=scored_at))
         if cases.skipped:
             typer.echo(eval_report.skipped_line(cases.skipped))
 
 
-def _wanted_metrics(metrics: Optional[str]):
+def check_protocol(protocol: Optional[str]) -> None:
+    """An unknown --protocol is refused before anything loads (no torch: the names are listed here)."""
+    from ..errors import BadInput
+
+    if protocol is not None and protocol not in ("pie-bench", "clean"):
+        raise BadInput(f"unknown protocol {protocol!r}", "use --protocol pie-bench or --protocol clean")
+
+
+def wanted_metrics(metrics: Optional[str]):
     """The metrics asked for by --metrics (None: every one that can run); given but empty is refused."""
     if metrics is None:
         return None
@@ -100,10 +124,10 @@ def _wanted_metrics(metrics: Optional[str]):
     return runner.check_metrics(names)
 
 
-def _scorers(wanted, clip_name, dino, device, cases):
+def scorers_for(wanted, clip_name, dino, device, cases, protocol: str = "clean"):
     """The metric models: explicitly asked-for metrics must load; by default, what cannot load is left out with a
-    one-line note."""
-    from ..errors import FreepromptError
+    one-line note (LPIPS: which weights are missing)."""
+    from ..errors import FreepromptError, ModelLoadError
     from ..evaluation import metrics as mt
     from ..evaluation import runner
 
@@ -127,9 +151,11 @@ def _scorers(wanted, clip_name, dino, device, cases):
             names = [n for n in names if n not in needed]
             continue
         clip, structure = (model, structure) if metric == "clip" else (clip, model)
-    import numpy as np
-
-    if "lpips" in names and mt.lpips_distance(*[np.zeros((8, 8, 3), np.uint8)] * 2) is None:
-        notes.append(mt.LPIPS_NOTE)
+    missing = mt.lpips_note(protocol) if "lpips" in names else None
+    if missing and wanted:
+        raise ModelLoadError(missing.replace("LPIPS left out:", "LPIPS cannot run:", 1),
+                             "or leave lpips out of --metrics")
+    if missing:
+        notes.append(missing)
         names.remove("lpips")
-    return runner.Scorers(tuple(names), clip, structure, notes)
+    return runner.Scorers(tuple(names), clip, structure, notes, protocol)

@@ -26,6 +26,7 @@ from .eval_cmd import evaluate
 from .method_options import with_method_options
 from .methods_cmd import methods
 from .probe_cmd import probe_app
+from .score_cmd import score
 from .ui_cmd import ui
 
 
@@ -38,6 +39,7 @@ def build_app() -> typer.Typer:
     app.command()(methods)
     app.command()(ablate)
     app.command("eval")(with_method_options(evaluate))
+    app.command()(score)
     app.command()(ui)
     bench = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Benchmarks that score edits.")
     bench.command("shapes")(with_method_options(shapes, default="fpe,plain"))
@@ -108,7 +110,7 @@ def _command(argv: list[str]) -> str:
 
 
 _COMMAND_WORDS = {"edit", "layers", "methods", "ablate", "eval", "ui", "bench", "shapes", "probe", "collect", "train",
-                  "report", "run"}
+                  "report", "run", "score"}
 
 
 def _out_of_memory(exc: BaseException) -> bool:

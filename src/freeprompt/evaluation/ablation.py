@@ -203,7 +203,8 @@ def plot(table: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     layer_sets = list(dict.fromkeys(e["layers"] for e in table))
-    fig, axes = plt.subplots(1, len(layer_sets), figsize=(4.2 * len(layer_sets), 3.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(layer_sets), figsize=(3.8 * len(layer_sets) + 2.2, 3.4), squeeze=False,
+                             sharey=True)
     for ax, layers in zip(axes[0], layer_sets):
         for kind, colour in zip(TYPES, ("tab:red", "tab:blue", "tab:purple")):
             sel = [e for e in table if e["layers"] == layers and e["type"] == kind]
@@ -215,9 +216,12 @@ def plot(table: list[dict], path: Path) -> None:
         ax.set_title(f"layers {layers}")
         ax.set_xlabel("replace ratio")
         ax.set_ylim(0, 1.02)
-    axes[0][0].legend(fontsize=6, loc="lower left")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("rate (joint, attribute) or IoU median")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -8,14 +8,23 @@ the edited region).
 - ``StructureDistance``: PIE-Bench's structure distance (Tumanyan et al.): the mean squared difference of the
   cosine self-similarity of the last layer's keys of a DINO ViT, source against edit.
 - ``psnr``, ``mse``, ``ssim``: background preservation, computed outside the edit mask (inside only: ``region``).
-- ``lpips_distance``: LPIPS when the optional ``lpips`` package and its weights are installed; otherwise None and
-  a one-line note (``LPIPS_NOTE``), never an error.
+- ``lpips_distance``: LPIPS (``perceptual``) when its network's weights are in the user's cache; otherwise None
+  and a one-line note (``lpips_note``), never an error.
+
+Two protocols (``PROTOCOLS``) define the background metrics and the structure distance's input:
+
+- ``pie-bench`` reproduces PIE-Bench's released evaluation (Ju et al., ICLR 2024), quirks included: the pixels
+  inside the edit mask are set to 0 in both images and MSE, PSNR and SSIM are averaged over all pixels (so PSNR is
+  the kept pixels' PSNR minus 10 log10 of the kept fraction, and the zeroed region counts as SSIM 1); SSIM's
+  windows stay inside the image; LPIPS uses SqueezeNet with the masked pixels black; the structure distance's
+  ViT sees 0-255 values through the ImageNet normalisation meant for 0-1 values.
+- ``clean``: the definitions a newcomer expects: MSE and PSNR over the kept pixels only, the SSIM map averaged over
+  the kept pixels, LPIPS with AlexNet and the masked pixels grey, the ViT fed 0-1 values.
 """
 
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -26,7 +35,9 @@ from ..errors import BadInput, ModelLoadError, first_line
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"  # PIE-Bench's CLIP
 DEFAULT_DINO = "facebook/dino-vitb8"  # PIE-Bench's structure distance (DINO ViT-B/8)
-LPIPS_NOTE = "LPIPS left out: the optional 'lpips' package (and its VGG/AlexNet weights) is not installed"
+PROTOCOLS = ("pie-bench", "clean")
+LPIPS_NETS = {"pie-bench": "squeeze", "clean": "alex"}  # the network each protocol's LPIPS uses
+SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03  # Wang et al. 2004
 
 
 def as_array(image) -> np.ndarray:
@@ -52,43 +63,70 @@ def _region(a, b, mask, region: str):
     return a, b, keep
 
 
-def mse(a, b, mask=None, region: str = "outside") -> float:
-    """Mean squared error in [0, 1] units over the pixels outside (or inside) ``mask``; nan if there are none."""
+def check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise BadInput(f"unknown protocol {protocol!r}", f"use one of {', '.join(PROTOCOLS)}")
+    return protocol
+
+
+def mse(a, b, mask=None, region: str = "outside", protocol: str = "clean") -> float:
+    """Mean squared error of [0, 1] values. ``clean``: over the kept pixels (outside, or inside, ``mask``), nan if
+    there are none; ``pie-bench``: the other pixels set to 0 in both images, over all pixels (so ``f`` x the clean
+    value, ``f`` the kept fraction)."""
     a, b, keep = _region(a, b, mask, region)
+    if check_protocol(protocol) == "pie-bench":
+        return float((((a - b) * keep[..., None] / 255.0) ** 2).mean())
     if not keep.any():
         return float("nan")
     return float((((a - b) / 255.0) ** 2)[keep].mean())
 
 
-def psnr(a, b, mask=None, region: str = "outside") -> float:
-    """PSNR in dB over the pixels outside (or inside) ``mask``; inf for identical pixels, nan if there are none."""
-    error = mse(a, b, mask, region)
+def psnr(a, b, mask=None, region: str = "outside", protocol: str = "clean") -> float:
+    """10 log10(1 / ``mse``) in dB (peak 1 on [0, 1] values): inf for no difference, nan if ``mse`` is nan. Under
+    ``pie-bench`` this is the clean value minus 10 log10(f), ``f`` the kept fraction."""
+    error = mse(a, b, mask, region, protocol)
     if math.isnan(error):
         return error
     return float("inf") if error == 0 else float(10 * math.log10(1.0 / error))
 
 
-def ssim(a, b, mask=None, region: str = "outside", sigma: float = 1.5) -> float:
-    """Structural similarity (Wang et al.: Gaussian window sigma 1.5, K1 0.01, K2 0.03, on [0, 1] values, channels
-    averaged), averaged over the pixels outside (or inside) ``mask``; nan if there are none."""
+def ssim(a, b, mask=None, region: str = "outside", protocol: str = "clean") -> float:
+    """Structural similarity (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, on [0, 1]
+    values with data range 1, each channel on its own, channels averaged). ``pie-bench``: the other pixels set to 0
+    in both images, the map over every window that fits inside the image (no padding) averaged whole;
+    ``clean``: the map at every pixel (the image mirrored at its border, without repeating the edge pixel) averaged
+    over the kept pixels, nan if there are none."""
     a, b, keep = _region(a, b, mask, region)
+    if check_protocol(protocol) == "pie-bench":
+        a, b = a * keep[..., None], b * keep[..., None]
+        return float(ssim_map(a / 255.0, b / 255.0, pad=False).mean())
     if not keep.any():
         return float("nan")
-    x = torch.from_numpy(a / 255.0).permute(2, 0, 1)[:, None]
-    y = torch.from_numpy(b / 255.0).permute(2, 0, 1)[:, None]
-    radius = int(3.5 * sigma + 0.5)
-    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / sigma) ** 2)
+    return float(ssim_map(a / 255.0, b / 255.0, pad=True).mean(-1)[keep].mean())
+
+
+def ssim_map(x: np.ndarray, y: np.ndarray, pad: bool) -> np.ndarray:
+    """The SSIM map of two HxWxC arrays of [0, 1] values: (H-10)x(W-10)xC without padding, HxWxC with the images
+    mirrored at their border."""
+    if min(x.shape[:2]) < SSIM_WINDOW:
+        raise BadInput(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {x.shape[1]}x"
+                       f"{x.shape[0]}", "compare larger images")
+    radius = SSIM_WINDOW // 2
+    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / SSIM_SIGMA) ** 2)
     k = (k / k.sum())[None, None]
 
     def blur(t):
-        t = F.conv2d(F.pad(t, (radius, radius, 0, 0), mode="reflect"), k[:, :, None, :])
-        return F.conv2d(F.pad(t, (0, 0, radius, radius), mode="reflect"), k[:, :, :, None])
+        if pad:
+            t = F.pad(t, (radius, radius, radius, radius), mode="reflect")
+        return F.conv2d(F.conv2d(t, k[:, :, None, :]), k[:, :, :, None])
 
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-    c1, c2 = 0.01**2, 0.03**2
+    tx = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[:, None]
+    ty = torch.from_numpy(np.ascontiguousarray(y)).permute(2, 0, 1)[:, None]
+    mx, my = blur(tx), blur(ty)
+    vx, vy, cxy = blur(tx * tx) - mx**2, blur(ty * ty) - my**2, blur(tx * ty) - mx * my
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
     value = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return float(value.mean(0)[0].numpy()[keep].mean())
+    return value[:, 0].permute(1, 2, 0).numpy()
 
 
 class ClipScorer:
@@ -147,19 +185,24 @@ class StructureDistance:
         self.model, self.processor, self.device = model.to(device).eval(), processor, device
 
     @torch.no_grad()
-    def self_similarity(self, images) -> torch.Tensor:
+    def self_similarity(self, images, protocol: str = "clean") -> torch.Tensor:
+        """The keys' cosine self-similarity per image. The processor resizes and normalises with ImageNet's mean
+        and deviation of 0-1 values; under ``pie-bench`` it is given the 0-255 values unscaled, as PIE-Bench's
+        published numbers were computed."""
         keys = []
+        rescale = check_protocol(protocol) == "clean"
         handle = _last_key_projection(self.model).register_forward_hook(lambda mod, args, out: keys.append(out))
         try:
-            pixels = self.processor(images=[Image.fromarray(as_array(i)) for i in images], return_tensors="pt")
+            pixels = self.processor(images=[Image.fromarray(as_array(i)) for i in images], return_tensors="pt",
+                                    do_rescale=rescale)
             self.model(pixel_values=pixels["pixel_values"].to(self.device))
         finally:
             handle.remove()
         k = F.normalize(keys[0].float(), dim=-1)
         return k @ k.transpose(1, 2)
 
-    def distances(self, sources, edits) -> list[float]:
-        a, b = self.self_similarity(sources), self.self_similarity(edits)
+    def distances(self, sources, edits, protocol: str = "clean") -> list[float]:
+        a, b = self.self_similarity(sources, protocol), self.self_similarity(edits, protocol)
         return ((a - b) ** 2).mean(dim=(1, 2)).tolist()
 
 
@@ -172,28 +215,33 @@ def _last_key_projection(model) -> torch.nn.Module:
     return found[-1]
 
 
-def lpips_distance(a, b, mask=None, region: str = "outside") -> float | None:
-    """LPIPS (AlexNet) of the two images with the other region blacked out, or None when the optional ``lpips``
-    package or its weights are missing (see ``LPIPS_NOTE``)."""
-    net = _lpips()
+def lpips_distance(a, b, mask=None, region: str = "outside", protocol: str = "clean") -> float | None:
+    """LPIPS (Zhang et al. 2018) of the two images with the other region filled in both: ``pie-bench``: SqueezeNet,
+    filled black, averaged over the whole image; ``clean``: AlexNet, filled grey, nan if nothing is kept. None when
+    the network's weights are not in the user's cache (``lpips_note`` says which files are missing)."""
+    from . import perceptual
+
+    net = perceptual.cached(LPIPS_NETS[check_protocol(protocol)])
     if net is None:
         return None
     x, y, keep = _region(a, b, mask, region)
+    if protocol == "clean" and not keep.any():
+        return float("nan")
+    if min(x.shape[:2]) < perceptual.MIN_SIDE:
+        return float("nan")
+    fill = -1.0 if protocol == "pie-bench" else 0.0
     keep = torch.from_numpy(keep)[None, None]
-    tx = torch.from_numpy(x / 127.5 - 1).permute(2, 0, 1)[None].float() * keep
-    ty = torch.from_numpy(y / 127.5 - 1).permute(2, 0, 1)[None].float() * keep
+    tx = torch.from_numpy(x / 127.5 - 1).permute(2, 0, 1)[None].float().where(keep, torch.tensor(fill))
+    ty = torch.from_numpy(y / 127.5 - 1).permute(2, 0, 1)[None].float().where(keep, torch.tensor(fill))
     with torch.no_grad():
-        return float(net(tx, ty).mean())
+        return float(net(tx, ty)[0])
 
 
-@lru_cache(maxsize=1)
-def _lpips():
-    try:
-        import lpips
+def lpips_note(protocol: str = "clean") -> str | None:
+    """None when ``protocol``'s LPIPS network can run, else the one-line note saying which weights are missing."""
+    from . import perceptual
 
-        return lpips.LPIPS(net="alex", verbose=False)
-    except Exception:  # noqa: BLE001 - missing package or weights: the metric is left out
-        return None
+    return perceptual.missing_note(LPIPS_NETS[check_protocol(protocol)])
 
 
 def shapes_clip():
