@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from support.bad_cli_cases import CASES
+from support.bad_cli_cases_ui import CASES as UI_CASES
 from freeprompt.cli.main import main
 
 
@@ -36,7 +37,7 @@ def no_model_loads(monkeypatch):
         monkeypatch.setattr(loading, name, refuse)
 
 
-@pytest.mark.parametrize("case_id,argv,word", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("case_id,argv,word", CASES + UI_CASES, ids=[c[0] for c in CASES + UI_CASES])
 def test_bad_command_line_is_refused_in_one_line(case_id, argv, word, places, capsys, no_model_loads):
     args = [a.format(**places) for a in argv]
     before = sorted(p.name for p in places["foreign"].iterdir())

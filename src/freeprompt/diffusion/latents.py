@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 BYTES_PER_PIXEL = 8 * 1024  # a generous estimate of one image row's activation memory per pixel (fp32, SDPA)
 MIN_BUDGET = 1024 * 1024  # the budget never falls below one megapixel (SDXL's native 1024 x 1024)
 MAX_SIDE = 16384
+MAX_TARGETS = 64  # target prompts in one batch: each adds rows to every UNet call of the run
 
 
 def pixel_budget() -> int:
@@ -49,6 +50,13 @@ def check_size(height: int | None, width: int | None, multiple: int = 8) -> None
         raise BadInput(f"{height} x {width} is {height * width / 1e6:.1f} megapixels, over this machine's budget of "
                        f"{budget / 1e6:.1f} megapixels (from its free memory)",
                        "use a smaller --height/--width, or raise the budget with FREEPROMPT_MAX_PIXELS")
+
+
+def check_targets(count: int) -> None:
+    """Refuse more target prompts than one batch takes (``MAX_TARGETS``), before anything is encoded."""
+    if count > MAX_TARGETS:
+        raise BadInput(f"{count} target prompts, more than the {MAX_TARGETS} one batch takes",
+                       "split them into several runs")
 
 
 def latent_shape(pipe, height: int | None, width: int | None) -> tuple[int, int, int, int]:
