@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 
 from freeprompt.cli.main import main
-from support import bad_cli_cases, bad_cli_cases_datasets
+from support import bad_cli_cases, bad_cli_cases_datasets, bad_cli_cases_ui
 
-CASES = bad_cli_cases.CASES + bad_cli_cases_datasets.CASES  # the general table, and the datasets' (#35)
+# the general table, the datasets' and the web UI command's (#35)
+CASES = bad_cli_cases.CASES + bad_cli_cases_datasets.CASES + bad_cli_cases_ui.CASES
 
 
 @pytest.fixture

@@ -105,6 +105,25 @@ def test_bad_input_shows_the_one_line_message_and_the_app_keeps_serving(page, tm
                            "!document.querySelector('#error').innerText.includes('error')", timeout=120000)
 
 
+def test_cleared_and_out_of_range_numbers_show_the_one_line_message(page):
+    fill(page, "Target prompts (one per line)", "a blue circle")
+    for label, value, message in (("Steps", "", "Steps is empty"), ("Guidance", "", "Guidance is empty"),
+                                  ("Seed", "1e30", "Seed 1e+30 is outside 0..9223372036854775807"),
+                                  ("Seed", "-1", "Seed -1 is outside"), ("Seed", "", "Seed is empty")):
+        fill(page, "Steps", "10")
+        fill(page, "Guidance", "7.5")
+        fill(page, "Seed", "0")
+        fill(page, label, value)
+        page.locator("#edit").click()
+        page.wait_for_function(f"document.querySelector('#error').innerText.includes({message!r})", timeout=60000)
+        assert page.locator("#error").inner_text().strip().count("\n") == 0
+    assert "Traceback" not in page.content()
+    fill(page, "Seed", "3")
+    page.locator("#edit").click()
+    page.wait_for_function("document.querySelectorAll('#gallery img').length == 2 && "
+                           "!document.querySelector('#error').innerText.includes('error')", timeout=120000)
+
+
 def test_real_image_edit_and_a_non_image_upload(page, tmp_path):
     from freeprompt.shapes import world
 

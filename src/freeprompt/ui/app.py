@@ -1,27 +1,40 @@
 """The web UI (``freeprompt ui``, gradio, in the ``ui`` extra): edit a generated image or a photo with any method,
 see the source, the targets and each prompt's cross-attention heat map of a chosen word, download the grid and
 run.json. The method's controls are made from the methods' declared options, as the command line's are. One edit
-runs at a time, whichever tab asks (one model, one lock); every run writes its own folder; bad input shows the CLI's
-one-line message in the page."""
+runs at a time, whichever tab asks (one model, one lock, one gradio queue); every run writes its own folder. Every
+value a request carries is checked with the CLI's bounds (steps, guidance, seed, at most ``MAX_TARGETS`` targets, the
+method and its options) before the edit waits for the model; bad input shows the CLI's one-line message in the page,
+and any other failure one internal-error line, never a traceback."""
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
+import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import BadInput, FreepromptError
+from ..errors import BadInput, FreepromptError, first_line
 
 MAX_UPLOAD = "20mb"
+MAX_SEED = 2**63 - 1  # the command line's bounds (cli/options.py, a floor above this one; a test keeps them equal)
+MAX_STEPS = 1000
+MAX_GUIDANCE = 1000.0
 
 
 class Editor:
-    """The loaded model and what the UI's buttons call; every call returns what the page shows."""
+    """The loaded model and what the UI's buttons call; every call returns what the page shows. Every value a
+    request carries is checked with the command line's bounds before the edit waits for the model; a refusal is
+    the one-line message in the page, and anything else that goes wrong is one internal-error line (never a
+    traceback in the page)."""
 
     def __init__(self, loaded, out_root: Path | None = None):
         self.loaded, self.pipe = loaded, loaded.pipe
@@ -36,7 +49,7 @@ class Editor:
         latent_hw = latent_shape(self.pipe, None, None)[2:]
         registry = discover_layers(self.pipe.unet)
         try:
-            chosen = {layer.name for layer in registry.select(spec or "none", "self", latent_hw)}
+            chosen = {layer.name for layer in registry.select(text(spec, "the layers") or "none", "self", latent_hw)}
         except FreepromptError:
             chosen = set()
         return [["*" if row["name"] in chosen else "", row["index"], row["place"], row["grid"], row["name"]]
@@ -45,50 +58,79 @@ class Editor:
     def generated(self, source, targets, method, seed, steps, guidance, options: dict, word, progress=None):
         from ..editing.generated import edit
 
-        def run(targets_list, chosen, hooks):
-            return edit(self.pipe, source, targets_list, method=chosen, seed=int(seed), steps=int(steps),
-                        guidance=float(guidance), progress=_bar(progress, steps), hooks=hooks)
+        def read() -> Request:
+            return self.request(targets, method, steps, guidance, options, word,
+                                source=text(source, "the source prompt"), seed=whole(seed, "Seed", 0, MAX_SEED, 0))
 
-        return self._run(run, targets, method, options, word, steps)
+        def run(asked: Request, hooks):
+            return edit(self.pipe, asked.source, asked.targets, method=asked.method, seed=asked.seed,
+                        steps=asked.steps, guidance=asked.guidance, progress=_bar(progress, asked.steps), hooks=hooks)
+
+        return self._run(read, run)
 
     def real(self, upload, resize, inversion, source, targets, method, steps, guidance, options: dict, word,
              progress=None):
-        from ..diffusion import image_size, latent_shape
         from ..editing.cache import InversionCache
-        from ..editing.images import load_image
+        from ..editing.inversion import check_inversion
         from ..editing.real import edit_real
 
-        if not upload:
-            return self._error(BadInput("no image uploaded", "upload a PNG, JPEG or WebP photo"))
-        path = upload if isinstance(upload, str) else getattr(upload, "name", str(upload))
+        def read() -> Request:
+            asked = self.request(targets, method, steps, guidance, options, word,
+                                 source=text(source, "the source prompt"),
+                                 inversion=check_inversion(text(inversion, "the inversion")))
+            return replace(asked, photo=self.photo(upload, resize))
 
-        def run(targets_list, chosen, hooks):
-            size = image_size(self.pipe, latent_shape(self.pipe, None, None))
-            photo = load_image(path, size, resize)
+        def run(asked: Request, hooks):
             info = self.loaded.info
-            return edit_real(self.pipe, photo, source or "", targets_list, method=chosen, inversion=inversion,
-                             steps=int(steps), guidance=float(guidance), cache=InversionCache(),
-                             model_key=f"{info.get('id')}@{info.get('revision')}", progress=_bar(progress, steps),
-                             hooks=hooks)
+            return edit_real(self.pipe, asked.photo, asked.source, asked.targets, method=asked.method,
+                             inversion=asked.inversion, steps=asked.steps, guidance=asked.guidance,
+                             cache=InversionCache(), model_key=f"{info.get('id')}@{info.get('revision')}",
+                             progress=_bar(progress, asked.steps), hooks=hooks)
 
-        return self._run(run, targets, method, options, word, steps)
+        return self._run(read, run)
 
-    def _run(self, run, targets, method, options, word, steps):
+    def request(self, targets, method, steps, guidance, options, word, **extra) -> Request:
+        """The values both tabs share, checked (``BadInput`` otherwise): steps 1..1000, guidance finite in
+        0..1000, at least one and at most ``MAX_TARGETS`` target lines, a known method and its options."""
+        from ..diffusion.latents import check_targets
         from ..editing.methods import build_method
 
+        defaults = self.loaded.defaults
+        steps = whole(steps, "Steps", 1, MAX_STEPS, defaults.get("steps", 50))
+        guidance = real_number(guidance, "Guidance", 0, MAX_GUIDANCE, defaults.get("guidance", 7.5))
+        lines = [line.strip() for line in text(targets, "the target prompts").splitlines() if line.strip()]
+        if not lines:
+            raise BadInput("no target prompt given", "write at least one target prompt, one per line")
+        check_targets(len(lines))
+        chosen = build_method(text(method, "the method"), option_values(options))
+        return Request(lines, chosen, steps, guidance, text(word, "the heat-map word").strip(), **extra)
+
+    def photo(self, upload, resize: str):
+        """The uploaded photo at the model's size, or a one-line refusal."""
+        from ..diffusion import image_size, latent_shape
+        from ..editing.images import load_image
+
+        if upload is None or (isinstance(upload, str) and not upload.strip()):
+            raise BadInput("no image uploaded", "upload a PNG, JPEG or WebP photo")
+        path = upload if isinstance(upload, (str, os.PathLike)) else getattr(upload, "name", None)
+        if not isinstance(path, (str, os.PathLike)):
+            raise BadInput(f"the upload is a {type(upload).__name__}, not a file", "upload a PNG, JPEG or WebP photo")
+        size = image_size(self.pipe, latent_shape(self.pipe, None, None))
+        return load_image(text(os.fspath(path), "the upload's name"), size, text(resize, "the resize mode"))
+
+    def _run(self, read, run):
         try:
-            targets_list = [t.strip() for t in str(targets or "").splitlines() if t.strip()]
-            if not targets_list:
-                raise BadInput("no target prompt given", "write at least one target prompt, one per line")
-            chosen = build_method(method, options)
+            asked = read()
             start = time.perf_counter()
-            with self.lock, _maps(self.pipe, word, steps) as recorder:
-                result = run(targets_list, chosen, [recorder] if recorder is not None else [])
-            heat = _heat_maps(recorder, result.prompts, word) if recorder is not None else []
+            with self.lock, _maps(self.pipe, asked.word, asked.steps) as recorder:
+                result = run(asked, [recorder] if recorder is not None else [])
+            heat = _heat_maps(recorder, result.prompts, asked.word) if recorder is not None else []
             folder = self._save(result)
             seconds = time.perf_counter() - start
         except FreepromptError as err:
             return self._error(err)
+        except Exception as err:  # noqa: BLE001 - a bug or a full memory: one line in the page, once on stderr
+            return self._failed(err)
         images = [(img, label) for img, label in zip(result.images, _labels(result))]
         timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()) + f"; total {seconds:.1f} s"
         return images, heat, str(folder / "grid.png"), str(folder / "run.json"), timings, ""
@@ -103,6 +145,122 @@ class Editor:
     @staticmethod
     def _error(err: Exception):
         return [], [], None, None, "", f"**freeprompt: error:** {err}"
+
+    @classmethod
+    def _failed(cls, err: Exception):
+        """What the page shows for an exception that is not a ``FreepromptError``: out of memory as a refusal,
+        anything else as one internal-error line, also written once to the server's stderr."""
+        if _out_of_memory(err):
+            return cls._error(BadInput("out of memory", "use fewer target prompts or steps, or restart the UI with "
+                                                        "--dtype fp16"))
+        line = f"{type(err).__name__}: {first_line(err)}"
+        print(f"freeprompt: internal error: {line}", file=sys.stderr, flush=True)
+        return [], [], None, None, "", f"**freeprompt: internal error:** {line}"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One edit's values from the page, checked: the target lines, the built method, steps, guidance, the
+    heat-map word; a generated image's source and seed, a photo's source, inversion and image."""
+
+    targets: list[str]
+    method: object
+    steps: int
+    guidance: float
+    word: str
+    source: str = ""
+    seed: int = 0
+    inversion: str = "direct"
+    photo: object = None
+
+
+def text(value, what: str) -> str:
+    """A text field's value (``None``: empty), or a one-line refusal of anything that is not text or that holds
+    characters that are not Unicode (lone surrogates, which JSON can carry)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadInput(f"{what}: a {type(value).__name__} where text was expected", f"give {what} as text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"{what} holds characters that are not valid Unicode", f"retype {what}") from None
+    return value
+
+
+def whole(value, what: str, low: int, high: int, example) -> int:
+    """A whole number from ``low`` to ``high`` (a number field's value: an int, an integral float, numeric text),
+    or a one-line refusal naming ``what``."""
+    fix = f"give a whole number from {low} to {high}, e.g. {example}"
+    given = _given(value, what, fix)
+    if isinstance(given, float) and (not math.isfinite(given) or not given.is_integer()):
+        raise BadInput(f"{what} {given:g} is not a whole number", fix)
+    if not low <= given <= high:
+        raise BadInput(f"{what} {_shown(given)} is outside {low}..{high}", fix)
+    return int(given)
+
+
+def real_number(value, what: str, low: float, high: float, example) -> float:
+    """A finite number from ``low`` to ``high``, or a one-line refusal naming ``what``."""
+    fix = f"give a number from {low:g} to {high:g}, e.g. {example}"
+    number = _given(value, what, fix)
+    try:
+        number = float(number)
+    except OverflowError:  # an int too large for a float
+        number = math.inf
+    if not math.isfinite(number) or not low <= number <= high:
+        raise BadInput(f"{what} {_shown(number)} is not a finite number from {low:g} to {high:g}", fix)
+    return number
+
+
+def _given(value, what: str, fix: str) -> int | float:
+    """A number field's value as a number: empty (``None``, blank text) and non-numbers refused."""
+    if isinstance(value, str) and value.strip():
+        try:
+            value = float(value) if any(c in value.lower() for c in ".ein") else int(value)
+        except ValueError:
+            raise BadInput(f"{what} {value!r} is not a number", fix) from None
+    if value is None or isinstance(value, str):
+        raise BadInput(f"{what} is empty", fix)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise BadInput(f"{what} {value!r} is not a number", fix)
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+def _shown(number) -> str:
+    if isinstance(number, float):
+        return f"{number:g}"
+    return str(number) if number.bit_length() <= 128 else f"{'-' if number < 0 else ''}2^{number.bit_length() - 1}+"
+
+
+def option_values(options) -> dict:
+    """The method options a request carries, keyed by parameter name: empty ones left to their default, text
+    options given as text (a number field's value as its text), anything but text, numbers and switches refused;
+    ``build_method`` then reads and checks each."""
+    from ..editing.methods import option_table
+    from ..editing.methods.options import NUMBER, SWITCH
+
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise BadInput(f"the method options are a {type(options).__name__}", "give them as a mapping of name to value")
+    kinds = {declared.param: declared.kind for _, declared in option_table()}
+    values = {}
+    for name, value in options.items():
+        if not isinstance(name, str) or name not in kinds:
+            raise BadInput(f"unknown method option {name!r}", "see 'freeprompt methods' for every option")
+        if value is None or (isinstance(value, str) and not value):
+            continue
+        if not isinstance(value, (str, numbers.Real)):
+            raise BadInput(f"method option {name} is a {type(value).__name__}", "give text, a number or on/off")
+        values[name] = text(value, f"method option {name}") if isinstance(value, str) else (
+            value if kinds[name] in (NUMBER, SWITCH) else str(value))
+    return values
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    return (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+            or (isinstance(err, RuntimeError) and "out of memory" in str(err).lower()))
 
 
 def _bar(progress, steps):
@@ -165,7 +323,7 @@ def build(editor: Editor):
     from ..editing.images import RESIZE_MODES
     from ..editing.inversion import INVERSIONS
 
-    with gr.Blocks(title="freeprompt") as demo:
+    with gr.Blocks(title="freeprompt", analytics_enabled=False) as demo:
         gr.Markdown("# freeprompt\nEdit an image by prompt, keeping its structure (Free-Prompt-Editing and the methods "
                     f"it is compared with). Model: `{editor.loaded.info.get('id')}`.")
         with gr.Tab("Generated image"):
@@ -179,10 +337,10 @@ def build(editor: Editor):
             real = [upload, resize, inversion, gr.Textbox(label="Source prompt (may be empty)", value="")]
             real_form = _form(gr, editor, real=True)
         outputs = _outputs(gr)
-        for form, first, handler in ((generated_form, generated, editor.generated), (real_form, real, editor.real)):
-            inputs = first + form.inputs()
-            form.button.click(_handler(handler, len(first), form), inputs, outputs, concurrency_limit=1,
-                              concurrency_id="edit")
+        tabs = ((generated_form, generated, editor.generated, "edit"), (real_form, real, editor.real, "edit_real"))
+        for form, first, handler, name in tabs:  # one queue for both tabs: one edit at a time on the one model
+            form.button.click(_handler(handler, len(first), form), first + form.inputs(), outputs, api_name=name,
+                              concurrency_limit=1, concurrency_id="edit")
     return demo
 
 
@@ -230,8 +388,9 @@ def _form(gr, editor: Editor, real: bool = False) -> _Form:
     targets = gr.Textbox(label="Target prompts (one per line)", lines=3, value="a blue circle\na green circle")
     with gr.Row():
         method = gr.Dropdown(method_choices(), value="fpe", label="Method")
-        seed = None if real else gr.Number(value=0, precision=0, minimum=0, label="Seed")
-        steps = gr.Number(value=defaults.get("steps", 50), precision=0, label="Steps")
+        # no gradio bounds or rounding: the Editor checks every value and answers in the page's one line
+        seed = None if real else gr.Number(value=0, step=1, label="Seed")
+        steps = gr.Number(value=defaults.get("steps", 50), step=1, label="Steps")
         guidance = gr.Number(value=defaults.get("guidance", 7.5), label="Guidance")
         word = gr.Textbox(value="", label="Heat-map word (optional)")
     options, groups = {}, {}
@@ -260,8 +419,8 @@ def _control(gr, title: str, declared):
     if declared.kind == CHOICE:
         return gr.Dropdown(list(declared.choices), value=declared.default, label=label)
     if declared.kind == NUMBER:
-        low, high = declared.bounds or (None, None)
-        return gr.Number(value=declared.default, minimum=low, maximum=high, label=label)
+        bounds = f"{declared.bounds[0]:g} to {declared.bounds[1]:g}" if declared.bounds else None
+        return gr.Number(value=declared.default, label=label, info=bounds)  # checked by the method, not gradio
     if declared.kind == SWITCH:
         return gr.Checkbox(value=bool(declared.default), label=label)
     fixed = declared.default_text is None and declared.default not in (None, ())
@@ -281,10 +440,42 @@ def _handler(method, fixed: int, form: _Form):
 
 
 def launch(loaded, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
-           max_upload: str = MAX_UPLOAD, block: bool = True):
-    """Serve the UI (one edit at a time); returns the gradio app (``block=False``: without waiting)."""
+           max_upload: str | int = MAX_UPLOAD, block: bool = True):
+    """Serve the UI (one edit at a time) and return the gradio app; ``block``: until Ctrl-C, then the server is
+    closed and the KeyboardInterrupt raised again (the command line says "interrupted" and exits 130). A server
+    that cannot start is a one-line ``BadInput``, with its threads stopped, so the process ends."""
+    from gradio.exceptions import ServerFailedToStartError
+
     demo = build(Editor(loaded))
     demo.queue(default_concurrency_limit=1)
-    demo.launch(server_name=host, server_port=port, share=share, max_file_size=max_upload,
-                prevent_thread_lock=not block, quiet=True, footer_links=[])
+    try:
+        demo.launch(server_name=host, server_port=port, share=share, max_file_size=max_upload,
+                    prevent_thread_lock=True, quiet=True, footer_links=[])
+    except (OSError, ServerFailedToStartError) as err:
+        close(demo)
+        raise BadInput(f"cannot serve on {host} port {port or 'from 7860'} ({first_line(err).split('. ')[0]})",
+                       "choose another --port, or --host 127.0.0.1") from None
+    except BaseException:  # Ctrl-C while starting: stop what started
+        close(demo)
+        raise
+    if block:
+        serve(demo)
     return demo
+
+
+def serve(demo) -> None:
+    """Wait while ``demo`` serves; on Ctrl-C (or any exit) close it, so no server thread outlives the call."""
+    try:
+        while demo.is_running:
+            time.sleep(0.2)
+    finally:
+        close(demo)
+
+
+def close(demo) -> None:
+    """Stop a gradio app's server, queue and share tunnels (what gradio's own Ctrl-C handling stops)."""
+    from gradio.tunneling import CURRENT_TUNNELS
+
+    demo.close(verbose=False)
+    for tunnel in list(CURRENT_TUNNELS):
+        tunnel.kill()
