@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -200,3 +201,18 @@ def test_both_tabs_edit_under_the_one_lock(editor, photo, monkeypatch):
 def test_the_layer_table_takes_any_spec(editor, spec):
     rows = editor.layer_rows(spec)
     assert len(rows) == 16 and all(len(row) == 5 for row in rows)
+
+
+def test_a_new_target_of_the_same_source_re_uses_it_and_says_so(tiny_pipe):
+    """The UI keeps its last generated source: a second edit of it with another target runs the target's rows only,
+    says "re-used the source", and shows what a full edit would (issue #40)."""
+    from freeprompt.editing.generated import edit
+    from freeprompt.models.loading import LoadedModel
+    from freeprompt.ui.app import Editor
+
+    editor = Editor(LoadedModel(tiny_pipe, {"id": "tiny", "revision": None}, {"steps": 2, "guidance": 3.0}))
+    first = editor.generated("a red car", "a blue car", "fpe", 0, 3, 3.0, {}, "")
+    again = editor.generated("a red car", "a green car", "fpe", 0, 3, 3.0, {}, "")
+    assert "re-used the source" not in first[4] and "re-used the source" in again[4] and again[5] == ""
+    full = edit(tiny_pipe, "a red car", ["a green car"], seed=0, steps=3, guidance=3.0, progress=False)
+    assert np.abs(np.asarray(again[0][1][0], float) - np.asarray(full.images[1], float)).max() <= 2  # 8-bit images

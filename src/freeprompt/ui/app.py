@@ -40,6 +40,9 @@ class Editor:
         self.loaded, self.pipe = loaded, loaded.pipe
         self.out_root = Path(out_root or tempfile.mkdtemp(prefix="freeprompt-ui-"))
         self.lock = threading.Lock()  # one edit at a time on the one pipeline, whichever tab asks
+        from ..editing.reuse import SourceCache
+
+        self.source = SourceCache()  # the last generated source: a new target of it runs the target's rows only
 
     def layer_rows(self, spec: str) -> list[list]:
         """The model's self-attention layers, the ones ``spec`` selects marked."""
@@ -64,7 +67,8 @@ class Editor:
 
         def run(asked: Request, hooks):
             return edit(self.pipe, asked.source, asked.targets, method=asked.method, seed=asked.seed,
-                        steps=asked.steps, guidance=asked.guidance, progress=_bar(progress, asked.steps), hooks=hooks)
+                        steps=asked.steps, guidance=asked.guidance, progress=_bar(progress, asked.steps), hooks=hooks,
+                        reuse=None if hooks else self.source)  # a heat map records every row: no re-use then
 
         return self._run(read, run)
 
@@ -133,6 +137,8 @@ class Editor:
             return self._failed(err)
         images = [(img, label) for img, label in zip(result.images, _labels(result))]
         timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()) + f"; total {seconds:.1f} s"
+        if result.params.get("source_reused"):
+            timings += f"; re-used the source ({result.params['source_cache_bytes'] / 2**20:.0f} MiB kept)"
         return images, heat, str(folder / "grid.png"), str(folder / "run.json"), timings, ""
 
     def _save(self, result) -> Path:
