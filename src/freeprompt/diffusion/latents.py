@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 BYTES_PER_PIXEL = 8 * 1024  # a generous estimate of one image row's activation memory per pixel (fp32, SDPA)
 MIN_BUDGET = 1024 * 1024  # the budget never falls below one megapixel (SDXL's native 1024 x 1024)
 MAX_SIDE = 16384
+DEFAULT_TRANSFORMER_LATENT = 128  # FLUX's default: 1024 px
 MAX_TARGETS = 64  # target prompts one source's batch takes: 2 x 65 UNet rows with guidance
 
 
@@ -64,12 +65,17 @@ def check_targets(count: int) -> None:
 
 
 def latent_shape(pipe, height: int | None, width: int | None) -> tuple[int, int, int, int]:
-    """``(1, channels, h, w)`` latents for an image of ``height x width`` pixels (default: the model's size)."""
+    """``(1, channels, h, w)`` latents for an image of ``height x width`` pixels (default: the model's size). A
+    UNet takes any multiple of the VAE's factor; a transformer's 2x2 patches (or FLUX's packing) need twice that."""
     factor = pipe.vae_scale_factor
-    height = pipe.unet.config.sample_size * factor if height is None else height
-    width = pipe.unet.config.sample_size * factor if width is None else width
-    check_size(height, width, max(8, factor))
-    return (1, pipe.unet.config.in_channels, height // factor, width // factor)
+    unet = getattr(pipe, "unet", None)
+    network = unet if unet is not None else pipe.transformer
+    side = getattr(network.config, "sample_size", None) or DEFAULT_TRANSFORMER_LATENT  # FLUX names none
+    height = side * factor if height is None else height
+    width = side * factor if width is None else width
+    check_size(height, width, max(8, factor) * (1 if unet is not None else 2))
+    channels = network.config.in_channels if unet is not None else pipe.vae.config.latent_channels
+    return (1, channels, height // factor, width // factor)
 
 
 def image_size(pipe, shape: tuple[int, ...]) -> tuple[int, int]:

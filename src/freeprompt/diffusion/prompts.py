@@ -38,11 +38,14 @@ def check_prompt(tokenizer, text: str, what: str = "prompt") -> str:
 
 @dataclass
 class Conditioning:
-    """What the UNet is conditioned on, one row per batch row: the text embeddings, and for SDXL the pooled text
-    embeddings and the size/crop ids (``added``, diffusers' ``added_cond_kwargs``: ``text_embeds``, ``time_ids``)."""
+    """What the denoising network is conditioned on, one row per batch row: the text embeddings, and the other
+    per-row inputs (``added``: SDXL's pooled text embeddings and size/crop ids, diffusers' ``added_cond_kwargs``
+    ``text_embeds``, ``time_ids``; a transformer's pooled projections or text mask), and inputs every row shares
+    (``fixed``)."""
 
     embeddings: torch.Tensor
     added: dict[str, torch.Tensor] | None = None
+    fixed: dict[str, torch.Tensor] | None = None  # inputs shared by every row (FLUX's text positions)
 
     @property
     def num_rows(self) -> int:
@@ -57,18 +60,18 @@ class Conditioning:
 
     def to(self, device=None, dtype=None) -> Conditioning:
         added = {k: v.to(device=device, dtype=dtype) for k, v in self.added.items()} if self.added else None
-        return Conditioning(self.embeddings.to(device=device, dtype=dtype), added)
+        return Conditioning(self.embeddings.to(device=device, dtype=dtype), added, self.fixed)
 
     def rows(self, index) -> Conditioning:
         """The rows ``index`` (a slice, list or tensor of row numbers)."""
         added = {k: v[index] for k, v in self.added.items()} if self.added else None
-        return Conditioning(self.embeddings[index], added)
+        return Conditioning(self.embeddings[index], added, self.fixed)
 
     def replaced(self, start: int, embeddings: torch.Tensor | None = None,
                  text_embeds: torch.Tensor | None = None) -> Conditioning:
         """A copy whose rows ``start`` .. ``start + len`` take these embeddings and (SDXL) pooled embeddings."""
         out = Conditioning(self.embeddings.clone(),
-                           {k: v.clone() for k, v in self.added.items()} if self.added else None)
+                           {k: v.clone() for k, v in self.added.items()} if self.added else None, self.fixed)
         if embeddings is not None:
             out.embeddings[start:start + embeddings.shape[0]] = embeddings.to(out.embeddings)
         if text_embeds is not None and out.added:
@@ -81,7 +84,7 @@ class Conditioning:
         if parts[0].added:
             # the parts of one batch are all SDXL (added is set) or none is
             added = {k: torch.cat([cast(dict, p.added)[k] for p in parts]) for k in parts[0].added}
-        return Conditioning(torch.cat([p.embeddings for p in parts]), added)
+        return Conditioning(torch.cat([p.embeddings for p in parts]), added, parts[0].fixed)
 
 
 def as_conditioning(value) -> Conditioning:

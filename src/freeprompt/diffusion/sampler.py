@@ -16,6 +16,7 @@ import torch
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
 from ..errors import BadInput
+from .denoisers import Denoiser, network_denoiser
 from .hooks import StepHooks
 from .prompts import Conditioning, as_conditioning
 
@@ -100,7 +101,7 @@ def step_bar(progress: bool | Callable, total: int, desc: str) -> Callable | Non
 
 @torch.no_grad()
 def sample(
-    unet,
+    unet: Denoiser | torch.nn.Module,
     scheduler,
     latents: torch.Tensor,
     conditioning: Conditioning | torch.Tensor,
@@ -116,10 +117,11 @@ def sample(
     (see ``StepHooks``). ``scheduler`` is any diffusers scheduler; one that draws noise at a step draws it from
     ``noise``, the same for every row (``SharedNoise``; a fresh seed-0 one when not given)."""
     conditioning = as_conditioning(conditioning)
-    guided = guidance_scale > 1.0
+    denoiser = unet if isinstance(unet, Denoiser) else network_denoiser(unet)
+    guided = guidance_scale > 1.0 and not denoiser.embedded_guidance
     shared = noise if noise is not None else SharedNoise.seeded(0)
-    scheduler.set_timesteps(num_steps, device=latents.device)
-    latents = latents * scheduler.init_noise_sigma
+    denoiser.set_timesteps(scheduler, num_steps, latents)
+    latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)  # flow matching starts from the noise itself
     timesteps = scheduler.timesteps
     for i, t in enumerate(progress(timesteps) if progress else timesteps):
         context = conditioning
@@ -127,8 +129,9 @@ def sample(
             hook.begin_step(i)
             context = hook.conditioning(i, context)
         model_input = torch.cat([latents, latents]) if guided else latents
-        model_input = scheduler.scale_model_input(model_input, t)
-        prediction = unet(model_input, t, **context.unet_kwargs(), return_dict=False)[0]
+        if hasattr(scheduler, "scale_model_input"):  # flow matching has none
+            model_input = scheduler.scale_model_input(model_input, t)
+        prediction = denoiser.predict(model_input, t, context, guidance_scale)
         if guided:
             uncond, cond = prediction.chunk(2)
             prediction = uncond + guidance_scale * (cond - uncond)
@@ -156,7 +159,8 @@ def decode(pipe, latents: torch.Tensor) -> list:
     SDXL's, decodes in float32, as diffusers does)."""
     vae = pipe.vae
     with vae_precision(vae):
-        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        shift = getattr(vae.config, "shift_factor", None) or 0.0  # SD3's and FLUX's VAE
+        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor + shift, return_dict=False)[0]
     return pipe.image_processor.postprocess(images.float(), output_type="pil", do_denormalize=[True] * len(images))
 
 
