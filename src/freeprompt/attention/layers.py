@@ -44,7 +44,7 @@ class AttentionLayer:
 
 SPEC_HELP = ("use 'all', index ranges like '4-14' or '1,3,5-7', a token bound like '<=32x32', or blocks like "
              "'down.2,mid,up.0'")
-_BLOCKS = re.compile(r"(down|mid|up)(?:\.(\d+))?")
+_BLOCKS = re.compile(r"(down|mid|up|double|single|block)(?:\.(\d+))?")
 _COMPARE = {"<=": int.__le__, "<": int.__lt__, ">=": int.__ge__, ">": int.__gt__}
 
 
@@ -227,14 +227,17 @@ class LayerRegistry:
         return rows
 
 
-def discover_layers(unet) -> LayerRegistry:
-    """Descriptors for every attention module that has a processor, in forward order."""
+def discover_layers(network) -> LayerRegistry:
+    """Descriptors for every attention module that has a processor, in forward order: a UNet's (self and cross, in
+    its down, mid and up blocks) or a diffusion transformer's (``transformer_layers``)."""
+    if not hasattr(network, "down_blocks"):
+        return transformer_layers(network)
     from diffusers.models.attention_processor import Attention
 
-    processor_paths = {key.removesuffix(".processor") for key in unet.attn_processors}
-    down_levels, mid_level, up_levels = _block_levels(unet)
+    processor_paths = {key.removesuffix(".processor") for key in network.attn_processors}
+    down_levels, mid_level, up_levels = _block_levels(network)
     found = []
-    for order, (name, module) in enumerate(unet.named_modules()):
+    for order, (name, module) in enumerate(network.named_modules()):
         if not isinstance(module, Attention) or name not in processor_paths:
             continue
         m = _BLOCK.match(name)
@@ -248,10 +251,43 @@ def discover_layers(unet) -> LayerRegistry:
         # named_modules() follows registration order, which is forward order inside a block.
         found.append((PLACES.index(place), number, order, name, kind, place, level, number))
     found.sort()
-    counters = {"self": 0, "cross": 0}
+    return _numbered([(name, kind, place, level, number) for *_, name, kind, place, level, number in found])
+
+
+def transformer_layers(network) -> LayerRegistry:
+    """A diffusion transformer's attention layers in forward order. Every token grid is the latents' over the patch
+    size (level 1: one halving, 2x2 patches or FLUX's 2x2 packing). PixArt's blocks hold a ``self`` and a
+    ``cross`` layer (place ``block``); an MM-DiT's attention runs over text and image tokens together: ``joint``
+    layers, placed ``double`` (SD3's joint blocks, FLUX's double-stream blocks: separate text and image weights) or
+    ``single`` (FLUX's single-stream blocks: one sequence, text first). SD3.5's extra image self-attention in its
+    dual-attention blocks is ``self``."""
+    found = []
+    for prefix, place in (("transformer_blocks", "double"), ("single_transformer_blocks", "single")):
+        for number, block in enumerate(getattr(network, prefix, None) or ()):
+            for attr in ("attn", "attn1", "attn2"):
+                if getattr(block, attr, None) is not None:
+                    kind = _transformer_kind(block, attr)
+                    found.append((f"{prefix}.{number}.{attr}", kind, place if kind == "joint" else "block", 1, number))
+    if not found:
+        raise BadInput(f"a {type(network).__name__} has no attention blocks freeprompt knows",
+                       "use Stable Diffusion 1.x/2.x/XL, SD3/3.5, FLUX.1 or PixArt-Sigma")
+    return _numbered(found)
+
+
+def _transformer_kind(block, attr: str) -> str:
+    """An MM-DiT block's ``attn`` is joint; SD3.5's ``attn2`` beside it attends over image tokens only; PixArt's
+    ``attn1`` is self- and ``attn2`` cross-attention."""
+    if attr == "attn":
+        return "joint"
+    return "self" if attr == "attn1" or getattr(block, "attn", None) is not None else "cross"
+
+
+def _numbered(found: list[tuple]) -> LayerRegistry:
+    """Descriptors of (name, kind, place, level, block) in forward order, numbered from 1 within each kind."""
+    counters: dict[str, int] = {}
     layers = []
-    for *_, name, kind, place, level, number in found:
-        counters[kind] += 1
+    for name, kind, place, level, number in found:
+        counters[kind] = counters.get(kind, 0) + 1
         layers.append(AttentionLayer(name=name, kind=kind, index=counters[kind], place=place, level=level,
                                      block=number))
     return LayerRegistry(layers)

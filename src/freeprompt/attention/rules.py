@@ -166,13 +166,31 @@ class Blend:
 
 
 @dataclass(frozen=True)
+class JointEdit:
+    """An edit of joint attention (MM-DiT: text and image tokens under one softmax) for target rows' image queries,
+    ``mode`` "row", "image", "kv" or "text" (see ``joint.py``); ``sources[row]`` is the batch row a row takes from
+    (itself: not edited); ``scales`` gives, for a row edited in "text" mode, a value scale per text position
+    (Prompt-to-Prompt's reweighting; absent: all 1)."""
+
+    mode: str
+    sources: tuple[int, ...]
+    scales: tuple[tuple[int, tuple[float, ...]], ...] = ()
+
+    def scale_of(self, row: int) -> torch.Tensor | None:
+        import torch
+
+        found = dict(self.scales).get(row)
+        return None if found is None else torch.tensor(found)
+
+
+@dataclass(frozen=True)
 class Rule:
     """One decision of a method: in these layers of ``kind`` and these steps, attend with ``edit``."""
 
     kind: str  # "self" or "cross"
     layers: frozenset[str]
     steps: StepRange
-    edit: Any  # RowMix | CrossMapEdit | MaskedMix
+    edit: Any  # RowMix | CrossMapEdit | MaskedMix | JointEdit
     method: str  # who made the rule, for messages
 
 
@@ -187,4 +205,5 @@ class FeatureRule:
     method: str
 
 
-__all__ = ["BatchLayout", "Blend", "CrossMapEdit", "FeatureRule", "HALVES", "MapWatch", "MaskedMix", "RowMix", "Rule"]
+__all__ = ["BatchLayout", "Blend", "CrossMapEdit", "FeatureRule", "HALVES", "JointEdit", "MapWatch", "MaskedMix",
+           "RowMix", "Rule"]
