@@ -10,7 +10,7 @@ import typer
 
 from ..diffusion.latents import MAX_TARGETS
 from ..diffusion.schedulers import SCHEDULERS, check_scheduler
-from ..editing.methods import build_methods
+from ..editing.methods import PRESET, build_methods
 from ..errors import BadInput
 from .loading import load_model
 from .options import (
@@ -57,6 +57,14 @@ def edit(
     cache_dir: Optional[Path] = typer.Option(None, help="with --image: inversion cache [default: "
                                              "$FREEPROMPT_CACHE/inversions, else ~/.cache/freeprompt/inversions]"),
     no_cache: bool = typer.Option(False, "--no-cache", help="with --image: always invert afresh"),
+    auto_caption: bool = typer.Option(True, help="with --image and an empty --source: use the candidate caption a CLIP "
+                                      "ranks first (candidates: the shapes world's on the fixture, else "
+                                      "--caption-candidates); --no-auto-caption inverts with the empty prompt"),
+    caption_candidates: Optional[Path] = typer.Option(None, help="with --image and an empty --source: candidate "
+                                                      "captions, one per line"),
+    caption_clip: Optional[str] = typer.Option(None, help="the CLIP that ranks the candidates: shapes, a hub id or a "
+                                               "folder [default: shapes on the fixture, else "
+                                               "openai/clip-vit-large-patch14]"),
     method: str = "fpe",
     method_options: Optional[dict] = None,
 ):
@@ -72,6 +80,7 @@ def edit(
 
     check_output_folder(out, overwrite)
     _check_inputs(source, target, image, inversion, resize, latents, negative)
+    candidates = _candidates(image, source, auto_caption, caption_candidates, caption_clip)
     check_size(height, width), resolve_device(device), resolve_dtype(dtype)
     start = time.perf_counter()
     loaded = load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle, revision=revision, config=config)
@@ -79,6 +88,11 @@ def edit(
     run, size = _settings(loaded, steps, guidance, height, width)
     run.update(progress=not quiet, scheduler=scheduler)
     extra = {"latents_file": str(latents) if latents else None} if image is None else {"image": str(image)}
+    extra["preset"] = (method_options or {}).get(PRESET)
+    if image is not None:
+        source, extra["caption"] = _caption(loaded, image, resize, size, source,
+                                            candidates if auto_caption else False, caption_clip)
+        typer.echo(_caption_line(extra["caption"]))
     results = {}
     for name, chosen_method in chosen.items():
         run["method"] = chosen_method
@@ -125,6 +139,45 @@ def _check_inputs(source, targets, image, inversion, resize, latents, negative) 
     if negative:
         raise BadInput("--negative and --image exclude each other",
                        "a photo's unconditional branch comes from its inversion; drop --negative")
+
+
+def _candidates(image, source: str, auto_caption: bool, path, clip) -> list[str] | None:
+    """The candidate captions read from ``--caption-candidates`` (None: not given), after the checks that the
+    caption options apply: a photo given without a source prompt."""
+    from ..editing.caption import read_candidates
+
+    given = path is not None or clip is not None
+    if given and (image is None or source != "" or not auto_caption):
+        raise BadInput("--caption-candidates and --caption-clip rank captions of a photo given without one",
+                       "use them with --image and --source \"\" (and without --no-auto-caption)")
+    return read_candidates(path) if path is not None else None
+
+
+def _caption(loaded, image_path, resize, size, source: str, candidates, clip) -> tuple[str, dict]:
+    """The source prompt of a photo edit and what run.json records about it: the given prompt; else the candidate
+    a CLIP ranks first (the given candidates, or the shapes world's on the fixture); else "" (no candidates, or
+    ``candidates`` False: --no-auto-caption)."""
+    if source != "" or candidates is False:
+        return source, {"text": source, "found": "given" if source else "empty: --no-auto-caption"}
+    from ..diffusion import image_size, latent_shape
+    from ..editing.caption import default_candidates, default_clip, rank_captions
+    from ..editing.images import load_image
+
+    model_id = str(loaded.info.get("id"))
+    candidates = candidates or default_candidates(model_id)
+    if not candidates:
+        return "", {"text": "", "found": "empty: no candidate captions (give --caption-candidates FILE)"}
+    pipe = loaded.pipe
+    photo = load_image(image_path, image_size(pipe, latent_shape(pipe, size["height"], size["width"])), resize)
+    caption = rank_captions(photo, candidates, clip or default_clip(model_id), device=str(pipe.unet.device))
+    return caption.text, caption.record()
+
+
+def _caption_line(caption: dict) -> str:
+    if caption["found"] == "ranked by CLIP":
+        return (f"caption: {caption['text']!r} (ranked first of {caption['candidates']} candidates by the CLIP "
+                f"{caption['clip']}, similarity {caption['score']:.3f})")
+    return f"caption: {caption['text']!r} ({caption['found']})"
 
 
 def _edit_generated(pipe, source, targets, seed, latents_file, negative, run: dict, size: dict):

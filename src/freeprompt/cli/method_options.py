@@ -1,7 +1,8 @@
 """The editing-method options of every command that runs methods (``edit``, ``eval``, ``bench shapes``), made from
-the methods' own declarations (``editing/methods/options.py``): ``--method`` and one typer option per declared
-option, in a help panel per method, defaulting to None so that only what a user gives reaches the method. The
-command receives them as one ``method_options`` dict and hands it to ``build_methods``."""
+the methods' own declarations (``editing/methods/options.py``): ``--method``, ``--preset`` and one typer option per
+declared option, in a help panel per method, defaulting to None so that only what a user gives reaches the method.
+The command receives them as one ``method_options`` dict (the preset under ``PRESET``) and hands it to
+``build_methods``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from ..editing.methods import METHODS, option_table
+from ..editing.methods import METHODS, PRESET, option_table, preset_table
 from ..editing.methods.options import NUMBER, SWITCH, Declaration
 
 _TYPES = {NUMBER: Optional[float], SWITCH: Optional[bool]}
@@ -24,10 +25,17 @@ def method_help() -> str:
             "cross-attention)")
 
 
+def preset_help() -> str:
+    presets = ", ".join(f"{name} ({method}: {preset.help})" for method, name, preset in preset_table()) or "none"
+    return f"a named bundle of a method's options, applied before the ones you give (yours win): {presets}"
+
+
 def method_parameters(default: str) -> list[inspect.Parameter]:
-    """``--method`` and a parameter for every declared option of every registered method."""
+    """``--method``, ``--preset`` and a parameter for every declared option of every registered method."""
     method = typer.Option(default, "--method", help=method_help(), rich_help_panel="Editing method")
-    params = [inspect.Parameter("method", inspect.Parameter.KEYWORD_ONLY, default=method, annotation=str)]
+    preset = typer.Option(None, "--preset", help=preset_help(), rich_help_panel="Editing method", show_default=False)
+    params = [inspect.Parameter("method", inspect.Parameter.KEYWORD_ONLY, default=method, annotation=str),
+              inspect.Parameter(PRESET, inspect.Parameter.KEYWORD_ONLY, default=preset, annotation=Optional[str])]
     for name, declared in option_table():
         params.append(inspect.Parameter(declared.param, inspect.Parameter.KEYWORD_ONLY, default=_option(name, declared),
                                         annotation=_type(declared)))
@@ -61,4 +69,4 @@ def with_method_options(command: Callable, default: str = "fpe") -> Callable:
     return wrapper
 
 
-__all__ = ["method_help", "method_parameters", "with_method_options"]
+__all__ = ["method_help", "method_parameters", "preset_help", "with_method_options"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from ..editing.methods import METHODS, method_choices, option_table
+from ..editing.methods import METHODS, method_choices, option_table, preset_table
 
 
 def methods(markdown: bool = typer.Option(False, "--markdown", help="the README's Markdown tables")):
@@ -21,7 +21,15 @@ def methods_text() -> str:
             if method == name:
                 lines.append(f"  {declared.flag:<22} [default: {declared.shown_default()}] {declared.help}")
                 lines.append(f"  {'':<22} default from {declared.source}")
+        for method, preset, declared in preset_table():
+            if method == name:
+                lines.append(f"  --preset {preset:<13} {declared.flags(_owners())}: {declared.help}")
+                lines.append(f"  {'':<22} from {declared.source}")
     return "\n".join(lines)
+
+
+def _owners() -> dict:
+    return {d.param: d for _, d in option_table()}
 
 
 def methods_markdown() -> str:
@@ -40,4 +48,9 @@ def methods_markdown() -> str:
     for name, declared in option_table():
         rows.append(f"| `{declared.flag}` | {name} | `{declared.shown_default()}` | {declared.help} | "
                     f"{declared.source} |")
+    if preset_table():
+        rows += ["", "| preset | method | the options it gives | for | where it comes from |", "|---|---|---|---|---|"]
+        for name, preset, declared in preset_table():
+            rows.append(f"| `--preset {preset}` | {name} | `{declared.flags(_owners())}` | {declared.help} | "
+                        f"{declared.source} |")
     return "\n".join(rows)

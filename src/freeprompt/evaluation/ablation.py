@@ -6,7 +6,8 @@ the layer set for steps 0:r; ``self`` replaces the self-attention maps (FPE) in 
 ``both`` does FPE's at 0:r and P2P's cross replacement at 0:``BOTH_CROSS`` (0.8), both in the layer set. Every
 cell runs on every item (a source and a target prompt with a seed) from the same noise. On the shapes fixture the
 items are seeded colour and shape swaps and every edit is scored by the oracle (target attribute, mask IoU with
-the source's object, joint rate), so the figure has numbers under it; on another model the cells are images only.
+the source's object, joint rate; for the shape swaps the object-swap scores: place, size and colour kept and "all
+four", ``shapes_bench.score_edit``), so the figure has numbers under it; on another model the cells are images only.
 Resumable (``io.sweep``): each finished edit is a row of ``cells.csv``, written as it finishes; shardable: each
 process takes every K-th (item, cell) and writes its own table.
 """
@@ -23,12 +24,12 @@ from ..editing.methods import FPE, P2P, Combined
 from ..errors import BadInput
 from ..io.outputs import replacing
 from ..io.sweep import Shards, Sweep, Unit, all_rows, is_sharded
-from .shapes_bench import EditItem, score_edit
+from .shapes_bench import SCORES_VERSION, EditItem, score_edit
 
 TYPES = ("cross", "self", "both")
 DEFAULT_LAYER_SETS = ("all", "4-14", "<=32x32")
 BOTH_CROSS = 0.8
-SCORES = ["attribute_ok", "iou", "joint", "background_psnr"]
+SCORES = ["attribute_ok", "iou", "joint", "background_psnr", "place_ok", "size_ok", "other_kept", "all_four"]
 FIELDS = ["item", "seed", "source_prompt", "target_prompt", "type", "layers", "ratio"] + SCORES
 KEY = ("item", "type", "layers", "ratio")  # a unit: one item edited in one cell
 TABLE = "cells.csv"
@@ -115,7 +116,8 @@ def run_ablation(pipe, items: list[AblationItem], cells: list[Cell], out_dir: Pa
     item's images are kept in ``images/`` for the figure."""
     from ..editing.generated import edit
 
-    settings = {"model": model, "steps": steps, "guidance": guidance, "cells": [list(c.key()) for c in cells],
+    settings = {"model": model, "scores": SCORES_VERSION, "steps": steps, "guidance": guidance,
+                "cells": [list(c.key()) for c in cells],
                 "items": [[i.id, i.seed, i.source, i.target] for i in items]}
 
     def work(unit: Unit) -> list[dict]:
@@ -154,17 +156,22 @@ def _row(item: AblationItem, cell: Cell, images) -> dict:
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Per cell: n, target attribute rate, IoU median, joint rate (shapes items only)."""
+    """Per cell: n, target attribute rate, IoU median, joint rate (shapes items only); and over the cell's shape
+    swaps (items named ``shape-*``) their number and the object-swap rates: place kept, size kept and all four
+    (None where the cell has no shape swap, or rows from before those scores)."""
     cells: dict[tuple, list[dict]] = {}
     for r in rows:
         if r.get("iou") not in (None, ""):
             cells.setdefault((r["type"], r["layers"], r["ratio"]), []).append(r)
     table = []
     for (kind, layers, ratio), sel in cells.items():
+        rate = lambda key, chosen: float(np.mean([str(r[key]) == "True" for r in chosen]))  # noqa: E731
+        swaps = [r for r in sel if str(r["item"]).startswith("shape") and r.get("all_four") not in (None, "")]
         table.append({"type": kind, "layers": layers, "ratio": float(ratio), "n": len(sel),
-                      "attribute": float(np.mean([str(r["attribute_ok"]) == "True" for r in sel])),
-                      "iou_median": float(np.median([float(r["iou"]) for r in sel])),
-                      "joint": float(np.mean([str(r["joint"]) == "True" for r in sel]))})
+                      "attribute": rate("attribute_ok", sel),
+                      "iou_median": float(np.median([float(r["iou"]) for r in sel])), "joint": rate("joint", sel),
+                      "object_n": len(swaps), **{f"object_{key}": rate(key, swaps) if swaps else None
+                                                 for key in ("place_ok", "size_ok", "all_four")}})
     order = {layers: i for i, layers in enumerate(dict.fromkeys(r["layers"] for r in rows))}
     return sorted(table, key=lambda e: (TYPES.index(e["type"]), order[e["layers"]], e["ratio"]))
 
@@ -225,16 +232,25 @@ def plot(table: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def markdown(table: list[dict]) -> str:
-    """Joint rate (IoU median) per cell: a row per (type, layers), a column per ratio."""
+def markdown(table: list[dict], objects: bool = False) -> str:
+    """Joint rate (IoU median) per cell: a row per (type, layers), a column per ratio; ``objects``: the shape swaps'
+    "all four" rate (place kept rate) instead."""
     ratios = sorted({e["ratio"] for e in table})
     lines = ["| type | layers | " + " | ".join(f"r={r:g}" for r in ratios) + " |",
              "|---|---|" + "---|" * len(ratios)]
     for kind, layers in dict.fromkeys((e["type"], e["layers"]) for e in table):
         cells = {e["ratio"]: e for e in table if e["type"] == kind and e["layers"] == layers}
-        values = [f"{cells[r]['joint']:.0%} ({cells[r]['iou_median']:.2f})" if r in cells else "-" for r in ratios]
+        values = [_cell(cells.get(r), objects) for r in ratios]
         lines.append(f"| {kind} | {layers} | " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(entry: dict | None, objects: bool) -> str:
+    if entry is None or (objects and entry["object_all_four"] is None):
+        return "-"
+    if objects:
+        return f"{entry['object_all_four']:.0%} ({entry['object_place_ok']:.0%})"
+    return f"{entry['joint']:.0%} ({entry['iou_median']:.2f})"
 
 
 def write_report(out_dir: Path, rows: list[dict], cells: list[Cell], params: dict) -> str:
@@ -254,6 +270,9 @@ def write_report(out_dir: Path, rows: list[dict], cells: list[Cell], params: dic
         plot(table, out_dir / "plot.png")
         text = (f"Joint rate \"target attribute AND IoU >= 0.8\" (IoU median) over {table[0]['n']} edits per cell; "
                 f"'both' adds P2P's cross replacement at 0:{BOTH_CROSS:g}.\n\n" + markdown(table))
+        if any(e["object_all_four"] is not None for e in table):
+            text += (f"\nObject swaps ({table[0]['object_n']} shape swaps per cell): \"all four\" (target shape, "
+                     "place, size and colour kept) and, in brackets, place kept.\n\n" + markdown(table, objects=True))
     write_text_atomic(out_dir / "summary.md", text)
     write_json(out_dir / "run.json", {"params": params, "summary": table, "versions": package_versions()})
     return text

@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import BadInput, ModelLoadError, first_line
+from ..errors import BadInput, ModelLoadError
+from ..models.clip import load_pretrained, shapes_clip
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"  # PIE-Bench's CLIP
 DEFAULT_DINO = "facebook/dino-vitb8"  # PIE-Bench's structure distance (DINO ViT-B/8)
@@ -139,7 +140,7 @@ class ClipScorer:
         if model == "shapes":
             model, processor = shapes_clip()
         elif isinstance(model, str):
-            model, processor = _load(CLIPModel, model), processor or _load(CLIPProcessor, model)
+            model, processor = load_pretrained(CLIPModel, model), processor or load_pretrained(CLIPProcessor, model)
         self.model, self.processor, self.device = model.to(device).eval(), processor, device
 
     @torch.no_grad()
@@ -181,7 +182,8 @@ class StructureDistance:
         from transformers import AutoImageProcessor, ViTModel
 
         if isinstance(model, str):
-            model, processor = _load(ViTModel, model), processor or _load(AutoImageProcessor, model)
+            name = model
+            model, processor = load_pretrained(ViTModel, name), processor or load_pretrained(AutoImageProcessor, name)
         self.model, self.processor, self.device = model.to(device).eval(), processor, device
 
     @torch.no_grad()
@@ -244,30 +246,8 @@ def lpips_note(protocol: str = "clean") -> str | None:
     return perceptual.missing_note(LPIPS_NETS[check_protocol(protocol)])
 
 
-def shapes_clip():
-    """(model, processor) of the CLIP trained on the shapes world (``fixtures/shapes_clip``), offline."""
-    from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor
-
-    from ..models.loading import fixture_path
-    from ..models.tokenizer import clip_tokenizer
-
-    folder = fixture_path("shapes_clip")
-    if not (folder / "config.json").exists():
-        raise ModelLoadError(f"the shapes CLIP is not installed at {folder}", "reinstall freeprompt from a checkout")
-    model = CLIPModel.from_pretrained(str(folder))
-    processor = CLIPProcessor(image_processor=CLIPImageProcessor.from_pretrained(str(folder)),
-                              tokenizer=clip_tokenizer())
-    return model, processor
-
-
 def _tensor(features):
     """transformers 5 may return a model output instead of a tensor from get_*_features."""
     return features if isinstance(features, torch.Tensor) else features.pooler_output
 
 
-def _load(cls, name: str):
-    try:
-        return cls.from_pretrained(name)
-    except Exception as err:  # noqa: BLE001 - missing, offline or corrupt: one line
-        raise ModelLoadError(f"cannot load {cls.__name__} {name!r} ({first_line(err)})",
-                             "give a local path or download it once with network access") from None

@@ -4,7 +4,16 @@ Per edit and method: did the target attribute appear (colour-specific mask of th
 from the mask of the object's colour), how well the source's structure survived (IoU between the source
 object's mask and the edited object's mask, each taken with its own colour, so a failed edit that leaves the
 old object in place scores 0, not 1), and background preservation (PSNR outside both objects). The joint
-rate "attribute reached AND IoU >= 0.8" is the headline. Every editing method runs on the same items, seeds and
+rate "attribute reached AND IoU >= 0.8" is the headline of colour swaps.
+
+A shape swap (an object swap: "a red circle" -> "a red square") never reaches that IoU when it is right, so it is
+scored as an object swap: the target shape by the oracle's classifier, its place (the distance between the
+centres of the two objects' bounding boxes, in pixels and as a fraction of the image side: the world places an
+object by that centre, so a perfect swap scores 0 whatever the shapes, while centroids of a circle and a triangle
+of one box differ by 1/7 of its side; the centroid distance is kept beside it), its size (the ratio of the
+bounding boxes' longer sides) and its colour (the edited image's main object still has the source's colour); "all
+four" is the headline of shape swaps. The same columns are filled for colour swaps, where the attribute left
+alone is the shape. Every editing method runs on the same items, seeds and
 noise (``fpe``, ``p2p``, ``masactrl``, ``pnp``, combinations such as ``fpe+p2p``, and ``plain``: the target
 prompt generated from the same seed, no editing).
 """
@@ -26,8 +35,13 @@ from ..shapes import oracle, world
 
 JOINT_IOU = 0.8
 LOST_IOU = 0.3  # below this the edited object is elsewhere (or gone): the structure was not kept at all
+PLACE_PX = 4.0  # place kept: bounding-box centres at most this far apart, in pixels of a 64 px image (1/16 side)
+SIZE_RATIO = (0.8, 1.25)  # size kept: the longer bounding-box side within this ratio of the source's
+OBJECT_SCORES = ["place_px", "place_frac", "centroid_px", "size_ratio", "place_ok", "size_ok", "other_kept",
+                 "all_four"]
 FIELDS = ["id", "kind", "method", "seed", "source_prompt", "target_prompt", "source_ok", "target_found", "attribute_ok",
-          "iou", "joint", "background_psnr", "source_area", "target_area", "target_shape_read"]
+          "iou", "joint", "background_psnr", "source_area", "target_area", "target_shape_read", *OBJECT_SCORES]
+SCORES_VERSION = 2  # in the sweep's settings: 2 added OBJECT_SCORES, so a folder of older rows is not resumed
 KEY = ("id", "method")  # a unit: one item edited by one method
 TABLE = "items.csv"
 
@@ -106,6 +120,11 @@ def score_edit(source: np.ndarray, target: np.ndarray, item: EditItem) -> dict:
     iou = oracle.mask_iou(src_mask, tgt_mask)
     objects = oracle.object_mask(source) | oracle.object_mask(target) | src_mask | tgt_mask
     outside = ~oracle.dilate(objects)
+    kept = object_kept(src_mask, tgt_mask if found else np.zeros_like(tgt_mask), source.shape[1])
+    if item.kind == "color":  # the attribute the edit leaves alone: the shape of a colour swap
+        other = tgt_shape == item.src_shape
+    else:  # the colour of an object swap: the edited image's main object still has it
+        other = found and oracle.read(target).color == item.tgt_color
     return {
         "source_ok": bool(src_shape == item.src_shape),
         "target_found": found,
@@ -116,7 +135,30 @@ def score_edit(source: np.ndarray, target: np.ndarray, item: EditItem) -> dict:
         "source_area": int(src_mask.sum()),
         "target_area": int(tgt_mask.sum()),
         "target_shape_read": tgt_shape or "",
+        **kept,
+        "other_kept": bool(other),
+        "all_four": bool(attribute_ok and kept["place_ok"] and kept["size_ok"] and other),
     }
+
+
+def object_kept(source_mask: np.ndarray, target_mask: np.ndarray, side: int) -> dict:
+    """Where and how big the edited object is against the source's: the distance of their bounding-box centres
+    (pixels, and as a fraction of the image ``side``), of their centroids, and the ratio of their longer
+    bounding-box sides; ``place_ok`` within ``PLACE_PX`` (scaled to ``side``), ``size_ok`` within ``SIZE_RATIO``.
+    An empty mask keeps nothing (nan distances)."""
+    boxes = [world.bbox(m) for m in (source_mask, target_mask)]
+    if None in boxes:
+        return {"place_px": math.nan, "place_frac": math.nan, "centroid_px": math.nan, "size_ratio": math.nan,
+                "place_ok": False, "size_ok": False}
+    centres = [np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2]) for b in boxes]
+    centroids = [np.array([np.nonzero(m)[1].mean(), np.nonzero(m)[0].mean()]) for m in (source_mask, target_mask)]
+    place = float(np.linalg.norm(centres[1] - centres[0]))
+    sides = [max(b[2] - b[0], b[3] - b[1]) for b in boxes]
+    ratio = sides[1] / sides[0]
+    return {"place_px": round(place, 2), "place_frac": round(place / side, 4),
+            "centroid_px": round(float(np.linalg.norm(centroids[1] - centroids[0])), 2),
+            "size_ratio": round(ratio, 3), "place_ok": bool(place <= PLACE_PX * side / 64),
+            "size_ok": bool(SIZE_RATIO[0] <= ratio <= SIZE_RATIO[1])}
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -137,8 +179,8 @@ def run_edits(pipe, items: list[EditItem], out_dir: Path, steps: int, guidance: 
     settings, methods and items. ``progress(items done, items)`` after every item of this shard."""
     from ..editing.generated import edit
 
-    settings = {"model": model, "dtype": str(pipe.unet.dtype).removeprefix("torch."), "steps": steps,
-                "guidance": guidance, "methods": {name: m.options() for name, m in methods.items()},
+    settings = {"model": model, "scores": SCORES_VERSION, "dtype": str(pipe.unet.dtype).removeprefix("torch."),
+                "steps": steps, "guidance": guidance, "methods": {name: m.options() for name, m in methods.items()},
                 "items": [[item.id, item.seed, item.source_prompt, item.target_prompt] for item in items]}
 
     def work(unit: Unit) -> list[dict]:
@@ -187,6 +229,8 @@ def generation_check(pipe, n: int, steps: int, guidance: float, seed: int = 1, c
 
 
 def summarise(rows: list[dict]) -> list[dict]:
+    """Per method and kind of edit (colour, shape, all): n and the rates and medians of the scores. The object-swap
+    scores (``OBJECT_SCORES``) are None for rows written before them."""
     table = []
     for method in sorted({r["method"] for r in rows}, key=lambda m: (m != "fpe", m)):
         for kind in ("color", "shape", "all"):
@@ -201,8 +245,34 @@ def summarise(rows: list[dict]) -> list[dict]:
                 "source_ok": truth("source_ok"), "attribute": truth("attribute_ok"),
                 "iou_median": float(np.median(flt("iou"))), "iou_mean": float(np.mean(flt("iou"))),
                 "joint": truth("joint"), "background_psnr_median": float(np.median(bg)) if bg else float("nan"),
+                **_object_summary(sel),
             })
     return table
+
+
+def _object_summary(rows: list[dict]) -> dict:
+    """Place kept, size kept, the other attribute kept and all four (rates, with all four's 95 % Wilson interval),
+    and the median place and size ratio; None for each when the rows predate them."""
+    keys = ("place_ok", "size_ok", "other_kept", "all_four", "all_four_low", "all_four_high", "place_px_median",
+            "size_ratio_median")
+    if any(r.get("all_four") in (None, "") for r in rows):
+        return dict.fromkeys(keys)
+    rates = {k: float(np.mean([str(r[k]) == "True" for r in rows])) for k in keys[:4]}
+    low, high = wilson(sum(str(r["all_four"]) == "True" for r in rows), len(rows))
+    finite = lambda key: [float(r[key]) for r in rows if math.isfinite(float(r[key]))]  # noqa: E731
+    median = lambda key: float(np.median(finite(key))) if finite(key) else float("nan")  # noqa: E731
+    return {**rates, "all_four_low": low, "all_four_high": high, "place_px_median": median("place_px"),
+            "size_ratio_median": median("size_ratio")}
+
+
+def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a rate of ``hits`` in ``n`` (95 % by default)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _word_in(prompt: str, vocabulary) -> str:
@@ -261,9 +331,30 @@ def markdown(table: list[dict], generation: dict | None = None) -> str:
         lines.append(f"| {r['method']} | {r['edits']} | {r['n']} | {r['source_ok']:.0%} | {r['attribute']:.0%} | "
                      f"{r['iou_median']:.2f} ({r['iou_mean']:.2f}) | {r['joint']:.0%} | "
                      f"{r['background_psnr_median']:.1f} |")
+    objects = object_markdown(table)
+    if objects:
+        lines += ["", objects.rstrip("\n")]
     if generation:
         lines += ["", f"Generation ({generation['samples']} samples of \"a <color> <shape>\"): prompted colour "
                       f"{generation['color_rate']:.0%}, prompted shape {generation['shape_rate']:.0%}."]
+    return "\n".join(lines) + "\n"
+
+
+def object_markdown(table: list[dict]) -> str:
+    """The shape swaps scored as object swaps: a row per method ("" when there are none, or rows predate them)."""
+    rows = [r for r in table if r["edits"] == "shape" and r["all_four"] is not None]
+    if not rows:
+        return ""
+    lines = [f"Object swaps (the shape swaps): target shape by the oracle's classifier, place kept (bounding-box "
+             f"centres at most {PLACE_PX:g} px of 64 apart), size kept (longer bounding-box side within "
+             f"{SIZE_RATIO[0]:g}-{SIZE_RATIO[1]:g}x), colour kept, and all four with its 95 % interval:", "",
+             "| method | n | target shape | place kept | place median (px) | size kept | size ratio median | "
+             "colour kept | all four [95 % CI] |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['n']} | {r['attribute']:.0%} | {r['place_ok']:.0%} | "
+                     f"{r['place_px_median']:.1f} | {r['size_ok']:.0%} | {r['size_ratio_median']:.2f} | "
+                     f"{r['other_kept']:.0%} | **{r['all_four']:.0%}** [{r['all_four_low']:.0%}-"
+                     f"{r['all_four_high']:.0%}] |")
     return "\n".join(lines) + "\n"
 
 

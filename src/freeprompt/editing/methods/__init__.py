@@ -25,19 +25,20 @@ from ...errors import BadInput
 from .base import Combined, Method, MethodContext, MethodPlan, Plain
 from .fpe import FPE
 from .masactrl import MasaCtrl
-from .options import Declaration, Options, declarations
+from .options import Declaration, Options, Preset, declarations
 from .p2p import P2P
 from .pnp import PnP
 
 METHODS: dict[str, type[Options]] = {"fpe": FPE, "p2p": P2P, "masactrl": MasaCtrl, "pnp": PnP, "plain": Plain}
 DEFAULT_METHOD = "fpe"
 _Registered = TypeVar("_Registered", bound=Options)
+PRESET = "preset"  # the key of ``build_methods``' given options that names a preset (the command line's --preset)
 
 
 def register(cls: type[_Registered]) -> type[_Registered]:
     """Add a method class (an ``Options`` dataclass with ``name`` and ``plan``) to ``METHODS``; its options appear
     in the command line, the UI and the README's table wherever those are built after this call."""
-    clash = {d.param for d in declarations(cls)} & {d.param for _, d in option_table()}
+    clash = {d.param for d in declarations(cls)} & ({d.param for _, d in option_table()} | {PRESET})
     if not cls.name or cls.name in METHODS or "+" in cls.name or "," in cls.name or clash:
         raise ValueError(f"cannot register method {cls.name!r}: the name or the options {sorted(clash)} are taken")
     METHODS[cls.name] = cls
@@ -48,6 +49,12 @@ def option_table() -> list[tuple[str, Declaration]]:
     """(method name, declaration) of every option of every registered method, in registry order: the one list
     the command line, the UI and the README's table are made from."""
     return [(name, d) for name, cls in METHODS.items() for d in declarations(cls)]
+
+
+def preset_table() -> list[tuple[str, str, Preset]]:
+    """(method name, preset name, preset) of every preset of every registered method, in registry order."""
+    return [(name, preset, declared) for name, cls in METHODS.items()
+            for preset, declared in getattr(cls, "presets", {}).items()]
 
 
 def method_choices() -> list[str]:
@@ -76,20 +83,44 @@ def build_methods(names: str, given: Mapping[str, object] | None = None) -> dict
     (``self_replace``, ``p2p_mode``, ...; None or absent: the default); each goes to every named method that owns
     it, and one that no named method owns is refused, except an option that ``joins`` a lone method
     (``cross_replace`` beside ``fpe`` runs ``fpe+p2p``). Beside another method a method takes its ``combined``
-    defaults (P2P's own self-replacement is off beside FPE)."""
+    defaults (P2P's own self-replacement is off beside FPE). ``given["preset"]`` names a preset of one of the named
+    methods: its values go to the runs of that method before the given options (which win)."""
     given = {key: value for key, value in (given or {}).items() if value is not None}
+    preset_name = given.pop(PRESET, None)
     owners = {d.param: (method, d) for method, d in option_table()}
     unknown = sorted(set(given) - set(owners))
     if unknown:
         raise BadInput(f"unknown method option(s) {', '.join(unknown)}", "see 'freeprompt methods' for every option")
-    runs = [_joined(name.split("+"), given, owners) for name in method_names(names)]
+    named = [name.split("+") for name in method_names(names)]
+    owner, preset = find_preset(preset_name, named)
+    values = [({**preset.values, **given} if owner in parts else given) if preset else given for parts in named]
+    runs = [_joined(parts, chosen, owners) for parts, chosen in zip(named, values)]
     strays = [p for p in given if not any(owners[p][0] in parts for parts in runs)]
     if strays:
         method = owners[strays[0]][0]
         flags = ", ".join(owners[p][1].flag for p in strays if owners[p][0] == method)
         raise BadInput(f"{flags} belong(s) to method {method}, not {names}", f"add --method {method} or drop them")
-    built = [_build(parts, {k: v for k, v in given.items() if owners[k][0] in parts}) for parts in runs]
+    built = [_build(parts, {k: v for k, v in chosen.items() if owners[k][0] in parts})
+             for parts, chosen in zip(runs, values)]
     return {method.name: method for method in built}
+
+
+def find_preset(name, named: list[list[str]]) -> tuple[str | None, Preset | None]:
+    """(the method that declares preset ``name``, the preset) among the methods named (``[["fpe"], ["p2p"]]``);
+    (None, None) for no preset; a one-line error for a preset no named method declares."""
+    if name is None:
+        return None, None
+    name = str(name).strip().lower()
+    running = {part for parts in named for part in parts}
+    declared = [(method, preset) for method, preset_name, preset in preset_table() if preset_name == name]
+    here = [(method, preset) for method, preset in declared if method in running]
+    if here:
+        return here[0]
+    if declared:
+        raise BadInput(f"preset {name!r} belongs to method {declared[0][0]}, which is not running",
+                       f"add --method {declared[0][0]} or drop --preset")
+    known = ", ".join(f"{p} ({m})" for m, p, _ in preset_table()) or "none"
+    raise BadInput(f"unknown preset {name!r}", f"use one of: {known} (see 'freeprompt methods')")
 
 
 def build_method(name: str, given: Mapping[str, object] | None = None) -> Method:
@@ -118,5 +149,5 @@ def _build(parts: list[str], given: dict) -> Method:
 
 
 __all__ = ["Combined", "DEFAULT_METHOD", "FPE", "METHODS", "MasaCtrl", "Method", "MethodContext", "MethodPlan", "P2P",
-           "Plain", "PnP", "build_method", "build_methods", "method_choices", "method_names", "option_table",
-           "register"]
+           "PRESET", "Plain", "PnP", "Preset", "build_method", "build_methods", "find_preset", "method_choices",
+           "method_names", "option_table", "preset_table", "register"]

@@ -7,6 +7,11 @@ declarations (``declarations(cls)``), the way diffusers serialises a model from 
 A value is read into its typed form once, when the method is made (``Options.__post_init__``): a step range
 becomes a ``StepRange``, a layer spec a ``LayerSpec``, words a tuple, ``WORD=FACTOR`` pairs a tuple of pairs, so
 ``FPE(self_replace="0:0.6")`` and ``FPE(self_replace=StepRange(0, 0.6))`` are the same method. No torch here.
+
+A method may also declare presets (``presets``, each a ``Preset``): a named bundle of option values for one kind of
+edit, with what it is for and where its values come from. ``build_methods`` applies a preset before the options a
+user gives (given options win); a preset's values are keyed by the options' command-line parameter names, so a
+preset of one method may also set an option of a method that joins it (P2P's ``cross_replace`` beside FPE).
 """
 
 from __future__ import annotations
@@ -175,6 +180,30 @@ def record(value):
 
 
 @dataclass(frozen=True)
+class Preset:
+    """A named bundle of option values: ``values`` keyed by the options' command-line parameter names
+    (``self_replace``, ``edit_unconditional``, ...), as text or typed values; ``help`` says what kind of edit it is
+    for, ``source`` where its values come from (a study, a release)."""
+
+    help: str
+    values: Mapping[str, Any]
+    source: str
+
+    def flags(self, owners: Mapping[str, Declaration]) -> str:
+        """The preset as command-line options (``--self-replace 0:1 --edit-uncond``), read from the declarations
+        ``owners`` ({parameter: Declaration})."""
+        parts = []
+        for param, value in self.values.items():
+            declared, shown = owners[param], record(value)
+            if declared.kind == SWITCH:
+                parts.append(declared.flag if shown else f"--no-{declared.flag[2:]}")
+            else:
+                values = shown if isinstance(shown, list) else [shown]
+                parts += [f"{declared.flag} {v}" for v in values]
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
 class Options:
     """The base of every method with options: reads each declared field once into its typed form, then runs the
     method's own ``check()``; ``options()`` is what ``run.json`` records."""
@@ -184,6 +213,7 @@ class Options:
     summary: ClassVar[str] = ""  # one line: what the target takes from the source
     reference: ClassVar[str] = ""  # the paper
     combined: ClassVar[Mapping[str, Mapping[str, Any]]] = {}  # defaults beside another method: {"fpe": {...}}
+    presets: ClassVar[Mapping[str, Preset]] = {}  # named bundles of option values, e.g. {"object-swap": Preset(...)}
 
     def __post_init__(self):
         for declared in declarations(type(self)):
@@ -197,5 +227,5 @@ class Options:
         return {d.name: record(getattr(self, d.name)) for d in declarations(type(self))}
 
 
-__all__ = ["CHOICE", "Declaration", "KINDS", "LAYERS", "NUMBER", "Options", "STEPS", "SWITCH", "TEXT", "WEIGHTS",
-           "WORDS", "declarations", "option", "read", "record"]
+__all__ = ["CHOICE", "Declaration", "KINDS", "LAYERS", "NUMBER", "Options", "Preset", "STEPS", "SWITCH", "TEXT",
+           "WEIGHTS", "WORDS", "declarations", "option", "read", "record"]
