@@ -22,10 +22,48 @@ def test_loading_picks_the_pipeline_class_and_refuses_other_models(tmp_path):
     (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusionXLInpaintPipeline"}))
     with pytest.raises(ModelLoadError, match="extra input channels"):
         load_pipeline(str(folder), device="cpu")
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline", "transformer": ["x", "y"]}))
-    with pytest.raises(ModelLoadError, match="no UNet") as err:
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "SanaPipeline", "transformer": ["x", "y"]}))
+    with pytest.raises(ModelLoadError, match="a diffusion transformer freeprompt does not drive") as err:
         load_pipeline(str(folder), device="cpu")
-    assert "Stable Diffusion 1.x, 2.x and XL" in err.value.fix
+    assert "Stable Diffusion 1.x, 2.x and XL" in err.value.fix and "FLUX.1" in err.value.fix
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "WuerstchenPipeline", "prior": ["x", "y"]}))
+    with pytest.raises(ModelLoadError, match="no UNet or transformer"):
+        load_pipeline(str(folder), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def sd3_folder(tmp_path_factory):
+    from freeprompt.models.random_transformers import random_transformer_pipeline
+
+    folder = tmp_path_factory.mktemp("sd3") / "tiny-sd3"
+    random_transformer_pipeline("tiny-sd3").save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def test_transformer_pipelines_load_by_folder_and_sd3_may_leave_out_its_t5(sd3_folder, tmp_path):
+    """A diffusion transformer's folder loads as its own pipeline; SD3 without T5 loads when its index says so (the
+    text sequence is then CLIP's 77 tokens and 77 of zeros), and a folder that names T5 but lacks it is one line."""
+    import shutil
+
+    from diffusers import StableDiffusion3Pipeline
+
+    from freeprompt.diffusion.denoisers import denoiser_for
+
+    loaded = load_pipeline(str(sd3_folder), device="cpu")
+    assert isinstance(loaded.pipe, StableDiffusion3Pipeline) and loaded.pipe.text_encoder_3 is not None
+    folder = tmp_path / "no-t5"
+    shutil.copytree(sd3_folder, folder)
+    shutil.rmtree(folder / "text_encoder_3")
+    with pytest.raises(ModelLoadError, match="names SD3's optional T5 text encoder but lacks text_encoder_3") as err:
+        load_pipeline(str(folder), device="cpu")
+    assert "[null, null]" in err.value.fix
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "text_encoder_3": [None, None],
+                                                         "tokenizer_3": [None, None]}))
+    pipe = load_pipeline(str(folder), device="cpu").pipe
+    assert pipe.text_encoder_3 is None
+    denoiser = denoiser_for(pipe)
+    assert denoiser.text_tokens() == 154 == denoiser.encode(["a red car"], "", False, "cpu").embeddings.shape[1]
 
 
 def test_unet_family():

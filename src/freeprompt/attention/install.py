@@ -38,7 +38,9 @@ def feature_module(unet, path: str) -> torch.nn.Module:
     try:
         return unet.get_submodule(path)
     except AttributeError:
-        raise BadInput(f"the UNet has no module {path!r}", "give a module path such as up_blocks.1.resnets.1") from None
+        raise BadInput(f"the denoising network has no module {path!r}",
+                       "give a module path such as up_blocks.1.resnets.1 (a transformer: transformer_blocks.3.ff)"
+                       ) from None
 
 
 def _injector(control: EditControl, feature: FeatureRule):

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 from ..errors import BadInput
 from .control import EditControl
+from .joint import joint_attention
 from .kernels import (
     edited_cross_attention,
     masked_mutual_attention,
@@ -28,7 +29,7 @@ from .kernels import (
 )
 from .layers import AttentionLayer
 from .reuse import check_plain
-from .rules import CrossMapEdit, MaskedMix, RowMix
+from .rules import CrossMapEdit, JointEdit, MaskedMix, RowMix
 
 
 class LayerProcessor:
@@ -49,6 +50,9 @@ class LayerProcessor:
         observers = [o for o in self.observers if o.recording_now()]
         if edit is None and watch is None and not observers:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        if isinstance(edit, JointEdit):
+            assert control is not None  # the edit came from it
+            return self._joint(control, edit, attn, hidden_states, encoder_hidden_states, temb, kwargs)
         reading = control is not None and (edit is not None or watch is not None)
         if reading:
             assert control is not None
@@ -64,6 +68,14 @@ class LayerProcessor:
         for observer in observers:
             observer.observe(self.layer, attn, computed)
         return control.layer_output(out) if reading and control is not None else out
+
+    def _joint(self, control: EditControl, edit: JointEdit, attn, hidden_states, encoder_hidden_states, rotary,
+               kwargs):
+        """An MM-DiT layer's edited joint attention. FLUX passes its rotary positions fifth (``temb``'s place here)
+        or by name; a single-stream layer's text tokens are what its sequence holds beyond the image grid's."""
+        rotary = kwargs.get("image_rotary_emb", rotary)
+        text = hidden_states.shape[1] - self.layer.tokens(control.latent_hw)
+        return joint_attention(attn, hidden_states, encoder_hidden_states, edit, self.layer.place, text, rotary)
 
     def _compute(self, edit, attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs):
         """(output, ``kernels.Computed``) of this call."""

@@ -13,14 +13,17 @@ def prompt_tokens(tokenizer, prompt: str) -> list[str]:
 
 
 def word_token_indices(tokenizer, prompt: str, word: str, occurrence: int | None = 0) -> list[int]:
-    """Positions of ``word``'s sub-tokens in the encoded ``prompt`` (position 0 is the BOS token, so these index
-    the text encoder's output directly). ``occurrence`` picks which occurrence when the word appears several
-    times (0: the first; ``None``: all of them). ``word`` may be several words ("fire hydrant")."""
+    """Positions of ``word``'s sub-tokens in the encoded ``prompt`` (position 0 is the BOS token of a tokenizer
+    that writes one, CLIP's; T5's writes none), so these index the text encoder's output directly. ``occurrence``
+    picks which occurrence when the word appears several times (0: the first; ``None``: all of them). ``word`` may
+    be several words ("fire hydrant")."""
     if not isinstance(word, str) or not word.strip():
         raise BadInput("the word to record is empty", "give a word of the prompt, e.g. 'red'")
     ids = tokenizer(prompt, truncation=False, add_special_tokens=True)["input_ids"]
     sub = tokenizer(word.strip(), add_special_tokens=False)["input_ids"]
-    starts = [i for i in range(1, len(ids) - len(sub) + 1) if ids[i:i + len(sub)] == sub]
+    first = 1 if ids and getattr(tokenizer, "bos_token_id", None) is not None and ids[0] == tokenizer.bos_token_id \
+        else 0
+    starts = [i for i in range(first, len(ids) - len(sub) + 1) if ids[i:i + len(sub)] == sub]
     if not starts:
         shown = ", ".join(prompt_tokens(tokenizer, prompt)[1:-1])
         raise BadInput(f"the word {word!r} is not among the tokens of the prompt {prompt!r} ({shown})",

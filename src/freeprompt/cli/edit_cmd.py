@@ -37,8 +37,9 @@ def edit(
     seed: int = seed_option(0, "seed of the initial noise shared by source and targets"),
     latents: Optional[Path] = typer.Option(None, help="initial noise from a .safetensors file instead of --seed"),
     steps: Optional[int] = steps_option(),
-    scheduler: str = typer.Option("ddim", help=f"sampler: {', '.join(SCHEDULERS)} (a photo: ddim; lcm and tcd need a "
-                                  "distilled model)"),
+    scheduler: Optional[str] = typer.Option(None, help=f"sampler: {', '.join(SCHEDULERS)} (a photo: ddim; lcm and "
+                                            "tcd need a distilled model; flow is SD3's and FLUX's) [default: ddim; "
+                                            "flow on SD3 and FLUX]", show_default=False),
     guidance: Optional[float] = guidance_option(),
     negative: str = typer.Option("", help="negative prompt"),
     height: Optional[int] = side_option("image height (multiple of 8) [default: the model's]"),
@@ -74,7 +75,8 @@ def edit(
     from ..diffusion.latents import check_size, check_targets
 
     check_targets(len(target))
-    check_scheduler(scheduler, inverting=image is not None)
+    if scheduler is not None:
+        check_scheduler(scheduler, inverting=image is not None)
     from ..io.outputs import check_output_folder, save_comparison, save_edit
     from ..models.loading import resolve_device, resolve_dtype
 
@@ -85,6 +87,10 @@ def edit(
     start = time.perf_counter()
     loaded = load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle, revision=revision, config=config)
     load_s = time.perf_counter() - start
+    if image is not None:
+        from ..editing.inversion import check_inversion
+
+        check_inversion(inversion, loaded.pipe)  # a photo needs a model it can be inverted on
     run, size = _settings(loaded, steps, guidance, height, width)
     run.update(progress=not quiet, scheduler=scheduler)
     extra = {"latents_file": str(latents) if latents else None} if image is None else {"image": str(image)}
@@ -224,15 +230,17 @@ def layers(
     device: str = device_option(),
     dtype: str = dtype_option(),
 ):
-    """Print the attention layers of a model's UNet: kind, index in forward order, place, token grid."""
+    """Print the attention layers of a model's UNet or transformer: kind, index in forward order, place, token grid."""
     from ..attention import discover_layers
     from ..diffusion import latent_shape
+    from ..diffusion.denoisers import network_of
 
     pipe = load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle, revision=revision,
                          config=config).pipe
     latent_hw = latent_shape(pipe, height, width)[2:]
-    registry = discover_layers(pipe.unet)
-    chosen = {layer.name for layer in registry.select(select, "self", latent_hw)} if select else set()
+    registry = discover_layers(network_of(pipe))
+    kind = "joint" if registry.of_kind("joint") else "self"  # an MM-DiT's image tokens attend in joint layers
+    chosen = {layer.name for layer in registry.select(select, kind, latent_hw)} if select else set()
     typer.echo(f"{'kind':5} {'idx':>3} {'block':6} {'grid':>7} {'tokens':>6}  {'sel':3} name")
     for row in registry.table(latent_hw):
         mark = "*" if row["name"] in chosen else ""

@@ -42,6 +42,15 @@ class Denoiser:
     def encode(self, prompts: list[str], negative: str, guided: bool, device, size=None) -> Conditioning:
         return encode_prompts(self.pipe, prompts, negative, guided, device, size)
 
+    def text_parts(self) -> tuple:
+        """((tokenizer, offset), ...): which tokenizer wrote which stretch of the text sequence the network attends
+        to (a word's positions there are its positions in that tokenizer's ids plus the offset)."""
+        return ((self.pipe.tokenizer, 0),)
+
+    def text_tokens(self) -> int:
+        """The length of that text sequence."""
+        return int(self.pipe.tokenizer.model_max_length)
+
     def set_timesteps(self, scheduler, num_steps: int, latents: torch.Tensor) -> None:
         scheduler.set_timesteps(num_steps, device=latents.device)
 
@@ -65,6 +74,17 @@ class SD3Denoiser(Denoiser):
         embeddings = torch.cat([uncond, cond]) if guided else cond
         pooled = torch.cat([uncond_pooled, pooled]) if guided else pooled
         return Conditioning(embeddings, {"pooled_projections": pooled})
+
+    def text_parts(self) -> tuple:
+        """CLIP's tokens first (both CLIPs, side by side in the channels), then T5's (zeros without a T5)."""
+        t5 = getattr(self.pipe, "text_encoder_3", None)
+        clip = ((self.pipe.tokenizer, 0),)
+        return clip + (((self.pipe.tokenizer_3, self.pipe.tokenizer_max_length),) if t5 is not None else ())
+
+    def text_tokens(self) -> int:
+        t5 = getattr(self.pipe, "text_encoder_3", None)
+        clip = int(self.pipe.tokenizer_max_length)
+        return clip + (text_length(self.pipe) if t5 is not None else clip)
 
     def set_timesteps(self, scheduler, num_steps: int, latents: torch.Tensor) -> None:
         kwargs = {}
@@ -99,6 +119,12 @@ class FluxDenoiser(Denoiser):
                                                              device=device, max_sequence_length=text_length(self.pipe))
                 embeds, pooled = torch.cat([neg, embeds]), torch.cat([neg_pooled, pooled])
         return Conditioning(embeds, {"pooled_projections": pooled}, fixed={"txt_ids": text_ids})
+
+    def text_parts(self) -> tuple:
+        return ((self.pipe.tokenizer_2, 0),)  # T5's tokens only: CLIP gives the pooled vector
+
+    def text_tokens(self) -> int:
+        return text_length(self.pipe)
 
     def set_timesteps(self, scheduler, num_steps: int, latents: torch.Tensor) -> None:
         sigmas = np.linspace(1.0, 1 / num_steps, num_steps)
@@ -135,6 +161,9 @@ class PixArtDenoiser(Denoiser):
         embeddings = torch.cat([uncond, cond]) if guided else cond
         return Conditioning(embeddings, {"encoder_attention_mask": torch.cat([uncond_mask, mask]) if guided else mask})
 
+    def text_tokens(self) -> int:
+        return text_length(self.pipe)
+
     def predict(self, latents, t, conditioning, guidance):
         rows = latents.shape[0]
         t = t if torch.is_tensor(t) else torch.tensor(t, device=latents.device)
@@ -151,11 +180,13 @@ FAMILIES = {"UNet2DConditionModel": Denoiser, "SD3Transformer2DModel": SD3Denois
 
 
 def denoiser_for(pipe_or_network) -> Denoiser:
-    """The denoiser of a pipeline (its ``unet`` or ``transformer``) or of a bare network (no text encoding then)."""
-    network = getattr(pipe_or_network, "unet", None) or getattr(pipe_or_network, "transformer", None)
+    """The denoiser of a pipeline (its ``unet``, any network called as a UNet, or its ``transformer``, one of
+    ``FAMILIES``) or of a bare network (no text encoding then)."""
+    unet = getattr(pipe_or_network, "unet", None)
+    network = unet if unet is not None else getattr(pipe_or_network, "transformer", None)
     pipe = pipe_or_network if network is not None else None
     network = network if network is not None else pipe_or_network
-    kind = FAMILIES.get(type(network).__name__)
+    kind = Denoiser if unet is not None else FAMILIES.get(type(network).__name__)  # any UNet-like network
     if kind is None:
         raise BadInput(f"freeprompt cannot drive a {type(network).__name__}",
                        "use Stable Diffusion 1.x/2.x/XL, SD3/3.5, FLUX.1 or PixArt-Sigma")

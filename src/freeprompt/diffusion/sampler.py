@@ -31,11 +31,14 @@ OFFICIAL_DDIM = dict(
 )
 
 
-def ddim_scheduler(pipe_scheduler_config=None) -> DDIMScheduler:
-    """DDIM with the official settings, keeping the model's prediction type and training length."""
+def ddim_scheduler(pipe_scheduler_config=None, model_betas: bool = False) -> DDIMScheduler:
+    """DDIM with the official settings, keeping the model's prediction type and training length (and, with
+    ``model_betas``, its own noise schedule: a model trained on another one than Stable Diffusion's, PixArt's)."""
     if pipe_scheduler_config is None:
         return DDIMScheduler(**OFFICIAL_DDIM)
-    return DDIMScheduler.from_config(pipe_scheduler_config, **OFFICIAL_DDIM)
+    kept = ("beta_start", "beta_end", "beta_schedule") if model_betas else ()
+    official = {key: value for key, value in OFFICIAL_DDIM.items() if key not in kept}
+    return DDIMScheduler.from_config(pipe_scheduler_config, **official)
 
 
 def check_steps(steps: int, scheduler_config=None) -> int:

@@ -9,6 +9,8 @@ one step rule. Names and checks import no torch (the command line reads them bef
     lcm       Latent Consistency Model multi-step sampling: fresh noise every step; needs an LCM-distilled model
               (an LCM checkpoint or LoRA), 2-8 steps, guidance 1-2
     tcd       Trajectory Consistency Distillation sampling (gamma 0.3): needs a TCD-distilled model, 2-8 steps
+    flow      flow-matching Euler, the sampler of the flow-matching transformers (SD3, FLUX.1), with their shift;
+              the only one they run, and the default on them (``default_scheduler``)
 
 Samplers that draw noise every step draw it once per step for all prompts of a batch (``sampler.SharedNoise``): the
 source and its targets must walk the same path for an edit to keep the source's structure.
@@ -18,7 +20,8 @@ from __future__ import annotations
 
 from ..errors import BadInput
 
-SCHEDULERS = ("ddim", "dpm++2m", "unipc", "euler", "euler-a", "lcm", "tcd")
+SCHEDULERS = ("ddim", "dpm++2m", "unipc", "euler", "euler-a", "lcm", "tcd", "flow")
+FLOW = ("flow",)  # the samplers of a flow-matching model (its scheduler config names a FlowMatch class)
 INVERTIBLE = ("ddim",)  # the schedulers a photo can be inverted with (the inversions walk DDIM backwards)
 DISTILLED = ("lcm", "tcd")  # samplers meant for a few-step distilled model
 
@@ -34,16 +37,36 @@ def check_scheduler(name: str, inverting: bool = False) -> str:
     return chosen
 
 
-def make_scheduler(name: str, model_config=None):
+def is_flow(model_config) -> bool:
+    """Whether a model's scheduler config is a flow-matching one (SD3, FLUX.1): it names a FlowMatch class, or it has
+    a shift and no noise (beta) schedule."""
+    config = dict(model_config or {})
+    named = str(config.get("_class_name", ""))
+    return named.startswith("FlowMatch") or (not named and "shift" in config and "beta_schedule" not in config)
+
+
+def default_scheduler(model_config) -> str:
+    """The sampler an edit runs when none is named: ddim (the official FPE code's), flow on a flow-matching model."""
+    return "flow" if is_flow(model_config) else "ddim"
+
+
+def make_scheduler(name: str, model_config=None, model_betas: bool = False):
     """A fresh diffusers scheduler ``name`` built from the model's own scheduler config (its betas, prediction type,
-    training length); DDIM with the official FPE code's settings."""
+    training length; a flow-matching model's shift); DDIM with the official FPE code's settings (Stable Diffusion's
+    betas, unless ``model_betas``: a diffusion transformer trained on its own)."""
     import diffusers
 
     from .sampler import ddim_scheduler
 
     chosen = check_scheduler(name)
+    if is_flow(model_config) != (chosen in FLOW):
+        family = "a flow-matching model (SD3, FLUX.1)" if is_flow(model_config) else "a noise-prediction model"
+        fits = FLOW if is_flow(model_config) else tuple(s for s in SCHEDULERS if s not in FLOW)
+        raise BadInput(f"the {chosen} scheduler cannot sample {family}", f"use --scheduler {' or '.join(fits)}")
+    if chosen == "flow":
+        return diffusers.FlowMatchEulerDiscreteScheduler.from_config(dict(model_config))
     if chosen == "ddim":
-        return ddim_scheduler(model_config)
+        return ddim_scheduler(model_config, model_betas)
     config = dict(model_config or {})
     classes = {"dpm++2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
                "unipc": ("UniPCMultistepScheduler", {}), "euler": ("EulerDiscreteScheduler", {}),
@@ -57,5 +80,5 @@ def scheduler_name(scheduler) -> str:
     """The name ``make_scheduler`` knows a scheduler object by, or its class name."""
     known = {"DDIMScheduler": "ddim", "DPMSolverMultistepScheduler": "dpm++2m", "UniPCMultistepScheduler": "unipc",
              "EulerDiscreteScheduler": "euler", "EulerAncestralDiscreteScheduler": "euler-a",
-             "LCMScheduler": "lcm", "TCDScheduler": "tcd"}
+             "LCMScheduler": "lcm", "TCDScheduler": "tcd", "FlowMatchEulerDiscreteScheduler": "flow"}
     return known.get(type(scheduler).__name__, type(scheduler).__name__)

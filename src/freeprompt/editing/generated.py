@@ -22,7 +22,6 @@ from ..diffusion import (
     check_prompt,
     check_steps,
     check_targets,
-    encode_prompts,
     image_size,
     initial_latents,
     latent_shape,
@@ -30,12 +29,14 @@ from ..diffusion import (
     step_bar,
 )
 from ..diffusion import decode as decode_latents
+from ..diffusion.denoisers import denoiser_for
 from ..diffusion.sampler import SharedNoise
-from ..diffusion.schedulers import INVERTIBLE, check_scheduler, make_scheduler, scheduler_name
+from ..diffusion.schedulers import INVERTIBLE, check_scheduler, default_scheduler, make_scheduler, scheduler_name
 from ..errors import BadInput
 from ..models.loading import unet_family
 from .inversion import InversionResult
 from .methods import FPE, Method, MethodContext
+from .methods.base import UNET_FAMILIES
 from .reuse import SourceCache, source_key
 
 
@@ -78,7 +79,7 @@ def edit(
     decode: bool = True,
     inversion: InversionResult | None = None,
     hooks: Sequence[StepHooks] = (),
-    scheduler="ddim",
+    scheduler=None,
     reuse: SourceCache | None = None,
 ) -> EditResult:
     """Generate ``source`` and every target from the same noise, edited by ``method`` (default: FPE, whose
@@ -90,10 +91,13 @@ def edit(
     per-step embeddings and trajectory pinning then apply too. ``hooks`` are further ``StepHooks`` the sampling
     loop runs after the edit's own. ``decode=False`` skips the VAE (``images`` is empty), like diffusers'
     ``output_type="latent"``. ``scheduler`` is a name (``diffusion.schedulers.SCHEDULERS``: ddim, the official
-    code's, by default; a photo's edit needs ddim) or a diffusers scheduler object; a sampler that draws noise
-    every step draws it from ``seed`` after the initial noise, the same for every prompt. ``reuse`` (a
+    code's, by default, flow on SD3 and FLUX; a photo's edit needs ddim) or a diffusers scheduler object; a sampler
+    that draws noise every step draws it from ``seed`` after the initial noise, the same for every prompt. ``reuse`` (a
     ``SourceCache``) keeps the source of this edit, or, holding this same source already, runs only the targets'
-    rows (``params["source_reused"]``)."""
+    rows (``params["source_reused"]``; on a UNet: a transformer's edit runs whole).
+
+    ``pipe`` is a Stable Diffusion 1.x/2.x/XL pipeline or a diffusion transformer's (SD3, FLUX.1, PixArt): the
+    methods read their family's defaults (``params["family"]``), and on an MM-DiT edit its joint attention."""
     method = _method(method, self_replace, layers, edit_unconditional)
     targets = [targets] if isinstance(targets, str) else list(targets)
     prompts = _checked_prompts(pipe, source, targets, empty_source_ok=inversion is not None)
@@ -101,32 +105,36 @@ def edit(
         check_prompt(pipe.tokenizer, negative_prompt, "negative prompt")  # warns when it will be truncated
     check_steps(steps, pipe.scheduler.config)
     guidance = check_guidance(guidance)
+    denoiser = denoiser_for(pipe)
+    network, family = denoiser.network, model_family(denoiser)
+    reuse = reuse if family in UNET_FAMILIES else None  # re-editing replays a UNet's layers only
     shape = latent_shape(pipe, height, width)
-    sampler = _scheduler(scheduler, pipe, inversion is not None)
+    sampler = _scheduler(scheduler, pipe, inversion is not None, family not in UNET_FAMILIES)
     generator = torch.Generator("cpu").manual_seed(int(seed))  # the initial noise, then a sampler's step noise
-    noise = _start_noise(pipe, shape, generator, latents, inversion, source, steps, guidance)
-    registry = discover_layers(pipe.unet)
+    noise = _start_noise(network, shape, generator, latents, inversion, source, steps, guidance)
+    registry = discover_layers(network)
     key = source_key(pipe, {"source": source, "negative": negative_prompt, "steps": steps, "guidance": guidance,
                             "shape": shape, "scheduler": [scheduler_name(sampler), dict(sampler.config)],
-                            "method": [method.name, method.options()]}, noise)
+                            "method": [method.name, method.options()]}, noise) if reuse is not None else ""
     reused = reuse is not None and inversion is None and reuse.ready(key, decode)
-    layout = BatchLayout.one_source(len(targets), guidance=guidance > 1.0, reused=reused)
-    ctx = MethodContext(pipe.unet, pipe.tokenizer, tuple(prompts), layout, registry, shape[2:], steps,
-                        "sdxl" if unet_family(pipe.unet) == "sdxl" else "sd")
+    layout = BatchLayout.one_source(len(targets), guidance=guidance > 1.0 and not denoiser.embedded_guidance,
+                                    reused=reused)
+    ctx = MethodContext(network, pipe.tokenizer, tuple(prompts), layout, registry, shape[2:], steps, family,
+                        denoiser.text_tokens(), denoiser.text_parts())
     plan = method.plan(ctx)
     rows = None if reuse is None or inversion is not None else reuse.rows if reused else reuse.fresh()
     control = EditControl(layout, plan.rules, steps, shape[2:], plan.watches, plan.blends, plan.features, rows)
-    pinned = [inversion.hooks(pipe.unet.device, pipe.unet.dtype)] if inversion else []  # before a local blend
+    pinned = [inversion.hooks(network.device, network.dtype)] if inversion else []  # before a local blend
     timings: dict[str, float] = {}
-    with controlled(pipe.unet, registry, control):
-        final = _denoise(pipe, prompts[1:] if reused else prompts, noise, pinned + [control, *hooks],
+    with controlled(network, registry, control):
+        final = _denoise(pipe, denoiser, prompts[1:] if reused else prompts, noise, pinned + [control, *hooks],
                          (sampler, SharedNoise(generator)), (steps, guidance, negative_prompt), progress, timings)
     final, images = _source_and_targets(pipe, final, reuse if reused else None, decode, timings)
     if reuse is not None and rows is not None and not reused:
         reuse.remember(key, rows, final, images[0] if images else None)
     params = _params(pipe, method, control, registry, prompts, seed, latents, inversion, steps, guidance,
                      negative_prompt, shape, sampler)
-    params.update(source_reused=reused, source_cache_bytes=reuse.bytes if reuse is not None else None)
+    params.update(family=family, source_reused=reused, source_cache_bytes=reuse.bytes if reuse is not None else None)
     return EditResult(prompts=prompts, images=images, latents=final.cpu(), initial_latents=noise.cpu(),
                       params=params, timings=timings)
 
@@ -152,10 +160,20 @@ def _method(method, self_replace, layers, edit_unconditional) -> Method:
     return method
 
 
-def _scheduler(scheduler, pipe, inverting: bool):
-    """A fresh scheduler for this run: one made by name from the model's config, or the object given."""
+def model_family(denoiser) -> str:
+    """The family a method's defaults are chosen by: sd (SD1.x and SD2.x), sdxl, pixart, sd3 or flux."""
+    if denoiser.family != "unet":
+        return denoiser.family
+    return "sdxl" if unet_family(denoiser.network) == "sdxl" else "sd"
+
+
+def _scheduler(scheduler, pipe, inverting: bool, model_betas: bool):
+    """A fresh scheduler for this run: one made by name (None: the model's default) from the model's config, or the
+    object given."""
+    if scheduler is None:
+        scheduler = default_scheduler(pipe.scheduler.config)
     if isinstance(scheduler, str):
-        return make_scheduler(check_scheduler(scheduler, inverting), pipe.scheduler.config)
+        return make_scheduler(check_scheduler(scheduler, inverting), pipe.scheduler.config, model_betas)
     if inverting and scheduler_name(scheduler) not in INVERTIBLE:
         check_scheduler(scheduler_name(scheduler), inverting)
     return scheduler
@@ -189,10 +207,10 @@ def _checked_prompts(pipe, source: str, targets: list[str], empty_source_ok: boo
     return prompts + [check_prompt(pipe.tokenizer, t, f"target prompt {i + 1}") for i, t in enumerate(targets)]
 
 
-def _start_noise(pipe, shape, generator: torch.Generator, latents, inversion: InversionResult | None, source: str,
+def _start_noise(network, shape, generator: torch.Generator, latents, inversion: InversionResult | None, source: str,
                  steps: int, guidance: float) -> torch.Tensor:
-    """The (1, C, h, w) noise every prompt starts from, on the UNet's device and dtype."""
-    device, dtype = pipe.unet.device, pipe.unet.dtype
+    """The (1, C, h, w) noise every prompt starts from, on the network's device and dtype."""
+    device, dtype = network.device, network.dtype
     if inversion is None:
         if latents is None:
             return initial_latents(0, shape, device, dtype, generator=generator)
@@ -206,16 +224,18 @@ def _start_noise(pipe, shape, generator: torch.Generator, latents, inversion: In
     return check_latents(inversion.noise, shape).to(device=device, dtype=dtype)
 
 
-def _denoise(pipe, prompts, noise, hooks, sampling: tuple, settings: tuple, progress, timings) -> torch.Tensor:
+def _denoise(pipe, denoiser, prompts, noise, hooks, sampling: tuple, settings: tuple, progress,
+             timings) -> torch.Tensor:
     """The batch denoised: ``sampling`` is (scheduler, shared step noise), ``settings`` (steps, guidance,
     negative prompt)."""
     (scheduler, shared), (steps, guidance, negative_prompt) = sampling, settings
     start = time.perf_counter()
     size = image_size(pipe, noise.shape)[::-1]  # (height, width): SDXL's size conditioning
-    conditioning = encode_prompts(pipe, prompts, negative_prompt, guidance > 1.0, noise.device, size)
+    guided = guidance > 1.0 and not denoiser.embedded_guidance
+    conditioning = denoiser.encode(prompts, negative_prompt, guided, noise.device, size)
     timings["encode_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    final = sample(pipe.unet, scheduler, noise.expand(len(prompts), -1, -1, -1).clone(), conditioning, steps, guidance,
+    final = sample(denoiser, scheduler, noise.expand(len(prompts), -1, -1, -1).clone(), conditioning, steps, guidance,
                    hooks=hooks, progress=step_bar(progress, steps, "denoising"), noise=shared)
     timings["denoise_s"] = time.perf_counter() - start
     return final

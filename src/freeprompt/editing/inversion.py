@@ -262,9 +262,13 @@ class InversionHooks(StepHooks):
         return latents
 
 
-def check_inversion(method: str) -> str:
+def check_inversion(method: str, pipe=None) -> str:
+    """``method`` if it is a known inversion (and ``pipe``, when given, a model photos are inverted on)."""
     if method not in INVERSIONS:
         raise BadInput(f"unknown inversion {method!r}", f"use one of {', '.join(INVERSIONS)}")
+    if pipe is not None and getattr(pipe, "unet", None) is None:
+        raise BadInput(f"photos are inverted on Stable Diffusion 1.x/2.x/XL only, not on a {type(pipe).__name__}",
+                       "edit the photo with an SD1.x/2.x/XL model, or generate and edit on this one")
     return method
 
 
@@ -275,7 +279,7 @@ def invert(pipe, image, source: str, method: str = "direct", steps: int = 50, gu
 
     ``measure=True`` also computes ``vae_psnr``, ``ddim_psnr`` and the method's reconstruction ``psnr`` (one
     extra sampling pass; ``edit_real`` gets the reconstruction from the edit itself instead)."""
-    check_inversion(method)
+    check_inversion(method, pipe)
     check_steps(steps, pipe.scheduler.config)
     if not isinstance(source, str):
         raise BadInput("the source prompt is not text", "give a string (\"\" is allowed for real images)")

@@ -44,7 +44,7 @@ def edit_real(
     progress: bool | Callable = True,
     check_ddim: bool = True,
     hooks: Sequence[StepHooks] = (),
-    scheduler: str = "ddim",
+    scheduler: str | None = None,
 ) -> EditResult:
     """Edit the real ``image`` (PIL, already at the model's size, e.g. from ``load_image``): invert it with
     ``inversion`` (one of ``INVERSIONS``) using ``source`` ("" allowed) and generate every target from the inverted
@@ -56,8 +56,8 @@ def edit_real(
     sampling from the inverted noise without pinning (one extra sampling pass, cached), recorded as
     ``params["ddim_psnr"]`` so that pinning the source branch cannot hide the inversion's error. ``hooks`` are
     further ``StepHooks`` of the edit's sampling run (not of the inversion's), as ``edit`` takes them; ``scheduler``
-    must be one that inverts (``diffusion.schedulers.INVERTIBLE``)."""
-    check_scheduler(scheduler, inverting=True)
+    must be one that inverts (``diffusion.schedulers.INVERTIBLE``; None: ddim)."""
+    scheduler = check_scheduler(scheduler or "ddim", inverting=True)
     targets = _check_inputs(pipe, image, source, targets, inversion, steps, cache, model_key)
     image = to_rgb(image)  # transparency flattened on white, as load_image does
     start = time.perf_counter()
@@ -91,7 +91,7 @@ def _save_to_cache(cache, key: str, inv, describe: dict) -> None:
 
 def _check_inputs(pipe, image, source, targets, inversion, steps, cache, model_key) -> list[str]:
     """Everything ``edit_real`` can refuse, checked before the (possibly long) inversion; the targets as a list."""
-    check_inversion(inversion)
+    check_inversion(inversion, pipe)
     if not isinstance(source, str):
         raise BadInput("the source prompt is not text", "give a string (\"\" is allowed for real images)")
     check_steps(steps, pipe.scheduler.config)

@@ -56,7 +56,7 @@ class SourceCache:
 def source_key(pipe, settings: dict, noise: torch.Tensor) -> str:
     """A digest of everything the source's rows depend on (and the method settings that decide which are kept)."""
     digest = hashlib.sha256(noise.detach().float().cpu().numpy().tobytes()).hexdigest()
-    described = {"model": id(pipe), "dtype": str(pipe.unet.dtype), "device": str(pipe.unet.device), "noise": digest,
+    described = {"model": id(pipe), "dtype": str(noise.dtype), "device": str(noise.device), "noise": digest,
                  **settings}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -1,8 +1,9 @@
-"""Loading Stable Diffusion pipelines (1.x, 2.x, XL): a hub id, a local diffusers folder, a single checkpoint file,
-or a fixture alias shipped with the package (``shapes``). The pipeline class follows the model: SDXL (two text
-encoders) loads as ``StableDiffusionXLPipeline``, everything else as ``StableDiffusionPipeline``; models freeprompt
-cannot edit (transformer-based ones such as SD3 and FLUX, inpainting UNets) are refused in one line. Safetensors
-only unless pickles are explicitly allowed."""
+"""Loading the pipelines freeprompt edits: Stable Diffusion 1.x, 2.x and XL, and the diffusion transformers SD3/3.5,
+FLUX.1 and PixArt-Sigma/-Alpha; from a hub id, a local diffusers folder, a single checkpoint file, or a fixture alias
+shipped with the package (``shapes``). The pipeline class follows the model's ``model_index.json``: SDXL (two text
+encoders) loads as ``StableDiffusionXLPipeline``, another UNet as ``StableDiffusionPipeline``, a transformer as its
+own pipeline; models freeprompt cannot edit (other transformers, inpainting UNets) are refused in one line.
+Safetensors only unless pickles are explicitly allowed."""
 
 from __future__ import annotations
 
@@ -22,9 +23,20 @@ from .names import DEFAULT_MODEL, FIXTURES
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 REQUIRED_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 XL_PARTS = ("text_encoder_2", "tokenizer_2")
-WEIGHT_FILES = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model",
-                "text_encoder_2": "model"}
-SUPPORTED = "Stable Diffusion 1.x, 2.x and XL (a UNet with text cross-attention)"
+# The diffusion transformers freeprompt drives (diffusion/denoisers.py), and the parts each pipeline needs
+TRANSFORMER_PARTS = {
+    "StableDiffusion3Pipeline": ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2",
+                                 "text_encoder_3", "tokenizer_3", "scheduler"),
+    "FluxPipeline": ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler"),
+    "PixArtSigmaPipeline": ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
+    "PixArtAlphaPipeline": ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
+}
+OPTIONAL_PARTS = ("text_encoder_3", "tokenizer_3")  # SD3 runs without its T5 when the index names it null
+WEIGHT_FILES = {"unet": "diffusion_pytorch_model", "transformer": "diffusion_pytorch_model",
+                "vae": "diffusion_pytorch_model", "text_encoder": "model", "text_encoder_2": "model",
+                "text_encoder_3": "model"}
+SUPPORTED = ("Stable Diffusion 1.x, 2.x and XL (a UNet with text cross-attention), SD3/3.5, FLUX.1 and "
+             "PixArt-Sigma/-Alpha")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -79,7 +91,7 @@ def resolve_dtype(spec: str = "fp32") -> torch.dtype:
 
 def load_pipeline(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "fp32", allow_pickle: bool = False,
                   revision: str | None = None, config: str | None = None) -> LoadedModel:
-    """Load a Stable Diffusion 1.x/2.x/XL pipeline from wherever ``model`` points."""
+    """Load a Stable Diffusion 1.x/2.x/XL or SD3/FLUX.1/PixArt pipeline from wherever ``model`` points."""
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     model = str(model)
     if model in FIXTURES:
@@ -134,8 +146,9 @@ def fixture_defaults(folder: Path) -> dict:
     return defaults
 
 
-def _pipeline_class(xl: bool = False):
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+def _pipeline_class(name: str = "StableDiffusionPipeline"):
+    """The diffusers pipeline class ``name`` (one of those ``check_index`` returns)."""
+    import diffusers
     from diffusers.utils import logging as dlogging
 
     dlogging.disable_progress_bar()
@@ -145,7 +158,7 @@ def _pipeline_class(xl: bool = False):
         tlogging.disable_progress_bar()
     except ImportError:
         pass
-    return StableDiffusionXLPipeline if xl else StableDiffusionPipeline
+    return getattr(diffusers, name)
 
 
 def unet_family(unet) -> str:
@@ -157,16 +170,37 @@ def unet_family(unet) -> str:
     return {768: "sd1", 1024: "sd2"}.get(getattr(config, "cross_attention_dim", None), "other")
 
 
-def check_index(index: dict, where: str) -> bool:
-    """Whether a ``model_index.json`` describes SDXL (True) or SD1.x/2.x (False); a one-line error for a model
-    freeprompt cannot edit."""
-    name = index.get("_class_name", "this")
-    if "transformer" in index or "unet" not in index:
-        raise ModelLoadError(f"{where} holds a {name} model, which has no UNet", f"freeprompt edits {SUPPORTED}")
-    if "Inpaint" in str(name) or "Upscale" in str(name) or "Pix2Pix" in str(name):
-        raise ModelLoadError(f"{where} holds a {name} model, whose UNet takes extra input channels",
+def check_index(index: dict, where: str) -> str:
+    """The pipeline class a ``model_index.json`` loads as (``StableDiffusionXLPipeline``, ``StableDiffusionPipeline``
+    or a transformer's of ``TRANSFORMER_PARTS``); a one-line error for a model freeprompt cannot edit."""
+    name = str(index.get("_class_name", "this"))
+    if "Inpaint" in name or "Upscale" in name or "Pix2Pix" in name or "Img2Img" in name:
+        raise ModelLoadError(f"{where} holds a {name} model, whose network takes extra input channels",
                              f"freeprompt edits {SUPPORTED}; use the base text-to-image model")
-    return "text_encoder_2" in index
+    if "transformer" in index:
+        if name not in TRANSFORMER_PARTS:
+            raise ModelLoadError(f"{where} holds a {name} model, a diffusion transformer freeprompt does not drive",
+                                 f"freeprompt edits {SUPPORTED}")
+        return name
+    if "unet" not in index:
+        raise ModelLoadError(f"{where} holds a {name} model, which has no UNet or transformer",
+                             f"freeprompt edits {SUPPORTED}")
+    return "StableDiffusionXLPipeline" if "text_encoder_2" in index else "StableDiffusionPipeline"
+
+
+def _absent(index: dict, cls: str) -> dict:
+    """The optional parts a transformer's index names null (SD3 without T5), as the pipeline wants them: None."""
+    if cls not in TRANSFORMER_PARTS:
+        return {}
+    return {part: None for part in OPTIONAL_PARTS
+            if part in TRANSFORMER_PARTS[cls] and (index.get(part) or [None])[0] is None}
+
+
+def _parts(index: dict, cls: str) -> tuple[str, ...]:
+    """The parts a folder of pipeline ``cls`` must hold (SD3's T5 not when its index names it null)."""
+    if cls in TRANSFORMER_PARTS:
+        return tuple(part for part in TRANSFORMER_PARTS[cls] if part not in _absent(index, cls))
+    return REQUIRED_PARTS + (XL_PARTS if cls == "StableDiffusionXLPipeline" else ())
 
 
 def check_model_folder(path: Path, allow_pickle: bool) -> dict:
@@ -182,13 +216,17 @@ def check_model_folder(path: Path, allow_pickle: bool) -> dict:
     if not isinstance(index, dict):
         raise ModelLoadError(f"{index_file} is not a JSON object (truncated or corrupt)",
                              "re-download or re-save the model")
-    xl = check_index(index, str(path))
-    parts = REQUIRED_PARTS + (XL_PARTS if xl else ())
+    parts = _parts(index, check_index(index, str(path)))
     missing = [part for part in parts if part not in index or not (path / part).is_dir()]
+    if set(missing) & set(OPTIONAL_PARTS):
+        raise ModelLoadError(f"{path} names SD3's optional T5 text encoder but lacks {', '.join(missing)}",
+                             "download text_encoder_3 and tokenizer_3, or set both to [null, null] in "
+                             "model_index.json to run without T5")
     if missing:
-        raise ModelLoadError(f"{path} is not a Stable Diffusion folder: missing {', '.join(missing)}",
+        raise ModelLoadError(f"{path} is not a complete model folder: missing {', '.join(missing)}",
                              f"give a complete folder of {SUPPORTED}")
-    _check_unet_config(path / "unet" / "config.json")
+    if "unet" in parts:
+        _check_unet_config(path / "unet" / "config.json")
     for part, stem in WEIGHT_FILES.items():
         if part not in parts:
             continue
@@ -222,18 +260,20 @@ def _check_unet_config(config_file: Path) -> None:
 
 def _from_folder(path: Path, allow_pickle: bool, torch_dtype):
     index = check_model_folder(path, allow_pickle)
-    xl = "text_encoder_2" in index
+    cls = check_index(index, str(path))
     try:
-        pipe = _pipeline_class(xl).from_pretrained(str(path), use_safetensors=None if allow_pickle else True,
-                                                   local_files_only=True, **_class_kwargs(xl))
+        pipe = _pipeline_class(cls).from_pretrained(str(path), use_safetensors=None if allow_pickle else True,
+                                                    local_files_only=True, **_class_kwargs(cls), **_absent(index, cls))
     except (OSError, ValueError, RuntimeError) as err:
         raise ModelLoadError(f"cannot load the model in {path}: {first_line(err)}",
                              "check that the folder is complete and uncorrupted") from err
     return pipe, {"id": str(path), "path": str(path.resolve()), "revision": _content_hash(path)}
 
 
-def _class_kwargs(xl: bool) -> dict:
-    return {"add_watermarker": False} if xl else {"safety_checker": None, "requires_safety_checker": False}
+def _class_kwargs(cls: str) -> dict:
+    if cls == "StableDiffusionXLPipeline":
+        return {"add_watermarker": False}
+    return {"safety_checker": None, "requires_safety_checker": False} if cls == "StableDiffusionPipeline" else {}
 
 
 def _from_file(path: Path, allow_pickle: bool, torch_dtype, config: str | None):
@@ -243,10 +283,9 @@ def _from_file(path: Path, allow_pickle: bool, torch_dtype, config: str | None):
     if path.suffix not in (".safetensors",) + PICKLE_SUFFIXES:
         raise ModelLoadError(f"{path} is not a model checkpoint (.safetensors)",
                              "give a .safetensors file, a folder or a hub id")
-    xl = _single_file_is_xl(path, config)
-    cls = _pipeline_class(xl)
+    name = _single_file_class(path, config)
     try:
-        pipe = cls.from_single_file(str(path), config=config, **_class_kwargs(xl))
+        pipe = _pipeline_class(name).from_single_file(str(path), config=config, **_class_kwargs(name))
     except Exception as err:  # noqa: BLE001 - diffusers raises many types here; the user needs one line
         hint = ("pass --config with a local diffusers folder of the same architecture (offline, the base config "
                 "cannot be fetched)" if _offline() else f"check that the file is a complete checkpoint of {SUPPORTED}")
@@ -254,10 +293,15 @@ def _from_file(path: Path, allow_pickle: bool, torch_dtype, config: str | None):
     return pipe, {"id": str(path), "path": str(path.resolve()), "revision": _file_hash(path)}
 
 
-def _single_file_is_xl(path: Path, config: str | None) -> bool:
-    """SDXL if ``--config`` names an SDXL folder, or the checkpoint holds SDXL's second text encoder."""
+def _single_file_class(path: Path, config: str | None) -> str:
+    """The pipeline class of ``--config``'s folder, else SDXL's if the checkpoint holds SDXL's second text encoder,
+    else SD1.x/2.x's."""
     if config and os.path.isdir(config) and (Path(config) / "model_index.json").exists():
         return check_index(json.loads((Path(config) / "model_index.json").read_text()), config)
+    return "StableDiffusionXLPipeline" if _holds_xl_text_encoder(path) else "StableDiffusionPipeline"
+
+
+def _holds_xl_text_encoder(path: Path) -> bool:
     if path.suffix != ".safetensors":
         return False
     try:
@@ -270,9 +314,11 @@ def _single_file_is_xl(path: Path, config: str | None) -> bool:
 
 
 def _from_hub(model_id: str, revision: str | None, allow_pickle: bool, torch_dtype):
-    xl = check_index(_hub_index(model_id, revision), model_id)
-    cls = _pipeline_class(xl)
-    kwargs = dict(revision=revision, use_safetensors=None if allow_pickle else True, **_class_kwargs(xl))
+    index = _hub_index(model_id, revision)
+    name = check_index(index, model_id)
+    cls = _pipeline_class(name)
+    kwargs = dict(revision=revision, use_safetensors=None if allow_pickle else True, **_class_kwargs(name),
+                  **_absent(index, name))
     try:
         pipe = cls.from_pretrained(model_id, local_files_only=True, **kwargs)  # cached: no network round trip
     except Exception:  # noqa: BLE001 - not cached (or incomplete): go to the hub unless offline

@@ -48,15 +48,17 @@ class Editor:
         """The model's self-attention layers, the ones ``spec`` selects marked."""
         from ..attention import discover_layers
         from ..diffusion import latent_shape
+        from ..diffusion.denoisers import network_of
 
         latent_hw = latent_shape(self.pipe, None, None)[2:]
-        registry = discover_layers(self.pipe.unet)
+        registry = discover_layers(network_of(self.pipe))
+        kind = "joint" if registry.of_kind("joint") else "self"  # an MM-DiT's image tokens attend in joint layers
         try:
-            chosen = {layer.name for layer in registry.select(text(spec, "the layers") or "none", "self", latent_hw)}
+            chosen = {layer.name for layer in registry.select(text(spec, "the layers") or "none", kind, latent_hw)}
         except FreepromptError:
             chosen = set()
         return [["*" if row["name"] in chosen else "", row["index"], row["place"], row["grid"], row["name"]]
-                for row in registry.table(latent_hw) if row["kind"] == "self"]
+                for row in registry.table(latent_hw) if row["kind"] == kind]
 
     def generated(self, source, targets, method, seed, steps, guidance, options: dict, word, progress=None):
         from ..editing.generated import edit

@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...attention.layers import LayerSpec
-from ...attention.rules import Rule
+from ...attention.rules import JointEdit, Rule
 from ...attention.steps import StepRange
-from .base import MethodContext, MethodPlan
-from .options import LAYERS, STEPS, SWITCH, Options, option
+from .base import DIT_FAMILIES, MethodContext, MethodPlan
+from .options import CHOICE, LAYERS, STEPS, SWITCH, Options, option
 
 OFFICIAL = "the official FPE code (sen-mao/FreePromptEditing)"
+JOINT_READINGS = ("row", "image")
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,19 @@ class FPE(Options):
         help="fraction range of the steps whose self-attention maps are replaced", source=OFFICIAL)
     layers: LayerSpec = option(
         "<=32x32", kind=LAYERS, flag="--layers", label="layers",
-        help="self-attention layers: all, 4-14, 1,3,5-7, blocks (down.2,mid) or a token bound",
+        help="self-attention layers: all, 4-14, 1,3,5-7, blocks (down.2,mid) or a token bound; on a diffusion "
+             "transformer, whose layers all share one grid, the default means all",
         source=f"{OFFICIAL}: layers of at most 32x32 tokens, 3-13 of SD1.x at 512 px (the paper's text says 4-14)")
     edit_unconditional: bool = option(
         False, kind=SWITCH, flag="--edit-uncond", label="unconditional half",
         help="also replace the maps in the unconditional half of guidance", source=OFFICIAL)
+    joint: str = option(
+        "row", kind=CHOICE, flag="--fpe-joint", label="joint reading", choices=JOINT_READINGS,
+        help="on an MM-DiT (SD3, FLUX), what the target's image tokens take from the source's joint attention: "
+             "row (its whole row: the source's queries and keys over text and image keys) or image (the "
+             "image-to-image block; the target's own image-to-text logits under the same softmax)",
+        source="freeprompt's two readings of FPE for joint attention (issue #38); row is the map as the paper "
+               "defines it, extended to the joint row")
 
     name = "fpe"
     title = "FPE"
@@ -35,5 +44,11 @@ class FPE(Options):
     def plan(self, ctx: MethodContext) -> MethodPlan:
         halves = ("uncond", "cond") if self.edit_unconditional else ("cond",)
         mix = ctx.layout.mix(queries="source", keys="source", values="own", halves=halves)
-        rule = Rule("self", ctx.layers(self.layers, "self"), self.self_replace, mix, self.name)
+        edit = JointEdit(self.joint, mix.queries) if ctx.joint else mix
+        rule = Rule(ctx.self_kind, ctx.layers(self._layers(ctx), ctx.self_kind), self.self_replace, edit, self.name)
         return MethodPlan(rules=[rule])
+
+    def _layers(self, ctx: MethodContext):
+        """The layers given; the official token bound means every layer of a diffusion transformer (one grid)."""
+        default = str(self.layers) == str(FPE.__dataclass_fields__["layers"].default)
+        return "all" if default and ctx.family in DIT_FAMILIES else self.layers

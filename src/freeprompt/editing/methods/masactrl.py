@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...attention.layers import LayerSpec
-from ...attention.rules import MapWatch, MaskedMix, RowMix, Rule
+from ...attention.rules import JointEdit, MapWatch, MaskedMix, RowMix, Rule
 from ...attention.steps import StepRange
 from ...attention.tokens import word_token_indices
 from ...errors import BadInput
@@ -61,13 +61,17 @@ class MasaCtrl(Options):
 
     def plan(self, ctx: MethodContext) -> MethodPlan:
         mix = ctx.layout.mix(queries="own", keys="source", values="source", halves=("uncond", "cond"))
-        edit: RowMix | MaskedMix = mix
+        edit: RowMix | MaskedMix | JointEdit = JointEdit("kv", mix.keys) if ctx.joint else mix
         watches: list[MapWatch] = []
         if self.mask_words:
+            if ctx.joint:
+                raise BadInput(f"MasaCtrl's --mask-words read cross-attention maps, which {ctx.family} does not have "
+                               "(its text and image tokens attend jointly)", "run MasaCtrl without --mask-words")
             watch = self._watch(ctx)
             edit, watches = MaskedMix(mix, watch, self.mask_threshold), [watch]
-        layers = ctx.layers(self.layers or ctx.tail(*AUTHORS_START[ctx.family]), "self")
-        return MethodPlan(rules=[Rule("self", layers, self.steps, edit, self.name)], watches=watches)
+        start = AUTHORS_START.get(ctx.family, AUTHORS_START["sd"])
+        layers = ctx.layers(self.layers or ctx.tail(*start), ctx.self_kind)
+        return MethodPlan(rules=[Rule(ctx.self_kind, layers, self.steps, edit, self.name)], watches=watches)
 
     def _watch(self, ctx: MethodContext) -> MapWatch:
         assert self.mask_words is not None  # plan() asks for a watch only with mask words

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...attention.layers import LayerSpec
-from ...attention.rules import Blend, CrossMapEdit, MapWatch, Rule
+from ...attention.rules import Blend, CrossMapEdit, JointEdit, MapWatch, Rule
 from ...attention.steps import StepRange
 from ...attention.tokens import word_token_indices
 from ...errors import BadInput
@@ -36,7 +36,8 @@ from .options import CHOICE, LAYERS, NUMBER, STEPS, WEIGHTS, WORDS, Options, opt
 
 NOTEBOOK = "the P2P release (google/prompt-to-prompt), prompt-to-prompt_stable.ipynb"
 MODES = ("replace", "refine")
-SELF_LAYERS = {"sd": "<=16x16", "sdxl": "<=32x32"}  # SDXL's smallest grid at 1024 px is 32x32
+SELF_LAYERS = {"sd": "<=16x16", "sdxl": "<=32x32", "dit": "none"}  # SDXL's smallest grid at 1024 px is 32x32; a
+# diffusion transformer has one grid, so "the smallest layers" names none of them
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ class P2P(Options):
         help="fraction range of the steps whose self-attention maps are replaced (off beside FPE)",
         source=f"{NOTEBOOK}: self_replace_steps=0.4")
     self_layers: LayerSpec | None = option(
-        None, kind=LAYERS, flag="--p2p-self-layers", label="self-replace layers", default_text="<=16x16; SDXL <=32x32",
+        None, kind=LAYERS, flag="--p2p-self-layers", label="self-replace layers",
+        default_text="<=16x16; SDXL <=32x32; a DiT none",
         help="self-attention layers whose maps are replaced",
         source=f"{NOTEBOOK}: self-attention replaced only in layers of at most 16x16 tokens (the PnP-Inversion "
                "release behind PIE-Bench's P2P rows uses 32x32; SDXL ports use 32x32, SDXL's smallest grid)")
@@ -83,6 +85,8 @@ class P2P(Options):
     combined = {"fpe": {"self_replace": "0:0"}}  # beside FPE, FPE replaces the self-attention maps
 
     def plan(self, ctx: MethodContext) -> MethodPlan:
+        if ctx.joint:
+            return self._joint_plan(ctx)
         layout = ctx.layout
         cross = ctx.layers(self.cross_layers, "cross")
         plan = MethodPlan()
@@ -98,14 +102,43 @@ class P2P(Options):
         if cross - mapped:  # a plain word swap: the source's map as it is, computed with SDPA
             replace = layout.mix(queries="source", keys="source", values="own", halves=("cond",))
             plan.rules.append(Rule("cross", cross - mapped, self.cross_replace, replace, self.name))
-        if self.self_replace.steps(ctx.num_steps):
+        layers = ctx.layers(ctx.default(self.self_layers, SELF_LAYERS), "self")
+        if self.self_replace.steps(ctx.num_steps) and layers:
             mix = layout.mix(queries="source", keys="source", values="own", halves=("cond",))
-            layers = ctx.layers(ctx.default(self.self_layers, SELF_LAYERS), "self")
             plan.rules.append(Rule("self", layers, self.self_replace, mix, self.name))
         return plan
 
+    def _joint_plan(self, ctx: MethodContext) -> MethodPlan:
+        """On an MM-DiT, whose text and image tokens attend together: the image-to-text block of the joint
+        attention (a word swap), reweighted; the UNet-only parts refused."""
+        self._check_joint(ctx)
+        sources = ctx.layout.mix(queries="source", keys="source", values="own", halves=("cond",)).queries
+        scales = []
+        for p in ctx.layout.targets:
+            for tokenizer, _ in ctx.text_parts or ((ctx.tokenizer, 0),):  # every part must keep its token count
+                replace_mapper(tokenizer, ctx.prompts[ctx.layout.sources[p]], ctx.prompts[p], 0)
+            if self.reweight:
+                scale = [1.0] * ctx.text_tokens
+                for word, factor in self.reweight:
+                    for position in ctx.text_positions(ctx.prompts[p], word):
+                        scale[position] = float(factor)
+                scales.append((ctx.layout.cond_row(p), tuple(scale)))
+        edit = JointEdit("text", sources, tuple(scales))
+        return MethodPlan(rules=[Rule("joint", ctx.layers(self.cross_layers, "joint"), self.cross_replace, edit,
+                                      self.name)])
+
+    def _check_joint(self, ctx: MethodContext) -> None:
+        asked = [(self.mode == "refine", "--p2p-mode refine"), (bool(self.blend), "--blend"),
+                 (self.self_layers is not None and str(self.self_layers).strip().lower() != "none",
+                  "--p2p-self-layers")]
+        for given, flag in asked:
+            if given:
+                raise BadInput(f"Prompt-to-Prompt's {flag} is defined for models with cross-attention layers, not for "
+                               f"the joint attention of {ctx.family}",
+                               "use the word swap (--p2p-mode replace) with --reweight, or FPE for the image block")
+
     def _map_edit(self, ctx: MethodContext) -> CrossMapEdit:
-        layout, length = ctx.layout, ctx.tokenizer.model_max_length
+        layout, length = ctx.layout, ctx.text_tokens
         mappers, alphas, scales = [], [], []
         for p in layout.targets:
             source, target = ctx.prompts[layout.sources[p]], ctx.prompts[p]

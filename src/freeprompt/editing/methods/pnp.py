@@ -13,14 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...attention.layers import LayerSpec
-from ...attention.rules import FeatureRule, Rule
+from ...attention.rules import FeatureRule, JointEdit, Rule
 from ...attention.steps import StepRange
 from ...errors import BadInput
-from .base import MethodContext, MethodPlan
+from .base import DIT_FAMILIES, MethodContext, MethodPlan
 from .options import LAYERS, STEPS, TEXT, Options, option
 
 RELEASE = "pnp-diffusers (MichalGeyer/pnp-diffusers), pnp.py"
-AUTHORS_FEATURE_BLOCK = {"sd": "up_blocks.1.resnets.1", "sdxl": "up_blocks.0.resnets.1"}
+AUTHORS_FEATURE_BLOCK = {"sd": "up_blocks.1.resnets.1", "sdxl": "up_blocks.0.resnets.1", "dit": None}
 AUTHORS_START = {"sd": (8, 16), "sdxl": (44, 70)}  # 0-based first layer of the Q/K injection: 9-16, 45-70
 
 
@@ -50,11 +50,28 @@ class PnP(Options):
     def plan(self, ctx: MethodContext) -> MethodPlan:
         layout = ctx.layout
         mix = layout.mix(queries="source_cond", keys="source_cond", values="own", halves=("uncond", "cond"))
-        layers = ctx.layers(self.layers or ctx.tail(*AUTHORS_START[ctx.family]), "self")
-        rule = Rule("self", layers, self.attention_steps, mix, self.name)
-        block = ctx.default(self.feature_block, AUTHORS_FEATURE_BLOCK)
+        start = AUTHORS_START.get(ctx.family, AUTHORS_START["sd"])
+        layers = ctx.layers(self.layers or ctx.tail(*start), ctx.self_kind)
+        edit = JointEdit("row", mix.queries) if ctx.joint else mix
+        rule = Rule(ctx.self_kind, layers, self.attention_steps, edit, self.name)
+        feature = FeatureRule(self._feature_module(ctx), self.feature_steps, mix.queries, self.name)
+        return MethodPlan(rules=[rule], features=[feature])
+
+    def _feature_module(self, ctx: MethodContext) -> str:
+        """The module whose output is injected: a UNet's decoder ResNet block's second convolution (before the skip
+        connection is added), or a transformer block's feed-forward output (an adaptation: DiTs have no decoder)."""
+        block = ctx.default(self.feature_block, AUTHORS_FEATURE_BLOCK) or transformer_block(ctx)
+        if ctx.family in DIT_FAMILIES:
+            return block
         if not hasattr(ctx.module(block), "conv2"):
             raise BadInput(f"{block} is not a ResNet block (it has no conv2)",
                            f"give a decoder ResNet block, e.g. {AUTHORS_FEATURE_BLOCK[ctx.family]}")
-        feature = FeatureRule(f"{block}.conv2", self.feature_steps, mix.queries, self.name)
-        return MethodPlan(rules=[rule], features=[feature])
+        return f"{block}.conv2"
+
+
+def transformer_block(ctx: MethodContext) -> str:
+    """A diffusion transformer's feature module for Plug-and-Play: the feed-forward of the block a third of the way
+    in (PnP's decoder block sits about there in SD's forward order)."""
+    path = f"transformer_blocks.{len(ctx.unet.transformer_blocks) // 3}.ff"
+    ctx.module(path)
+    return path

@@ -1,0 +1,54 @@
+"""The command line on a diffusion transformer's folder (a tiny random FLUX.1 saved in the test): every method edits
+side by side, run.json names the family and the flow sampler, ``layers`` lists the joint layers, and what a
+transformer cannot do (a photo, DDIM on a flow model) is one line with exit status 2."""
+
+import json
+
+import pytest
+
+from support.cli_runs import edit_args, run
+
+
+@pytest.fixture(scope="module")
+def flux_folder(tmp_path_factory):
+    from freeprompt.models.random_transformers import random_transformer_pipeline
+
+    folder = tmp_path_factory.mktemp("flux") / "tiny-flux"
+    random_transformer_pipeline("tiny-flux").save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def test_every_method_edits_a_flux_model_from_its_folder(flux_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = run(edit_args(flux_folder, out, "--method", "fpe,p2p,masactrl,pnp,plain"), capsys)
+    assert code == 0, err
+    for name in ("fpe", "p2p", "masactrl", "pnp", "plain"):
+        record = json.loads((out / name / "run.json").read_text())["params"]
+        assert record["family"] == "flux" and record["scheduler_name"] == "flow", name
+        assert (out / name / "target_1.png").exists()
+    fpe = json.loads((out / "fpe" / "run.json").read_text())["params"]
+    assert fpe["edited_layers"] == {"fpe joint": [1, 2, 3]} and fpe["method_options"]["joint"] == "row"
+
+
+def test_layers_lists_the_joint_layers(flux_folder, capsys):
+    code, stdout, _ = run(["layers", "--model", str(flux_folder), "--height", "64", "--width", "64", "--select",
+                           "single"], capsys)
+    assert code == 0
+    rows = [line.split() for line in stdout.splitlines()[1:]]
+    assert [(r[0], r[2]) for r in rows] == [("joint", "double.0"), ("joint", "single.0"), ("joint", "single.1")]
+    assert [r[5] == "*" for r in rows] == [False, True, True]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--scheduler", "ddim"), "the ddim scheduler cannot sample a flow-matching model"),
+    (("--image", "PHOTO"), "photos are inverted on Stable Diffusion 1.x/2.x/XL only"),
+    (("--method", "p2p", "--p2p-mode", "refine"), "--p2p-mode refine is defined for models with cross-attention"),
+])
+def test_what_a_transformer_cannot_do_is_one_line(flux_folder, tmp_path, capsys, extra, message):
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (64, 64), "white").save(photo)
+    extra = tuple(str(photo) if e == "PHOTO" else e for e in extra)
+    code, _, err = run(edit_args(flux_folder, tmp_path / "out", *extra), capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
