@@ -28,6 +28,7 @@ from freeprompt.editing.methods import build_method
 from freeprompt.evaluation.edit_sets import shapes_real_edit
 from freeprompt.evaluation.shapes_bench import EditItem, score_edit, wilson
 from freeprompt.io.sweep import Sweep, Unit, all_rows
+from lab.object_swaps import SharedStart
 
 SCORES = ["attribute_ok", "iou", "joint", "place_ok", "size_ok", "other_kept", "all_four", "background_psnr"]
 FIELDS = ["photo", "variant", "target_index", "caption_used", "caption_ok", "inversion_psnr", "source_prompt",
@@ -44,6 +45,7 @@ class Variant:
     guidance: float = 3.0
     method: str = "fpe"
     options: dict = field(default_factory=dict)
+    shared: str = ""  # a shared start (lab.object_swaps.SharedStart): the targets start from the source's latents
 
 
 def _variants() -> dict[str, Variant]:
@@ -67,6 +69,19 @@ def _variants() -> dict[str, Variant]:
         "caption-0:1": Variant("true caption, FPE steps 0:1", options={"self_replace": "0:1"}),
         "auto-0:1": Variant("CLIP-ranked caption, FPE steps 0:1", "auto", options={"self_replace": "0:1"}),
         "plain-caption": Variant("true caption, plain regeneration from the inversion", method="plain"),
+        "caption-g2": Variant("true caption, guidance 2", guidance=2.0),
+        "caption-negative-prompt": Variant("true caption, negative-prompt inversion", inversion="negative-prompt"),
+        "auto-negative-prompt": Variant("CLIP-ranked caption, negative-prompt inversion", "auto",
+                                        inversion="negative-prompt"),
+        "caption-null-text": Variant("true caption, null-text inversion", inversion="null-text"),
+        "caption-shared-0:0.04": Variant("true caption, a shared start 0:0.04", shared="0:0.04"),
+        "caption-shared-0:0.1": Variant("true caption, a shared start 0:0.1", shared="0:0.1"),
+        "empty-shared-0:0.1": Variant("empty source prompt, a shared start 0:0.1", "empty", shared="0:0.1"),
+        "auto-g2": Variant("CLIP-ranked caption, guidance 2", "auto", guidance=2.0),
+        "caption-p2p-0:0.2": Variant("true caption, FPE beside P2P's cross-attention replace 0:0.2", method="fpe+p2p",
+                                     options={"cross_replace": "0:0.2"}),
+        "auto-p2p-0:0.2": Variant("CLIP-ranked caption, FPE beside P2P's cross-attention replace 0:0.2", "auto",
+                                  method="fpe+p2p", options={"cross_replace": "0:0.2"}),
     }
     return v
 
@@ -106,6 +121,7 @@ def run_variant(pipe, name: str, cases, out: Path, steps: int) -> list[dict]:
     method = build_method(variant.method, variant.options)
     cache = InversionCache(CACHE)
     settings = {"model": "shapes", "steps": steps, "variant": name, "caption": variant.caption,
+                **({"shared_start": variant.shared} if variant.shared else {}),
                 "inversion": variant.inversion, "guidance": variant.guidance, "method": method.options(),
                 "photos": [[c.id, c.source, *c.targets] for c in cases]}
 
@@ -113,8 +129,10 @@ def run_variant(pipe, name: str, cases, out: Path, steps: int) -> list[dict]:
         case = unit.data
         photo = prepare_image(Image.fromarray(case.extra["render"]), (64, 64), "crop")
         caption = caption_for(variant, case, photo)
+        hooks = [SharedStart(variant.shared, steps)] if variant.shared else []
         result = edit_real(pipe, photo, caption, case.targets, method=method, inversion=variant.inversion,
-                           steps=steps, guidance=variant.guidance, cache=cache, model_key="shapes", progress=False)
+                           steps=steps, guidance=variant.guidance, cache=cache, model_key="shapes", progress=False,
+                           hooks=hooks)
         words = caption.split()
         rows = []
         for i, (target, image) in enumerate(zip(case.targets, result.targets)):

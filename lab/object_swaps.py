@@ -28,6 +28,7 @@ import numpy as np
 from freeprompt.attention.layers import LayerSpec
 from freeprompt.attention.rules import Rule
 from freeprompt.attention.steps import StepRange
+from freeprompt.diffusion.hooks import StepHooks
 from freeprompt.editing.methods import Combined, MasaCtrl, MethodContext, MethodPlan, build_method
 from freeprompt.evaluation.shapes_bench import EditItem, score_edit, wilson
 from freeprompt.io.sweep import Sweep, Unit, all_rows
@@ -105,6 +106,7 @@ class Variant:
     options: dict = field(default_factory=dict)
     extra: tuple = ()  # further methods run beside it (Combined): Mix or package methods
     blend: bool = False  # P2P's local blend of the swapped words (one word per prompt of the batch, source first)
+    shared: str = ""  # a shared start: after every step of this range each target's latents are its source's
 
     def build(self, items: list[EditItem]):
         options = dict(self.options)
@@ -145,6 +147,26 @@ def _variants() -> dict[str, Variant]:
         v[f"fpe-0:{end}"] = Variant(f"FPE, steps 0:{end}", options={"self_replace": f"0:{end}"})
         v[f"fpe-uncond-0:{end}"] = Variant(f"FPE in both halves, steps 0:{end}",
                                            options={"self_replace": f"0:{end}", "edit_uncond": True})
+    for end in ("0.1", "0.2", "0.3", "0.4", "0.6"):
+        v[f"fpe+p2p-0:{end}"] = Variant(f"FPE beside P2P's word-swap replace of the cross-attention maps, steps 0:{end}",
+                                        "fpe+p2p", {"cross_replace": f"0:{end}"})
+        v[f"fpe+p2p-refine-0:{end}"] = Variant(f"FPE beside P2P refine (shared words' maps), steps 0:{end}", "fpe+p2p",
+                                               {"cross_replace": f"0:{end}", "p2p_mode": "refine"})
+    for label, layers in (("coarse", "5-10"), ("mid", "3-13")):
+        v[f"fpe+p2p-{label}"] = Variant(f"FPE beside P2P's word-swap replace 0:0.8 in the cross-attention layers {layers} "
+                                        f"({'4x4 and 2x2' if label == 'coarse' else '8x8 and below'})", "fpe+p2p",
+                                        {"cross_layers": layers})
+    for end in ("0.04", "0.1", "0.2"):
+        v[f"fpe-shared-0:{end}"] = Variant(f"FPE, the targets starting from the source's latents after steps 0:{end}",
+                                           shared=f"0:{end}")
+        v[f"plain-shared-0:{end}"] = Variant(f"no edit but a shared start: steps 0:{end}", "plain", shared=f"0:{end}")
+    v["fpe-shared-0:0.06"] = Variant("FPE, the targets starting from the source's latents after steps 0:0.06",
+                                     shared="0:0.06")
+    v["fpe+p2p-0:0.2-shared-0:0.04"] = Variant("FPE beside P2P's word-swap replace 0:0.2, and a shared start 0:0.04",
+                                               "fpe+p2p", {"cross_replace": "0:0.2"}, shared="0:0.04")
+    v["fpe+p2p+masactrl-late"] = Variant("FPE 0:0.5 beside P2P's word-swap replace 0:0.5, then MasaCtrl 0.5:1 in every "
+                                         "layer", "fpe+p2p", {"self_replace": "0:0.5", "cross_replace": "0:0.5"},
+                                         extra=(MasaCtrl(steps="0.5:1", layers="all"),))
     for start in ("0.1", "0.2", "0.4"):
         v[f"fpe-{start}:0.8"] = Variant(f"FPE, steps {start}:0.8", options={"self_replace": f"{start}:0.8"})
     for grid, layers in _groups().items():
@@ -157,6 +179,20 @@ def _variants() -> dict[str, Variant]:
 VARIANTS = _variants()
 
 
+class SharedStart(StepHooks):
+    """A shared start: after every step in ``steps`` each target's latents are overwritten with the source's, so a
+    target starts from the source's trajectory and reads its own prompt only after."""
+
+    def __init__(self, steps: str, num_steps: int):
+        self.steps, self.num_steps = StepRange.parse(steps), num_steps
+
+    def after_step(self, step, latents):
+        if self.steps.contains(step, self.num_steps):
+            latents = latents.clone()
+            latents[1:] = latents[:1]
+        return latents
+
+
 # ---------------------------------------------------------------- running
 
 def run_variant(pipe, name: str, kind: str, chosen: list[Source], out: Path, steps: int, guidance: float) -> list[dict]:
@@ -166,14 +202,16 @@ def run_variant(pipe, name: str, kind: str, chosen: list[Source], out: Path, ste
 
     variant = VARIANTS[name]
     settings = {"model": "shapes", "steps": steps, "guidance": guidance, "kind": kind, "variant": name,
+                **({"shared_start": variant.shared} if variant.shared else {}),
                 "method": _recorded(variant.build(swaps(chosen[0], kind))),
                 "sources": [[s.id, s.seed, s.prompt] for s in chosen]}
 
     def work(unit: Unit) -> list[dict]:
         source = unit.data
         items = swaps(source, kind)
+        hooks = [SharedStart(variant.shared, steps)] if variant.shared else []
         result = edit(pipe, source.prompt, [i.target_prompt for i in items], method=variant.build(items),
-                      seed=source.seed, steps=steps, guidance=guidance, progress=False)
+                      seed=source.seed, steps=steps, guidance=guidance, progress=False, hooks=hooks)
         images = [np.asarray(img.convert("RGB")) for img in result.images]
         rows = []
         for item, image in zip(items, images[1:]):
@@ -284,8 +322,8 @@ def main(argv=None) -> None:
     run = sub.add_parser("run", help="edit the sources with each variant (resumes)")
     run.add_argument("--variants", required=True, help=f"comma-separated: {', '.join(VARIANTS)}")
     run.add_argument("--kind", choices=("shape", "color"), default="shape")
-    run.add_argument("--list-seed", type=int, default=100)
-    run.add_argument("--sources", type=int, default=20)
+    run.add_argument("--list-seed", default="100", help="item-list seed(s), comma-separated (held out: 0,1,2)")
+    run.add_argument("--sources", type=int, default=20, help="sources per list seed")
     run.add_argument("--first", type=int, default=0, help="skip the first sources of the list")
     run.add_argument("--steps", type=int, default=50)
     run.add_argument("--guidance", type=float, default=3.0)
@@ -304,7 +342,7 @@ def main(argv=None) -> None:
     from freeprompt.models.loading import load_pipeline
 
     pipe = load_pipeline("shapes", device="cpu").pipe
-    chosen = sources(args.list_seed, args.first + args.sources)[args.first:]
+    chosen = [s for seed in args.list_seed.split(",") for s in sources(int(seed), args.first + args.sources)[args.first:]]
     for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
         if name not in VARIANTS:
             raise SystemExit(f"unknown variant {name!r}; see python -m lab.object_swaps list")
