@@ -148,12 +148,14 @@ def _variants() -> dict[str, Variant]:
         v[f"fpe-uncond-0:{end}"] = Variant(f"FPE in both halves, steps 0:{end}",
                                            options={"self_replace": f"0:{end}", "edit_uncond": True})
     for end in ("0.1", "0.2", "0.3", "0.4", "0.6"):
-        v[f"fpe+p2p-0:{end}"] = Variant(f"FPE beside P2P's word-swap replace of the cross-attention maps, steps 0:{end}",
+        v[f"fpe+p2p-0:{end}"] = Variant(f"FPE beside P2P's word-swap replace of the cross-attention maps, "
+                                        f"steps 0:{end}",
                                         "fpe+p2p", {"cross_replace": f"0:{end}"})
         v[f"fpe+p2p-refine-0:{end}"] = Variant(f"FPE beside P2P refine (shared words' maps), steps 0:{end}", "fpe+p2p",
                                                {"cross_replace": f"0:{end}", "p2p_mode": "refine"})
     for label, layers in (("coarse", "5-10"), ("mid", "3-13")):
-        v[f"fpe+p2p-{label}"] = Variant(f"FPE beside P2P's word-swap replace 0:0.8 in the cross-attention layers {layers} "
+        v[f"fpe+p2p-{label}"] = Variant(f"FPE beside P2P's word-swap replace 0:0.8 in the cross-attention layers "
+                                        f"{layers} "
                                         f"({'4x4 and 2x2' if label == 'coarse' else '8x8 and below'})", "fpe+p2p",
                                         {"cross_layers": layers})
     for end in ("0.04", "0.1", "0.2"):
@@ -342,7 +344,8 @@ def main(argv=None) -> None:
     from freeprompt.models.loading import load_pipeline
 
     pipe = load_pipeline("shapes", device="cpu").pipe
-    chosen = [s for seed in args.list_seed.split(",") for s in sources(int(seed), args.first + args.sources)[args.first:]]
+    seeds = [int(seed) for seed in args.list_seed.split(",")]
+    chosen = [s for seed in seeds for s in sources(seed, args.first + args.sources)[args.first:]]
     for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
         if name not in VARIANTS:
             raise SystemExit(f"unknown variant {name!r}; see python -m lab.object_swaps list")

@@ -110,7 +110,8 @@ def run_source(pipe, source, steps: int, guidance: float, probes: list[int]) -> 
             for k, step in enumerate(probes):
                 image = decoded[half][k * len(prompts) + n]
                 c = centre(oracle.largest_component(oracle.object_mask(image)))  # the uncond half has no colour
-                row[f"{half}@{step}"] = None if c is None or src_centre is None else float(np.linalg.norm(c - src_centre))
+                far = None if c is None or src_centre is None else float(np.linalg.norm(c - src_centre))
+                row[f"{half}@{step}"] = far
         rows.append(row)
     return rows
 

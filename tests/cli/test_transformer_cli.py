@@ -1,6 +1,7 @@
 """The command line on a diffusion transformer's folder (a tiny random FLUX.1 saved in the test): every method edits
 side by side, run.json names the family and the flow sampler, ``layers`` lists the joint layers, and what a
-transformer cannot do (a photo, DDIM on a flow model) is one line with exit status 2."""
+transformer cannot do (null-text inversion, DDIM on a flow model) is one line with exit status 2; a photo is inverted
+on it with the flow solver asked for."""
 
 import json
 
@@ -41,7 +42,8 @@ def test_layers_lists_the_joint_layers(flux_folder, capsys):
 
 @pytest.mark.parametrize("extra, message", [
     (("--scheduler", "ddim"), "the ddim scheduler cannot sample a flow-matching model"),
-    (("--image", "PHOTO"), "photos are inverted on Stable Diffusion 1.x/2.x/XL only"),
+    (("--image", "PHOTO", "--inversion", "null-text"), "the null-text inversion edits a noise-prediction model's"),
+    (("--image", "PHOTO", "--inversion-solver", "rk4"), "unknown inversion solver 'rk4'"),
     (("--method", "p2p", "--p2p-mode", "refine"), "--p2p-mode refine is defined for models with cross-attention"),
 ])
 def test_what_a_transformer_cannot_do_is_one_line(flux_folder, tmp_path, capsys, extra, message):
@@ -52,3 +54,18 @@ def test_what_a_transformer_cannot_do_is_one_line(flux_folder, tmp_path, capsys,
     extra = tuple(str(photo) if e == "PHOTO" else e for e in extra)
     code, _, err = run(edit_args(flux_folder, tmp_path / "out", *extra), capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_photo_is_inverted_and_edited_on_a_flux_model(flux_folder, tmp_path, capsys):
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (64, 64), "white").save(photo)
+    out = tmp_path / "out"
+    args = edit_args(flux_folder, out, "--image", str(photo), "--inversion-solver",
+                     "midpoint", "--cache-dir", str(tmp_path / "cache"))
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    record = json.loads((out / "run.json").read_text())["params"]
+    assert record["inversion"] == "direct" and record["inversion_solver"] == "midpoint"
+    assert record["scheduler_name"] == "flow" and record["reconstruction_latent_rmse"] < 1e-5

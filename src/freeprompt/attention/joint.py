@@ -30,13 +30,22 @@ def joint_attention(attn, hidden_states: torch.Tensor, encoder_hidden_states: to
                     place: str, text_tokens: int, rotary=None):
     """The attention call of an MM-DiT layer with ``edit`` applied to its target rows' image queries; returns what
     the replaced processor returns: (image, text) outputs for a double-stream layer, the joint sequence for a
-    FLUX single-stream layer."""
+    FLUX single-stream layer. Every query is attended once: the unedited rows in one SDPA, the edited rows' text
+    queries in one, their image queries in one edited call."""
     flux = type(attn).__name__ == "FluxAttention"
     q, k, v, image = _joint_qkv(attn, hidden_states, encoder_hidden_states, flux, place, text_tokens, rotary)
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)
-    for row, source in enumerate(edit.sources):
-        if source != row:
-            out[row, :, image] = _edited_rows(q, k, v, row, source, image, edit)
+    rows = [row for row, source in enumerate(edit.sources) if source != row]
+    if not rows:
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)
+        return _joint_output(attn, out, hidden_states, encoder_hidden_states, flux, image)
+    kept = [row for row, source in enumerate(edit.sources) if source == row]
+    sources = [edit.sources[row] for row in rows]
+    text = _complement(image, q.shape[2])
+    out = torch.empty_like(q)
+    if kept:
+        out[kept] = F.scaled_dot_product_attention(q[kept], k[kept], v[kept])
+    out[rows, :, text] = F.scaled_dot_product_attention(q[rows][:, :, text], k[rows], v[rows])
+    out[rows, :, image] = _edited_rows(q, k, v, rows, sources, image, edit)
     return _joint_output(attn, out, hidden_states, encoder_hidden_states, flux, image)
 
 
@@ -73,35 +82,36 @@ def _normed(norm, x: torch.Tensor) -> torch.Tensor:
     return x if norm is None else norm(x)
 
 
-def _edited_rows(q, k, v, row: int, source: int, image: slice, edit: JointEdit) -> torch.Tensor:
-    """The image queries' outputs of target ``row`` under ``edit`` (its source: batch row ``source``)."""
+def _edited_rows(q, k, v, rows: list[int], sources: list[int], image: slice, edit: JointEdit) -> torch.Tensor:
+    """The image queries' outputs of the target ``rows`` under ``edit`` (their sources: batch ``sources``), one SDPA."""
     text = _complement(image, q.shape[2])
     mode = edit.mode
     if mode == "row":
-        return F.scaled_dot_product_attention(q[source:source + 1, :, image], k[source:source + 1], v[row:row + 1])[0]
+        return F.scaled_dot_product_attention(q[sources][:, :, image], k[sources], v[rows])
     if mode == "kv":
-        keys, values = k[row].clone(), v[row].clone()
-        keys[:, image], values[:, image] = k[source, :, image], v[source, :, image]
-        return F.scaled_dot_product_attention(q[row:row + 1, :, image], keys[None], values[None])[0]
-    values = v[row].clone()
+        keys, values = k[rows], v[rows]  # indexing with a list copies
+        keys[:, :, image], values[:, :, image] = k[sources][:, :, image], v[sources][:, :, image]
+        return F.scaled_dot_product_attention(q[rows][:, :, image], keys, values)
+    values = v[rows]
     if mode == "image":
-        blocks = ((q[row], k[row], text), (q[source], k[source], image))
+        blocks = ((q[rows], k[rows], text), (q[sources], k[sources], image))
     else:  # "text": the source's logits to the text, the target's to the image; reweighted text values
-        blocks = ((q[source], k[source], text), (q[row], k[row], image))
-        scale = edit.scale_of(row)
-        if scale is not None:
-            values[:, text] = values[:, text] * scale.to(values)[None, :, None]
+        blocks = ((q[sources], k[sources], text), (q[rows], k[rows], image))
+        for i, row in enumerate(rows):
+            scale = edit.scale_of(row)
+            if scale is not None:
+                values[i, :, text] = values[i, :, text] * scale.to(values)[None, :, None]
     return _two_blocks(blocks, values, image, q.shape[-1])
 
 
 def _two_blocks(blocks, values: torch.Tensor, image: slice, width: int) -> torch.Tensor:
     """softmax over two blocks of keys whose logits come from two queries: one SDPA with concatenated queries."""
     (qa, ka, first), (qb, kb, second) = blocks
-    query = torch.cat([qa[:, image], qb[:, image]], dim=-1)
-    keys = torch.zeros(ka.shape[0], ka.shape[1], 2 * width, dtype=ka.dtype, device=ka.device)
-    keys[:, first, :width] = ka[:, first]
-    keys[:, second, width:] = kb[:, second]
-    return F.scaled_dot_product_attention(query[None], keys[None], values[None], scale=width ** -0.5)[0]
+    query = torch.cat([qa[:, :, image], qb[:, :, image]], dim=-1)
+    keys = torch.zeros(*ka.shape[:-1], 2 * width, dtype=ka.dtype, device=ka.device)
+    keys[:, :, first, :width] = ka[:, :, first]
+    keys[:, :, second, width:] = kb[:, :, second]
+    return F.scaled_dot_product_attention(query, keys, values, scale=width ** -0.5)
 
 
 def _complement(image: slice, length: int) -> slice:

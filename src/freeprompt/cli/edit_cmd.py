@@ -52,7 +52,10 @@ def edit(
     revision: Optional[str] = typer.Option(None, help=REVISION_HELP),
     quiet: bool = quiet_option(),
     image: Optional[Path] = typer.Option(None, "--image", "-i", help="edit this photo instead of a generated image"),
-    inversion: str = typer.Option("direct", help="with --image: direct, ddim, null-text or negative-prompt"),
+    inversion: str = typer.Option("direct", help="with --image: direct, ddim, null-text or negative-prompt (SD3 and "
+                                  "FLUX.1: direct or ddim)"),
+    inversion_solver: str = typer.Option("euler", help="with --image on SD3 or FLUX.1: euler, or midpoint (RF-Solver's "
+                                         "second-order step, two network calls a step)"),
     resize: str = typer.Option("crop",
                                help="with --image: crop (centre), pad (white) or fit (stretch) to the model size"),
     cache_dir: Optional[Path] = typer.Option(None, help="with --image: inversion cache [default: "
@@ -82,6 +85,9 @@ def edit(
 
     check_output_folder(out, overwrite)
     _check_inputs(source, target, image, inversion, resize, latents, negative)
+    from ..editing.flow_inversion import check_solver
+
+    check_solver(inversion_solver, flow=True)  # whether the model is a flow-matching one is checked once it loads
     candidates = _candidates(image, source, auto_caption, caption_candidates, caption_clip)
     check_size(height, width), resolve_device(device), resolve_dtype(dtype)
     start = time.perf_counter()
@@ -105,8 +111,8 @@ def edit(
         if image is None:
             results[name] = _edit_generated(loaded.pipe, source, target, seed, latents, negative, run, size)
         else:
-            results[name] = _edit_photo(loaded, image, source, target, inversion, resize, cache_dir, no_cache, run,
-                                        size)
+            results[name] = _edit_photo(loaded, image, source, target, inversion, resize, cache_dir, no_cache,
+                                        {**run, "solver": inversion_solver}, size)
         results[name].timings["load_s"] = load_s
     if len(results) == 1:
         save_edit(next(iter(results.values())), out, model=loaded.info, save_latents=save_latents, extra=extra)
@@ -166,6 +172,7 @@ def _caption(loaded, image_path, resize, size, source: str, candidates, clip) ->
     if source != "" or candidates is False:
         return source, {"text": source, "found": "given" if source else "empty: --no-auto-caption"}
     from ..diffusion import image_size, latent_shape
+    from ..diffusion.denoisers import network_of
     from ..editing.caption import default_candidates, default_clip, rank_captions
     from ..editing.images import load_image
 
@@ -175,7 +182,7 @@ def _caption(loaded, image_path, resize, size, source: str, candidates, clip) ->
         return "", {"text": "", "found": "empty: no candidate captions (give --caption-candidates FILE)"}
     pipe = loaded.pipe
     photo = load_image(image_path, image_size(pipe, latent_shape(pipe, size["height"], size["width"])), resize)
-    caption = rank_captions(photo, candidates, clip or default_clip(model_id), device=str(pipe.unet.device))
+    caption = rank_captions(photo, candidates, clip or default_clip(model_id), device=str(network_of(pipe).device))
     return caption.text, caption.record()
 
 

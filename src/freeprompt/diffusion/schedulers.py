@@ -22,7 +22,7 @@ from ..errors import BadInput
 
 SCHEDULERS = ("ddim", "dpm++2m", "unipc", "euler", "euler-a", "lcm", "tcd", "flow")
 FLOW = ("flow",)  # the samplers of a flow-matching model (its scheduler config names a FlowMatch class)
-INVERTIBLE = ("ddim",)  # the schedulers a photo can be inverted with (the inversions walk DDIM backwards)
+INVERTIBLE = ("ddim", "flow")  # the schedulers a photo can be inverted with (the inversions walk them backwards)
 DISTILLED = ("lcm", "tcd")  # samplers meant for a few-step distilled model
 
 

@@ -21,6 +21,10 @@ back. Inversion uses the source prompt (it may be "") without guidance, as the o
   embedding, so the guided prediction of the source equals its conditional one, which is what inversion
   used. No optimisation.
 
+On a flow-matching model (SD3, FLUX.1) the trajectory comes from the flow ODE instead (``flow_inversion``: Euler,
+or RF-Solver's second-order midpoint step), and ``ddim`` and ``direct`` follow it the same way; null-text and
+negative-prompt inversion, defined on noise-prediction models' unconditional branch, are refused there.
+
 Results are cached on disk by ``cache.InversionCache``.
 """
 
@@ -39,13 +43,15 @@ from ..diffusion import (
     check_steps,
     ddim_scheduler,
     decode,
-    encode_prompts,
     encode_text,
     sample,
     step_bar,
 )
+from ..diffusion.denoisers import denoiser_for, network_of
 from ..diffusion.prompts import as_conditioning
+from ..diffusion.schedulers import default_scheduler, is_flow, make_scheduler
 from ..errors import BadInput
+from .flow_inversion import check_solver, flow_invert
 from .images import image_to_latents, psnr
 
 INVERSIONS = ("direct", "ddim", "null-text", "negative-prompt")
@@ -262,32 +268,48 @@ class InversionHooks(StepHooks):
         return latents
 
 
+FLOW_INVERSIONS = ("direct", "ddim")  # those that follow a trajectory; the others edit the unconditional branch
+
+
 def check_inversion(method: str, pipe=None) -> str:
-    """``method`` if it is a known inversion (and ``pipe``, when given, a model photos are inverted on)."""
+    """``method`` if it is a known inversion (and ``pipe``, when given, a model that ``method`` inverts photos on)."""
     if method not in INVERSIONS:
         raise BadInput(f"unknown inversion {method!r}", f"use one of {', '.join(INVERSIONS)}")
-    if pipe is not None and getattr(pipe, "unet", None) is None:
-        raise BadInput(f"photos are inverted on Stable Diffusion 1.x/2.x/XL only, not on a {type(pipe).__name__}",
-                       "edit the photo with an SD1.x/2.x/XL model, or generate and edit on this one")
+    if pipe is None or getattr(pipe, "unet", None) is not None:
+        return method
+    if not is_flow(pipe.scheduler.config):
+        raise BadInput(f"photos are inverted on Stable Diffusion 1.x/2.x/XL, SD3 and FLUX.1, not on a "
+                       f"{type(pipe).__name__}", "edit the photo with one of those, or generate and edit on this one")
+    if method not in FLOW_INVERSIONS:
+        raise BadInput(f"the {method} inversion edits a noise-prediction model's unconditional branch; it is not "
+                       f"defined on a flow-matching {type(pipe).__name__}",
+                       f"use --inversion {' or '.join(FLOW_INVERSIONS)} (--inversion-solver euler or midpoint)")
     return method
 
 
 def invert(pipe, image, source: str, method: str = "direct", steps: int = 50, guidance: float = 7.5,
-           progress: bool | Callable = False, measure: bool = False, null_text_options: dict | None = None
-           ) -> InversionResult:
-    """Invert ``image`` (a PIL image of a size the model accepts, e.g. from ``load_image``) with ``method``.
+           progress: bool | Callable = False, measure: bool = False, null_text_options: dict | None = None,
+           solver: str = "euler") -> InversionResult:
+    """Invert ``image`` (a PIL image of a size the model accepts, e.g. from ``load_image``) with ``method``;
+    ``solver`` (``flow_inversion.SOLVERS``) integrates a flow-matching model's ODE.
 
     ``measure=True`` also computes ``vae_psnr``, ``ddim_psnr`` and the method's reconstruction ``psnr`` (one
     extra sampling pass; ``edit_real`` gets the reconstruction from the edit itself instead)."""
     check_inversion(method, pipe)
+    flow = is_flow(pipe.scheduler.config)
+    check_solver(solver, flow)
     check_steps(steps, pipe.scheduler.config)
     if not isinstance(source, str):
         raise BadInput("the source prompt is not text", "give a string (\"\" is allowed for real images)")
     start = time.perf_counter()
     latents0 = image_to_latents(pipe, image)
     size = (image.height, image.width)
-    cond = encode_text(pipe, source, size)
     bar = step_bar(progress, steps, "inverting")
+    if flow:
+        trajectory = flow_invert(pipe, latents0, source, steps, guidance, solver, progress=bar).float().cpu()
+        return _finished(pipe, image, InversionResult(method, trajectory, None, source, steps, guidance,
+                                                      time.perf_counter() - start, info={"solver": solver}), measure)
+    cond = encode_text(pipe, source, size)
     trajectory = ddim_invert(pipe, latents0, cond, steps=steps, progress=bar).float().cpu()
     uncond, pooled = None, None
     info: dict = {}
@@ -303,22 +325,27 @@ def invert(pipe, image, source: str, method: str = "direct", steps: int = 50, gu
     result = InversionResult(method=method, trajectory=trajectory, uncond=uncond, source=source, steps=steps,
                              guidance=guidance, seconds=time.perf_counter() - start, info=info,
                              uncond_pooled=None if pooled is None else pooled.float().cpu())
-    if measure:
-        measure_reconstruction(pipe, result, image)
-    return result
+    return _finished(pipe, image, result, measure)
+
+
+def _finished(pipe, image, result: InversionResult, measure: bool) -> InversionResult:
+    return measure_reconstruction(pipe, result, image) if measure else result
 
 
 @torch.no_grad()
 def reconstruct(pipe, inversion: InversionResult, pinned: bool = True) -> torch.Tensor:
     """(1, C, h, w) final latent of sampling the source prompt alone from the inverted noise with the edit's
     guidance: with the method's per-step embeddings (null-text, negative-prompt) and, if ``pinned``, its
-    trajectory pinning (ddim, direct). ``pinned=False`` on a ddim/direct result is plain DDIM reconstruction."""
-    device, dtype = pipe.unet.device, pipe.unet.dtype
+    trajectory pinning (ddim, direct). ``pinned=False`` on a ddim/direct result is plain DDIM (a flow model: Euler)
+    reconstruction."""
+    network, denoiser = network_of(pipe), denoiser_for(pipe)
+    device, dtype = network.device, network.dtype
     size = tuple(v * pipe.vae_scale_factor for v in inversion.trajectory.shape[-2:])
-    conditioning = encode_prompts(pipe, [inversion.source], "", inversion.guidance > 1.0, device, size)
+    guided = inversion.guidance > 1.0 and not denoiser.embedded_guidance
+    conditioning = denoiser.encode([inversion.source], "", guided, device, size)
     hooks = inversion.hooks(device, dtype, pinned)
-    scheduler = ddim_scheduler(pipe.scheduler.config)
-    final = sample(pipe.unet, scheduler, inversion.noise.to(device=device, dtype=dtype), conditioning,
+    scheduler = make_scheduler(default_scheduler(pipe.scheduler.config), pipe.scheduler.config)
+    final = sample(denoiser, scheduler, inversion.noise.to(device=device, dtype=dtype), conditioning,
                    inversion.steps, inversion.guidance, hooks=[hooks])
     return final.float().cpu()
 

@@ -17,9 +17,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..diffusion import PromptTruncated, StepHooks, check_prompt, check_steps, latent_shape
-from ..diffusion.schedulers import check_scheduler
+from ..diffusion.denoisers import network_of
+from ..diffusion.schedulers import check_scheduler, default_scheduler, is_flow
 from ..errors import BadInput, FreepromptError
 from .cache import CacheWarning, InversionCache
+from .flow_inversion import check_solver
 from .generated import EditResult, edit
 from .images import psnr, to_rgb
 from .inversion import InversionResult, check_inversion, invert, measure_reconstruction
@@ -45,6 +47,7 @@ def edit_real(
     check_ddim: bool = True,
     hooks: Sequence[StepHooks] = (),
     scheduler: str | None = None,
+    solver: str = "euler",
 ) -> EditResult:
     """Edit the real ``image`` (PIL, already at the model's size, e.g. from ``load_image``): invert it with
     ``inversion`` (one of ``INVERSIONS``) using ``source`` ("" allowed) and generate every target from the inverted
@@ -56,12 +59,15 @@ def edit_real(
     sampling from the inverted noise without pinning (one extra sampling pass, cached), recorded as
     ``params["ddim_psnr"]`` so that pinning the source branch cannot hide the inversion's error. ``hooks`` are
     further ``StepHooks`` of the edit's sampling run (not of the inversion's), as ``edit`` takes them; ``scheduler``
-    must be one that inverts (``diffusion.schedulers.INVERTIBLE``; None: ddim)."""
-    scheduler = check_scheduler(scheduler or "ddim", inverting=True)
+    must be one that inverts (``diffusion.schedulers.INVERTIBLE``; None: ddim, flow on SD3/FLUX.1). ``solver``
+    integrates a flow-matching model's ODE (``flow_inversion.SOLVERS``: euler, or RF-Solver's second-order midpoint)."""
+    scheduler = check_scheduler(scheduler or default_scheduler(pipe.scheduler.config), inverting=True)
     targets = _check_inputs(pipe, image, source, targets, inversion, steps, cache, model_key)
+    check_solver(solver, is_flow(pipe.scheduler.config))
     image = to_rgb(image)  # transparency flattened on white, as load_image does
     start = time.perf_counter()
-    key, inv = _cached_or_inverted(pipe, image, source, inversion, steps, guidance, cache, model_key, progress)
+    key, inv = _cached_or_inverted(pipe, image, source, (inversion, solver), steps, guidance, cache, model_key,
+                                   progress)
     inversion_s = time.perf_counter() - start
     result = edit(pipe, source, targets, method=method, steps=steps, guidance=guidance, self_replace=self_replace,
                   layers=layers, edit_unconditional=edit_unconditional, height=image.height, width=image.width,
@@ -115,15 +121,18 @@ def _check_inputs(pipe, image, source, targets, inversion, steps, cache, model_k
     return targets
 
 
-def _cached_or_inverted(pipe, image, source, method, steps, guidance, cache, model_key, progress):
-    """``(cache key or None, InversionResult)``: the cached inversion when there is one, else a fresh one."""
+def _cached_or_inverted(pipe, image, source, how: tuple[str, str], steps, guidance, cache, model_key, progress):
+    """``(cache key or None, InversionResult)``: the cached inversion when there is one, else a fresh one. ``how``
+    is (inversion, solver); a solver other than euler is part of the key."""
+    method, solver = how
     key = inv = None
     if cache is not None:
-        key = cache.key(image, model_key=model_key, method=method, steps=steps, guidance=guidance, source=source,
-                        dtype=pipe.unet.dtype)
+        named = method if solver == "euler" else f"{method}+{solver}"
+        key = cache.key(image, model_key=model_key, method=named, steps=steps, guidance=guidance, source=source,
+                        dtype=network_of(pipe).dtype)
         inv = cache.load(key)
     if inv is None:
-        inv = invert(pipe, image, source, method, steps, guidance, progress=progress)
+        inv = invert(pipe, image, source, method, steps, guidance, progress=progress, solver=solver)
     return key, inv
 
 
@@ -138,6 +147,8 @@ def _inversion_params(inv: InversionResult, result: EditResult, key, model_key: 
         "inversion_cached": inv.cached, "inversion_compute_s": round(inv.seconds, 3), "inversion_key": key,
         "model_key": model_key or None, "image_size": list(size),
     }
+    if "solver" in inv.info:  # a flow-matching model's inversion
+        params["inversion_solver"] = inv.info["solver"]
     if inv.method == "null-text":
         params["null_text_inner_steps"] = inv.info.get("inner_steps")
     if inv.method in ("ddim", "direct"):

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..diffusion.denoisers import network_of
 from ..editing.images import psnr
 from ..errors import BadInput
 from ..io.outputs import labelled_grid, replacing, write_json, write_text_atomic
@@ -179,7 +180,8 @@ def run_edits(pipe, items: list[EditItem], out_dir: Path, steps: int, guidance: 
     settings, methods and items. ``progress(items done, items)`` after every item of this shard."""
     from ..editing.generated import edit
 
-    settings = {"model": model, "scores": SCORES_VERSION, "dtype": str(pipe.unet.dtype).removeprefix("torch."),
+    dtype = str(network_of(pipe).dtype).removeprefix("torch.")
+    settings = {"model": model, "scores": SCORES_VERSION, "dtype": dtype,
                 "steps": steps, "guidance": guidance, "methods": {name: m.options() for name, m in methods.items()},
                 "items": [[item.id, item.seed, item.source_prompt, item.target_prompt] for item in items]}
 

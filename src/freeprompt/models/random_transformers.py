@@ -87,6 +87,35 @@ def tiny_pixart(width: int = 32, depth: int = 2, heads: int = 2):
                                vae=_vae(4, 0.13025, None), text_encoder=t5_encoder(64), tokenizer=_tokenizer(32))
 
 
+def reduced(family: str, depth: int = 2, single: int = 2, seed: int = 0):
+    """A pipeline of ``family`` (``"sd3"``: SD3-medium, ``"flux"``: FLUX.1-dev) whose transformer has the real model's
+    width, heads, patching and text length (SD3: 77 CLIP + 256 T5 tokens, FLUX: 512 T5 tokens) and ``depth`` joint
+    blocks (FLUX: ``depth`` double- and ``single`` single-stream blocks) instead of 24 (19 and 38): what those blocks of
+    the real model cost per step. Text encoders and VAE stay tiny (they run once per image, not per step)."""
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+
+    torch.manual_seed(seed)
+    if family == "sd3":
+        pipe = tiny_sd3()
+        pipe.transformer = SD3Transformer2DModel(sample_size=128, patch_size=2, in_channels=16, num_layers=depth,
+                                                 attention_head_dim=64, num_attention_heads=24, joint_attention_dim=64,
+                                                 caption_projection_dim=1536, pooled_projection_dim=64,
+                                                 out_channels=16, pos_embed_max_size=192)
+        pipe.tokenizer_3 = _tokenizer(256)
+    elif family == "flux":
+        pipe = tiny_flux()
+        pipe.transformer = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=depth,
+                                                  num_single_layers=single, attention_head_dim=128,
+                                                  num_attention_heads=24, joint_attention_dim=64,
+                                                  pooled_projection_dim=32, guidance_embeds=True,
+                                                  axes_dims_rope=(16, 56, 56))
+        pipe.tokenizer_2 = _tokenizer(512)
+    else:
+        raise ValueError(f"unknown reduced family {family!r}; use sd3 or flux")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def random_transformer_pipeline(family: str = "tiny-sd3", seed: int = 0, torch_dtype=torch.float32):
     """A diffusion-transformer pipeline of ``family`` (``FAMILIES``) with random weights."""
     builders = {"tiny-sd3": tiny_sd3, "tiny-flux": tiny_flux, "tiny-pixart": tiny_pixart}
@@ -98,4 +127,4 @@ def random_transformer_pipeline(family: str = "tiny-sd3", seed: int = 0, torch_d
     return pipe if torch_dtype == torch.float32 else pipe.to(dtype=torch_dtype)
 
 
-__all__ = ["FAMILIES", "random_transformer_pipeline", "t5_encoder"]
+__all__ = ["FAMILIES", "random_transformer_pipeline", "reduced", "t5_encoder"]

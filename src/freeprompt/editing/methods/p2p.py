@@ -32,9 +32,10 @@ from ...attention.steps import StepRange
 from ...attention.tokens import word_token_indices
 from ...errors import BadInput
 from .base import MethodContext, MethodPlan
-from .options import CHOICE, LAYERS, NUMBER, STEPS, WEIGHTS, WORDS, Options, option
+from .options import CHOICE, LAYERS, NUMBER, STEPS, WEIGHTS, WORDS, Options, Preset, option
 
 NOTEBOOK = "the P2P release (google/prompt-to-prompt), prompt-to-prompt_stable.ipynb"
+PIE_RELEASE = "the PnP-Inversion release behind PIE-Bench's P2P rows (cure-lab/PnPInversion)"
 MODES = ("replace", "refine")
 SELF_LAYERS = {"sd": "<=16x16", "sdxl": "<=32x32", "dit": "none"}  # SDXL's smallest grid at 1024 px is 32x32; a
 # diffusion transformer has one grid, so "the smallest layers" names none of them
@@ -76,6 +77,13 @@ class P2P(Options):
         "0.2:1", kind=STEPS, flag="--blend-steps", label="blend steps",
         help="fraction range of the steps after which the local blend applies",
         source=f"{NOTEBOOK} and null_text_w_ptp.ipynb: LocalBlend start_blend=0.2")
+
+    presets = {"pie-bench": Preset(
+        "P2P as PIE-Bench's tables ran it: refine, cross-attention maps 0:0.4, self-attention maps 0:0.6 in layers of "
+        "at most 32x32 tokens (the benchmark's blend words and reweighting of the new word by 2 come per edit)",
+        {"p2p_mode": "refine", "cross_replace": "0:0.4", "p2p_self_replace": "0:0.6", "p2p_self_layers": "<=32x32"},
+        f"{PIE_RELEASE}: run_editing_p2p.py (cross_replace_steps=0.4, self_replace_steps=0.6), models/p2p_editor.py "
+        "(is_replace_controller=False: AttentionRefine), models/p2p/attention_control.py (self maps up to 32x32)")}
 
     name = "p2p"
     title = "P2P"

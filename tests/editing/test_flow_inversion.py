@@ -1,0 +1,116 @@
+"""Photos on flow-matching models (SD3, FLUX.1; issue #38): the Euler and the midpoint (RF-Solver's second order)
+inversion equal a reference written here from the flow ODE and diffusers' own scheduler and transformer call; unpinned
+Euler sampling from the inverted noise comes back to the image's latent, closer with more steps and closer after the
+second-order inversion; edit_real pins the source branch to the image, caches the inversion (the solver in its key)
+and records the solver; what is not defined on a flow model is one line. Tiny random pipelines in float64."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+from PIL import Image
+
+from freeprompt.editing.cache import InversionCache
+from freeprompt.editing.flow_inversion import flow_invert
+from freeprompt.editing.images import image_to_latents
+from freeprompt.editing.inversion import invert
+from freeprompt.editing.real import edit_real
+from freeprompt.errors import BadInput
+from freeprompt.models.random import random_pipeline
+from freeprompt.models.random_transformers import random_transformer_pipeline
+
+
+@pytest.fixture(scope="module", params=["tiny-sd3", "tiny-flux"])
+def flow_pipe(request):
+    return random_transformer_pipeline(request.param, torch_dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def sd3():
+    return random_transformer_pipeline("tiny-sd3", torch_dtype=torch.float64)
+
+
+def photo(seed=0):
+    pixels = np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def reference_trajectory(pipe, x0, prompt, steps, solver):
+    """The flow ODE dx/dσ = v integrated upwards over the σs diffusers' scheduler samples with (SD3: no dynamic
+    shift), the velocity from SD3's transformer called as its pipeline calls it."""
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(steps)
+    sigmas = scheduler.sigmas.double()
+    length = min(256, pipe.tokenizer_3.model_max_length)  # the pipeline's default, as far as the tiny T5 reaches
+    embeds, _, pooled, _ = pipe.encode_prompt(prompt=[prompt], prompt_2=None, prompt_3=None,
+                                              do_classifier_free_guidance=False, max_sequence_length=length)
+
+    def v(x, sigma):
+        t = (sigma * 1000).reshape(1)
+        return pipe.transformer(hidden_states=x, timestep=t, encoder_hidden_states=embeds, pooled_projections=pooled,
+                                return_dict=False)[0]
+
+    x, out = x0.double(), [x0.double()[0]]
+    with torch.no_grad():
+        for i in reversed(range(steps)):
+            low, high = sigmas[i + 1], sigmas[i]
+            k = v(x, low)
+            if solver == "midpoint":
+                k = v(x + (high - low) / 2 * k, (low + high) / 2)
+            x = x + (high - low) * k
+            out.append(x[0])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("solver", ["euler", "midpoint"])
+def test_the_inversion_equals_the_flow_ode_written_out(sd3, solver):
+    x0 = image_to_latents(sd3, photo())
+    ours = flow_invert(sd3, x0, "a red car", 4, solver=solver)
+    want = reference_trajectory(sd3, x0, "a red car", 4, solver)
+    assert ours.shape == (5, *x0.shape[1:])
+    assert (ours - want).abs().max().item() < 1e-5  # the trajectory is kept in float32
+    assert (ours[0] - x0[0]).abs().max().item() == 0.0
+
+
+def test_sampling_back_from_the_inverted_noise_converges_to_the_image(flow_pipe):
+    image = photo(1)
+    rmse = {(solver, steps): invert(flow_pipe, image, "a cat", "direct", steps, 1.0, measure=True,
+                                    solver=solver).info["ddim_latent_rmse"]
+            for solver in ("euler", "midpoint") for steps in (4, 16)}
+    for solver in ("euler", "midpoint"):
+        assert rmse[solver, 16] < 0.5 * rmse[solver, 4], rmse  # a consistent inversion: the error shrinks with Δσ
+    assert rmse["midpoint", 4] < rmse["euler", 4] and rmse["midpoint", 16] < rmse["euler", 16], rmse
+
+
+def test_edit_real_pins_the_source_and_caches_the_inversion(flow_pipe, tmp_path):
+    image, cache = photo(2), InversionCache(tmp_path)
+    args = dict(steps=4, guidance=2.0, cache=cache, model_key="tiny@0", progress=False)
+    first = edit_real(flow_pipe, image, "a red car", ["a blue car"], solver="midpoint", **args)
+    assert first.params["inversion_solver"] == "midpoint" and not first.params["inversion_cached"]
+    assert first.params["scheduler_name"] == "flow" and first.params["reconstruction_latent_rmse"] < 1e-10
+    assert (first.latents[1] - first.latents[0]).abs().max().item() > 1e-3  # the target is its own image
+    again = edit_real(flow_pipe, image, "a red car", ["a blue car"], solver="midpoint", **args)
+    assert again.params["inversion_cached"] and torch.equal(again.latents, first.latents)
+    euler = edit_real(flow_pipe, image, "a red car", ["a blue car"], **args)  # another solver: another entry
+    assert not euler.params["inversion_cached"] and euler.params["inversion_solver"] == "euler"
+
+
+@pytest.mark.parametrize("how, message", [
+    (dict(inversion="null-text"), "the null-text inversion edits a noise-prediction model's unconditional branch"),
+    (dict(inversion="negative-prompt"), "it is not defined on a flow-matching"),
+    (dict(solver="rk4"), "unknown inversion solver 'rk4'"),
+    (dict(scheduler="ddim"), "the ddim scheduler cannot sample a flow-matching model"),
+])
+def test_what_a_flow_model_does_not_invert_is_one_line(sd3, how, message):
+    with pytest.raises(BadInput) as refused:
+        edit_real(sd3, photo(), "a red car", ["a blue car"], steps=2, progress=False, **how)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_the_midpoint_solver_and_pixart_photos_are_refused_where_undefined():
+    with pytest.raises(BadInput, match="the midpoint solver inverts flow-matching models"):
+        edit_real(random_pipeline("tiny", seed=0), photo(), "a red car", ["a blue car"], steps=2, progress=False,
+                  solver="midpoint")
+    with pytest.raises(BadInput, match="photos are inverted on Stable Diffusion 1.x/2.x/XL, SD3 and FLUX.1"):
+        edit_real(random_transformer_pipeline("tiny-pixart"), photo(), "a red car", ["a blue car"], steps=2,
+                  progress=False)
