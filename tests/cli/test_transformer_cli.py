@@ -69,3 +69,17 @@ def test_a_photo_is_inverted_and_edited_on_a_flux_model(flux_folder, tmp_path, c
     record = json.loads((out / "run.json").read_text())["params"]
     assert record["inversion"] == "direct" and record["inversion_solver"] == "midpoint"
     assert record["scheduler_name"] == "flow" and record["reconstruction_latent_rmse"] < 1e-5
+
+
+def test_ablate_on_a_flux_model_defaults_to_what_joint_attention_defines(flux_folder, tmp_path, capsys):
+    import csv
+
+    out = tmp_path / "ablation"
+    base = ["ablate", "--model", str(flux_folder), "-s", "a red car", "-t", "a blue car", "--limit", "1", "--ratios",
+            "0.5", "--steps", "2", "--quiet"]
+    code, _, err = run([*base, "--out", str(out)], capsys)
+    assert code == 0, err
+    cells = {(row["type"], row["layers"]) for row in csv.DictReader(open(out / "cells.csv"))}
+    assert cells == {("cross", "all"), ("self", "all")}  # no 4-14 or <=32x32 (one grid), no both (one softmax)
+    code, _, err = run([*base, "--types", "both", "--out", str(tmp_path / "both")], capsys)
+    assert code == 2 and "--types both (self- and cross-attention replaced together) is not defined" in err

@@ -33,8 +33,10 @@ def ablate(
     target: Optional[list[str]] = typer.Option(None, "--target", "-t", help="target prompt (repeat), with --source"),
     items: int = limit_option("shapes-world swaps (half colour, half shape), or seeds per target prompt", 4, 10_000),
     seed: int = seed_option(0, "seed of the item list, or the first seed with --source"),
-    types: str = typer.Option("cross,self,both", help="replacement types: cross, self, both (self + cross at 0:0.8)"),
-    layers: Optional[list[str]] = typer.Option(None, help="a layer set (repeat) [default: all, 4-14, <=32x32]"),
+    types: Optional[str] = typer.Option(None, help="replacement types: cross, self, both (self + cross at 0:0.8) "
+                                        "[default: cross,self,both; SD3 and FLUX: cross,self]", show_default=False),
+    layers: Optional[list[str]] = typer.Option(None, help="a layer set (repeat) [default: all, 4-14, <=32x32; a "
+                                               "diffusion transformer: all]"),
     ratios: str = typer.Option("0.1:0.9:0.1", help="replace ratios r (steps 0:r): START:STOP:STEP or a,b,c"),
     steps: Optional[int] = steps_option(),
     guidance: Optional[float] = guidance_option(),
@@ -57,12 +59,16 @@ def ablate(
     check_output_folder(out, resumable=True)
     resolve_device(device), resolve_dtype(dtype)
     shards, index = distributed_position(num_shards, shard_index)
-    cells = ab.grid([t.strip() for t in types.split(",") if t.strip()], list(layers or ab.DEFAULT_LAYER_SETS),
-                    ab.parse_ratios(ratios))
+    kinds, parsed = [t.strip() for t in (types or ",".join(ab.TYPES)).split(",") if t.strip()], ab.parse_ratios(ratios)
+    cells = ab.grid(kinds, list(layers or ab.DEFAULT_LAYER_SETS), parsed)  # checked before the model loads
     if (source is None) != (not target):
         raise BadInput("--source and --target go together", "give both, or neither for the shapes-world swaps")
     chosen = _items(source, target, items, seed)
     loaded = load_model(model, device=device, dtype=dtype)
+    if not layers or not types:  # the defaults are the UNet's (see ablation.defaults_for)
+        default_kinds, default_layers = ab.defaults_for(loaded.pipe)
+        cells = ab.grid(kinds if types else default_kinds, layers or list(default_layers), parsed)
+    ab.check_types(loaded.pipe, {cell.type for cell in cells})
     steps, guidance = loaded.setting("steps", steps, 50), loaded.setting("guidance", guidance, 7.5)
     rows = ab.run_ablation(loaded.pipe, chosen, cells, out, steps, guidance, model=model,
                            progress=progress_bar("cells", "edit", quiet), num_shards=shards, shard_index=index)

@@ -63,6 +63,30 @@ class AblationItem:
     shapes_item: EditItem | None = None  # scored by the oracle when set
 
 
+def _joint(pipe) -> bool:
+    """Whether the image tokens of ``pipe`` attend in joint attention (SD3, FLUX.1): text and image in one softmax."""
+    from ..attention import discover_layers
+    from ..diffusion.denoisers import network_of
+
+    return getattr(pipe, "unet", None) is None and bool(discover_layers(network_of(pipe)).of_kind("joint"))
+
+
+def defaults_for(pipe) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(types, layer sets) when none are given: the paper's on a UNet; on a diffusion transformer, whose layers share
+    one token grid (a token bound selects all or none, 4-14 is a UNet's numbering), every layer; on joint attention
+    no ``both`` (see ``check_types``)."""
+    if getattr(pipe, "unet", None) is not None:
+        return TYPES, DEFAULT_LAYER_SETS
+    return (tuple(t for t in TYPES if t != "both") if _joint(pipe) else TYPES), ("all",)
+
+
+def check_types(pipe, types) -> None:
+    """``both`` replaces self- and cross-attention maps in one layer's two attentions; joint attention has one."""
+    if "both" in types and _joint(pipe):
+        raise BadInput("--types both (self- and cross-attention replaced together) is not defined on joint attention "
+                       "(SD3, FLUX.1), where text and image tokens share one softmax", "use --types cross,self")
+
+
 def grid(types, layer_sets, ratios) -> list[Cell]:
     """Every cell, checked: known types, non-empty layer sets, ratios in (0, 1]; repeated values are taken once."""
     unknown = [t for t in types if t not in TYPES]
