@@ -107,10 +107,39 @@ def test_what_a_flow_model_does_not_invert_is_one_line(sd3, how, message):
     assert message in str(refused.value) and "\n" not in str(refused.value)
 
 
-def test_the_midpoint_solver_and_pixart_photos_are_refused_where_undefined():
-    with pytest.raises(BadInput, match="the midpoint solver inverts flow-matching models"):
-        edit_real(random_pipeline("tiny", seed=0), photo(), "a red car", ["a blue car"], steps=2, progress=False,
-                  solver="midpoint")
-    with pytest.raises(BadInput, match="photos are inverted on Stable Diffusion 1.x/2.x/XL, SD3 and FLUX.1"):
-        edit_real(random_transformer_pipeline("tiny-pixart"), photo(), "a red car", ["a blue car"], steps=2,
-                  progress=False)
+def test_the_midpoint_solver_is_refused_on_a_noise_prediction_model():
+    for pipe in (random_pipeline("tiny", seed=0), random_transformer_pipeline("tiny-pixart")):
+        with pytest.raises(BadInput, match="the midpoint solver inverts flow-matching models"):
+            edit_real(pipe, photo(), "a red car", ["a blue car"], steps=2, progress=False, solver="midpoint")
+
+
+def test_pixart_inverts_with_ddim_over_its_own_betas():
+    """PixArt (epsilon prediction, its own betas): each inverted step is DDIM's step run backwards with the noise
+    PixArt's transformer predicts at the known latent (called here as its pipeline calls it, the learned variance
+    dropped), and an edit pins the source to the photo."""
+    from diffusers import DDIMScheduler
+
+    pipe = random_transformer_pipeline("tiny-pixart", torch_dtype=torch.float64)
+    x0 = image_to_latents(pipe, photo(3)).double()
+    ours = invert(pipe, photo(3), "a red car", "direct", 3, 1.0).trajectory.double()
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False, set_alpha_to_one=False,
+                                          steps_offset=1)
+    scheduler.set_timesteps(3)
+    embeds, mask, _, _ = pipe.encode_prompt(["a red car"], do_classifier_free_guidance=False, clean_caption=False,
+                                            max_sequence_length=min(300, pipe.tokenizer.model_max_length))
+    x, ratio = x0, scheduler.config.num_train_timesteps // 3
+    for k, t in enumerate(reversed(scheduler.timesteps.tolist())):
+        with torch.no_grad():
+            eps = pipe.transformer(x, encoder_hidden_states=embeds, encoder_attention_mask=mask,
+                                   timestep=torch.tensor([t]), added_cond_kwargs={"resolution": None,
+                                                                                 "aspect_ratio": None},
+                                   return_dict=False)[0][:, :4]
+        alpha_t = scheduler.alphas_cumprod[t]
+        alpha_prev = scheduler.alphas_cumprod[t - ratio] if t - ratio >= 0 else scheduler.final_alpha_cumprod
+        clean = (x - (1 - alpha_prev) ** 0.5 * eps) / alpha_prev ** 0.5
+        x = alpha_t ** 0.5 * clean + (1 - alpha_t) ** 0.5 * eps
+        assert (ours[k + 1] - x[0]).abs().max().item() < 1e-5, k  # the trajectory is kept in float32
+    result = edit_real(pipe, photo(3), "a red car", ["a blue car"], steps=3, guidance=2.0, progress=False)
+    assert result.params["reconstruction_latent_rmse"] < 1e-10 and result.params["scheduler_name"] == "ddim"
+    with pytest.raises(BadInput, match="the null-text inversion runs on Stable Diffusion 1.x/2.x/XL only"):
+        edit_real(pipe, photo(), "a red car", ["a blue car"], steps=2, progress=False, inversion="null-text")

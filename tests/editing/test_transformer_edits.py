@@ -209,8 +209,9 @@ def test_samplers_and_photos_a_transformer_cannot_take_are_refused(mmdit, pixart
 
     from freeprompt.editing.real import edit_real
 
-    with pytest.raises(BadInput, match="photos are inverted on Stable Diffusion 1.x/2.x/XL, SD3 and FLUX.1, not on"):
-        edit_real(pixart, Image.new("RGB", (SIZE, SIZE)), "a car", ["a bus"], steps=2, progress=False)
+    with pytest.raises(BadInput, match="the negative-prompt inversion runs on Stable Diffusion 1.x/2.x/XL only"):
+        edit_real(pixart, Image.new("RGB", (SIZE, SIZE)), "a car", ["a bus"], steps=2, progress=False,
+                  inversion="negative-prompt")
 
 
 def test_fpe_beside_p2p_on_one_joint_layer_is_refused(mmdit):

@@ -23,7 +23,9 @@ back. Inversion uses the source prompt (it may be "") without guidance, as the o
 
 On a flow-matching model (SD3, FLUX.1) the trajectory comes from the flow ODE instead (``flow_inversion``: Euler,
 or RF-Solver's second-order midpoint step), and ``ddim`` and ``direct`` follow it the same way; null-text and
-negative-prompt inversion, defined on noise-prediction models' unconditional branch, are refused there.
+negative-prompt inversion, defined on noise-prediction models' unconditional branch, are refused there. On PixArt
+(a noise-prediction transformer) DDIM inversion runs through its denoiser over its own betas; null-text and
+negative-prompt inversion are UNet-only for now.
 
 Results are cached on disk by ``cache.InversionCache``.
 """
@@ -47,7 +49,7 @@ from ..diffusion import (
     sample,
     step_bar,
 )
-from ..diffusion.denoisers import denoiser_for, network_of
+from ..diffusion.denoisers import Denoiser, denoiser_for, network_denoiser, network_of
 from ..diffusion.prompts import as_conditioning
 from ..diffusion.schedulers import default_scheduler, is_flow, make_scheduler
 from ..errors import BadInput
@@ -60,8 +62,9 @@ INVERSIONS = ("direct", "ddim", "null-text", "negative-prompt")
 # ---------------------------------------------------------------- the DDIM schedule, both directions
 
 def _schedule(pipe, steps: int):
-    """(scheduler, [(t, alpha_t, alpha_prev)] in sampling order), alphas exactly as DDIMScheduler.step uses."""
-    scheduler = ddim_scheduler(pipe.scheduler.config)
+    """(scheduler, [(t, alpha_t, alpha_prev)] in sampling order), alphas exactly as DDIMScheduler.step uses: the
+    official FPE code's DDIM on a UNet, the model's own betas on a diffusion transformer (as ``edit`` samples it)."""
+    scheduler = ddim_scheduler(pipe.scheduler.config, model_betas=getattr(pipe, "unet", None) is None)
     scheduler.set_timesteps(steps)
     ratio = scheduler.config["num_train_timesteps"] // scheduler.num_inference_steps
     rows = []
@@ -89,11 +92,14 @@ def _invert_step(eps, sample_prev, alpha_t, alpha_prev):
 
 
 def _unet_eps(unet, x, t, conditioning: Conditioning, guidance, alpha, prediction_type):
-    """Guided noise prediction; ``conditioning`` is ``[uncond, cond]`` when guidance > 1, else ``cond``."""
+    """Guided noise prediction; ``conditioning`` is ``[uncond, cond]`` when guidance > 1, else ``cond``. ``unet`` is
+    a UNet or a noise-prediction transformer's ``Denoiser`` (PixArt)."""
     guided = guidance > 1.0
     model_in = torch.cat([x, x]) if guided else x
-    kwargs = conditioning.to(dtype=unet.dtype).unet_kwargs()
-    out = unet(model_in.to(unet.dtype), t, **kwargs, return_dict=False)[0].float()
+    denoiser = unet if isinstance(unet, Denoiser) else network_denoiser(unet)
+    dtype = denoiser.network.dtype
+    out = denoiser.predict(model_in.to(dtype), torch.as_tensor(t, device=x.device), conditioning.to(dtype=dtype),
+                           guidance).float()
     if guided:
         uncond, cond = out.chunk(2)
         out = uncond + guidance * (cond - uncond)
@@ -109,7 +115,8 @@ def ddim_invert(pipe, latents0: torch.Tensor, cond, uncond=None, steps: int = 50
     ``Conditioning`` (or embedding); ``uncond`` and ``guidance > 1`` give guided inversion (the default is
     unguided)."""
     scheduler, rows = _schedule(pipe, steps)
-    unet, device = pipe.unet, pipe.unet.device
+    unet = pipe.unet if getattr(pipe, "unet", None) is not None else denoiser_for(pipe)
+    device = network_of(pipe).device
     prediction = scheduler.config.prediction_type
     parts = [as_conditioning(uncond), as_conditioning(cond)] if guidance > 1.0 else [as_conditioning(cond)]
     context = Conditioning.cat(parts).to(device)
@@ -275,16 +282,14 @@ def check_inversion(method: str, pipe=None) -> str:
     """``method`` if it is a known inversion (and ``pipe``, when given, a model that ``method`` inverts photos on)."""
     if method not in INVERSIONS:
         raise BadInput(f"unknown inversion {method!r}", f"use one of {', '.join(INVERSIONS)}")
-    if pipe is None or getattr(pipe, "unet", None) is not None:
+    if pipe is None or getattr(pipe, "unet", None) is not None or method in FLOW_INVERSIONS:
         return method
-    if not is_flow(pipe.scheduler.config):
-        raise BadInput(f"photos are inverted on Stable Diffusion 1.x/2.x/XL, SD3 and FLUX.1, not on a "
-                       f"{type(pipe).__name__}", "edit the photo with one of those, or generate and edit on this one")
-    if method not in FLOW_INVERSIONS:
+    if is_flow(pipe.scheduler.config):
         raise BadInput(f"the {method} inversion edits a noise-prediction model's unconditional branch; it is not "
                        f"defined on a flow-matching {type(pipe).__name__}",
                        f"use --inversion {' or '.join(FLOW_INVERSIONS)} (--inversion-solver euler or midpoint)")
-    return method
+    raise BadInput(f"the {method} inversion runs on Stable Diffusion 1.x/2.x/XL only, not on a {type(pipe).__name__}",
+                   f"use --inversion {' or '.join(FLOW_INVERSIONS)}")
 
 
 def invert(pipe, image, source: str, method: str = "direct", steps: int = 50, guidance: float = 7.5,
@@ -309,7 +314,10 @@ def invert(pipe, image, source: str, method: str = "direct", steps: int = 50, gu
         trajectory = flow_invert(pipe, latents0, source, steps, guidance, solver, progress=bar).float().cpu()
         return _finished(pipe, image, InversionResult(method, trajectory, None, source, steps, guidance,
                                                       time.perf_counter() - start, info={"solver": solver}), measure)
-    cond = encode_text(pipe, source, size)
+    if getattr(pipe, "unet", None) is not None:
+        cond = encode_text(pipe, source, size)
+    else:  # a noise-prediction transformer (PixArt): its own text encoding
+        cond = denoiser_for(pipe).encode([source], "", False, network_of(pipe).device, size)
     trajectory = ddim_invert(pipe, latents0, cond, steps=steps, progress=bar).float().cpu()
     uncond, pooled = None, None
     info: dict = {}
@@ -344,7 +352,8 @@ def reconstruct(pipe, inversion: InversionResult, pinned: bool = True) -> torch.
     guided = inversion.guidance > 1.0 and not denoiser.embedded_guidance
     conditioning = denoiser.encode([inversion.source], "", guided, device, size)
     hooks = inversion.hooks(device, dtype, pinned)
-    scheduler = make_scheduler(default_scheduler(pipe.scheduler.config), pipe.scheduler.config)
+    scheduler = make_scheduler(default_scheduler(pipe.scheduler.config), pipe.scheduler.config,
+                               model_betas=getattr(pipe, "unet", None) is None)  # as _schedule and edit() choose
     final = sample(denoiser, scheduler, inversion.noise.to(device=device, dtype=dtype), conditioning,
                    inversion.steps, inversion.guidance, hooks=[hooks])
     return final.float().cpu()
