@@ -45,7 +45,7 @@ def joint_attention(attn, hidden_states: torch.Tensor, encoder_hidden_states: to
     if kept:
         out[kept] = F.scaled_dot_product_attention(q[kept], k[kept], v[kept])
     out[rows, :, text] = F.scaled_dot_product_attention(q[rows][:, :, text], k[rows], v[rows])
-    out[rows, :, image] = _edited_rows(q, k, v, rows, sources, image, edit)
+    out[rows, :, image] = _edited_rows(q, k, v, rows, sources, (image, text), edit)
     return _joint_output(attn, out, hidden_states, encoder_hidden_states, flux, image)
 
 
@@ -82,9 +82,10 @@ def _normed(norm, x: torch.Tensor) -> torch.Tensor:
     return x if norm is None else norm(x)
 
 
-def _edited_rows(q, k, v, rows: list[int], sources: list[int], image: slice, edit: JointEdit) -> torch.Tensor:
-    """The image queries' outputs of the target ``rows`` under ``edit`` (their sources: batch ``sources``), one SDPA."""
-    text = _complement(image, q.shape[2])
+def _edited_rows(q, k, v, rows: list[int], sources: list[int], parts: tuple[slice, slice], edit: JointEdit):
+    """The image queries' outputs of the target ``rows`` under ``edit`` (their sources: batch ``sources``), one SDPA;
+    ``parts``: the (image, text) token slices."""
+    image, text = parts
     mode = edit.mode
     if mode == "row":
         return F.scaled_dot_product_attention(q[sources][:, :, image], k[sources], v[rows])

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..diffusion.latents import MAX_TARGETS
-from ..diffusion.schedulers import SCHEDULERS, check_scheduler
+from ..diffusion.schedulers import SCHEDULERS, check_scheduler, check_solver
 from ..editing.methods import PRESET, build_methods
 from ..errors import BadInput
 from .loading import load_model
@@ -75,50 +75,68 @@ def edit(
     """Edit a generated image (or a photo with --image); by default FPE: targets reuse the source's self-attention.
     Several methods (--method fpe,p2p,plain) edit the same noise side by side, each in its own subfolder."""
     chosen = build_methods(method, method_options)  # every check that needs no model comes before the model loads
-    from ..diffusion.latents import check_size, check_targets
-
-    check_targets(len(target))
-    if scheduler is not None:
-        check_scheduler(scheduler, inverting=image is not None)
-    from ..io.outputs import check_output_folder, save_comparison, save_edit
-    from ..models.loading import resolve_device, resolve_dtype
-
-    check_output_folder(out, overwrite)
-    _check_inputs(source, target, image, inversion, resize, latents, negative)
-    from ..editing.flow_inversion import check_solver
-
-    check_solver(inversion_solver, flow=True)  # whether the model is a flow-matching one is checked once it loads
+    _check_run(out, overwrite, scheduler, image, height, width, device, dtype)
+    _check_inputs(source, target, image, (inversion, inversion_solver), resize, latents, negative)
     candidates = _candidates(image, source, auto_caption, caption_candidates, caption_clip)
-    check_size(height, width), resolve_device(device), resolve_dtype(dtype)
     start = time.perf_counter()
     loaded = load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle, revision=revision, config=config)
     load_s = time.perf_counter() - start
-    if image is not None:
-        from ..editing.inversion import check_inversion
-
-        check_inversion(inversion, loaded.pipe)  # a photo needs a model it can be inverted on
     run, size = _settings(loaded, steps, guidance, height, width)
     run.update(progress=not quiet, scheduler=scheduler)
     extra = {"latents_file": str(latents) if latents else None} if image is None else {"image": str(image)}
     extra["preset"] = (method_options or {}).get(PRESET)
-    if image is not None:
-        source, extra["caption"] = _caption(loaded, image, resize, size, source,
-                                            candidates if auto_caption else False, caption_clip)
-        typer.echo(_caption_line(extra["caption"]))
-    results = {}
-    for name, chosen_method in chosen.items():
-        run["method"] = chosen_method
-        if image is None:
-            results[name] = _edit_generated(loaded.pipe, source, target, seed, latents, negative, run, size)
-        else:
-            results[name] = _edit_photo(loaded, image, source, target, inversion, resize, cache_dir, no_cache,
-                                        {**run, "solver": inversion_solver}, size)
-        results[name].timings["load_s"] = load_s
-    if len(results) == 1:
-        save_edit(next(iter(results.values())), out, model=loaded.info, save_latents=save_latents, extra=extra)
+    if image is None:
+        results = _edit_each(chosen, run, load_s, lambda run: _edit_generated(loaded.pipe, source, target, seed,
+                                                                              latents, negative, run, size))
     else:
-        save_comparison(results, out, model=loaded.info, save_latents=save_latents, extra=extra)
+        source, extra["caption"] = _photo_source(loaded, image, inversion, resize, size, source,
+                                                 candidates if auto_caption else False, caption_clip)
+        results = _edit_each(chosen, {**run, "solver": inversion_solver}, load_s, lambda run: _edit_photo(
+            loaded, image, source, target, inversion, resize, cache_dir, no_cache, run, size))
+    _save(results, out, loaded.info, save_latents, extra)
     typer.echo(_written(out, results))
+
+
+def _photo_source(loaded, image, inversion: str, resize, size: dict, source: str, candidates, clip):
+    """A photo's source prompt and what run.json records of it (``_caption``), once the model is known to invert
+    photos with ``inversion``; the caption used is printed."""
+    from ..editing.inversion import check_inversion
+
+    check_inversion(inversion, loaded.pipe)  # a photo needs a model it can be inverted on
+    source, caption = _caption(loaded, image, resize, size, source, candidates, clip)
+    typer.echo(_caption_line(caption))
+    return source, caption
+
+
+def _edit_each(chosen: dict, run: dict, load_s: float, one) -> dict:
+    """Each chosen method's result of ``one(run settings with that method)``, the model's load time recorded."""
+    results = {}
+    for name, method in chosen.items():
+        results[name] = one({**run, "method": method})
+        results[name].timings["load_s"] = load_s
+    return results
+
+
+def _check_run(out, overwrite, scheduler, image, height, width, device, dtype) -> None:
+    """The run's own settings, refused before the model loads: output folder, sampler, size, device, dtype."""
+    from ..diffusion.latents import check_size
+    from ..io.outputs import check_output_folder
+    from ..models.loading import resolve_device, resolve_dtype
+
+    if scheduler is not None:
+        check_scheduler(scheduler, inverting=image is not None)
+    check_output_folder(out, overwrite)
+    check_size(height, width), resolve_device(device), resolve_dtype(dtype)
+
+
+def _save(results: dict, out: Path, model: dict, save_latents: bool, extra: dict) -> None:
+    """One method's run folder, or a comparison of several with a subfolder each."""
+    from ..io.outputs import save_comparison, save_edit
+
+    if len(results) == 1:
+        save_edit(next(iter(results.values())), out, model=model, save_latents=save_latents, extra=extra)
+    else:
+        save_comparison(results, out, model=model, save_latents=save_latents, extra=extra)
 
 
 def _settings(loaded, steps, guidance, height, width) -> tuple[dict, dict]:
@@ -127,16 +145,21 @@ def _settings(loaded, steps, guidance, height, width) -> tuple[dict, dict]:
             {"height": loaded.setting("height", height), "width": loaded.setting("width", width)})
 
 
-def _check_inputs(source, targets, image, inversion, resize, latents, negative) -> None:
-    """Every refusal that needs no model, so a bad call fails before the (slow) model load."""
+def _check_inputs(source, targets, image, how: tuple[str, str], resize, latents, negative) -> None:
+    """Every refusal of the prompts and the photo's settings that needs no model, so a bad call fails before the
+    (slow) model load; ``how`` is (inversion, solver): whether the model can take them is checked once it loads."""
     from ..diffusion import require_text
+    from ..diffusion.latents import check_targets
     from ..editing.images import check_resize_mode
     from ..editing.inversion import check_inversion
 
     for i, text in enumerate([source, *targets]):
         if i or image is None:  # a photo may be inverted with the empty source prompt, as the official code does
             require_text(text, "source prompt" if i == 0 else f"target prompt {i}")
+    inversion, solver = how
+    check_targets(len(targets))
     check_inversion(inversion)  # typos are caught with or without --image
+    check_solver(solver, flow=True)
     check_resize_mode(resize)
     if latents is not None and not latents.is_file():
         what = "is a folder" if latents.is_dir() else "does not exist"

@@ -37,6 +37,19 @@ def check_scheduler(name: str, inverting: bool = False) -> str:
     return chosen
 
 
+SOLVERS = ("euler", "midpoint")  # how a flow-matching model's ODE is integrated when a photo is inverted
+
+
+def check_solver(solver: str, flow: bool) -> str:
+    """``solver`` if it is known and fits the model (a noise-prediction model inverts with DDIM, first order)."""
+    if solver not in SOLVERS:
+        raise BadInput(f"unknown inversion solver {solver!r}", f"use one of {', '.join(SOLVERS)}")
+    if solver != "euler" and not flow:
+        raise BadInput(f"the {solver} solver inverts flow-matching models (SD3, FLUX.1); this model inverts with DDIM",
+                       "drop --inversion-solver, or use an SD3 or FLUX.1 model")
+    return solver
+
+
 def is_flow(model_config) -> bool:
     """Whether a model's scheduler config is a flow-matching one (SD3, FLUX.1): it names a FlowMatch class, or it has
     a shift and no noise (beta) schedule."""

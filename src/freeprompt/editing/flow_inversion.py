@@ -22,20 +22,7 @@ from collections.abc import Callable
 import torch
 
 from ..diffusion.denoisers import denoiser_for, network_of
-from ..diffusion.schedulers import make_scheduler
-from ..errors import BadInput
-
-SOLVERS = ("euler", "midpoint")
-
-
-def check_solver(solver: str, flow: bool) -> str:
-    """``solver`` if it is known and fits the model (a noise-prediction model inverts with DDIM, first order)."""
-    if solver not in SOLVERS:
-        raise BadInput(f"unknown inversion solver {solver!r}", f"use one of {', '.join(SOLVERS)}")
-    if solver != "euler" and not flow:
-        raise BadInput(f"the {solver} solver inverts flow-matching models (SD3, FLUX.1); this model inverts with DDIM",
-                       "drop --inversion-solver, or use an SD3 or FLUX.1 model")
-    return solver
+from ..diffusion.schedulers import check_solver, make_scheduler
 
 
 @torch.no_grad()

@@ -96,15 +96,9 @@ def edit(
     ``SourceCache``) keeps the source of this edit, or, holding this same source already, runs only the targets'
     rows (``params["source_reused"]``; on a UNet: a transformer's edit runs whole).
 
-    ``pipe`` is a Stable Diffusion 1.x/2.x/XL pipeline or a diffusion transformer's (SD3, FLUX.1, PixArt): the
-    methods read their family's defaults (``params["family"]``), and on an MM-DiT edit its joint attention."""
+    ``pipe``: Stable Diffusion 1.x/2.x/XL, or SD3, FLUX.1, PixArt (the family: ``params["family"]``)."""
     method = _method(method, self_replace, layers, edit_unconditional)
-    targets = [targets] if isinstance(targets, str) else list(targets)
-    prompts = _checked_prompts(pipe, source, targets, empty_source_ok=inversion is not None)
-    if negative_prompt:
-        check_prompt(pipe.tokenizer, negative_prompt, "negative prompt")  # warns when it will be truncated
-    check_steps(steps, pipe.scheduler.config)
-    guidance = check_guidance(guidance)
+    targets, prompts, guidance = _checked_inputs(pipe, source, targets, negative_prompt, steps, guidance, inversion)
     denoiser = denoiser_for(pipe)
     network, family = denoiser.network, model_family(denoiser)
     reuse = reuse if family in UNET_FAMILIES else None  # re-editing replays a UNet's layers only
@@ -113,19 +107,16 @@ def edit(
     generator = torch.Generator("cpu").manual_seed(int(seed))  # the initial noise, then a sampler's step noise
     noise = _start_noise(network, shape, generator, latents, inversion, source, steps, guidance)
     registry = discover_layers(network)
-    key = source_key(pipe, {"source": source, "negative": negative_prompt, "steps": steps, "guidance": guidance,
-                            "shape": shape, "scheduler": [scheduler_name(sampler), dict(sampler.config)],
-                            "method": [method.name, method.options()]}, noise) if reuse is not None else ""
-    reused = reuse is not None and inversion is None and reuse.ready(key, decode)
+    settings = {"source": source, "negative": negative_prompt, "steps": steps, "guidance": guidance, "shape": shape}
+    key, reused = _reuse_state(pipe, reuse, inversion, decode, method, sampler, noise, settings)
     layout = BatchLayout.one_source(len(targets), guidance=guidance > 1.0 and not denoiser.embedded_guidance,
                                     reused=reused)
-    ctx = MethodContext(network, pipe.tokenizer, tuple(prompts), layout, registry, shape[2:], steps, family,
-                        denoiser.text_tokens(), denoiser.text_parts())
-    plan = method.plan(ctx)
+    plan = method.plan(MethodContext(network, pipe.tokenizer, tuple(prompts), layout, registry, shape[2:], steps,
+                                     family, denoiser.text_tokens(), denoiser.text_parts()))
     rows = None if reuse is None or inversion is not None else reuse.rows if reused else reuse.fresh()
     control = EditControl(layout, plan.rules, steps, shape[2:], plan.watches, plan.blends, plan.features, rows)
-    pinned = [inversion.hooks(network.device, network.dtype)] if inversion else []  # before a local blend
     timings: dict[str, float] = {}
+    pinned = [inversion.hooks(network.device, network.dtype)] if inversion else []  # before a local blend
     with controlled(network, registry, control):
         final = _denoise(pipe, denoiser, prompts[1:] if reused else prompts, noise, pinned + [control, *hooks],
                          (sampler, SharedNoise(generator)), (steps, guidance, negative_prompt), progress, timings)
@@ -137,6 +128,26 @@ def edit(
     params.update(family=family, source_reused=reused, source_cache_bytes=reuse.bytes if reuse is not None else None)
     return EditResult(prompts=prompts, images=images, latents=final.cpu(), initial_latents=noise.cpu(),
                       params=params, timings=timings)
+
+
+def _checked_inputs(pipe, source, targets, negative_prompt: str, steps: int, guidance: float, inversion):
+    """(targets as a list, every prompt, guidance): each checked, a photo's source prompt may be empty."""
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    prompts = _checked_prompts(pipe, source, targets, empty_source_ok=inversion is not None)
+    if negative_prompt:
+        check_prompt(pipe.tokenizer, negative_prompt, "negative prompt")  # warns when it will be truncated
+    check_steps(steps, pipe.scheduler.config)
+    return targets, prompts, check_guidance(guidance)
+
+
+def _reuse_state(pipe, reuse: SourceCache | None, inversion, decode: bool, method: Method, sampler, noise, settings):
+    """(the key of this edit's source in ``reuse``: its settings, sampler, method and noise; whether ``reuse`` holds
+    it already, so that only the targets run). No cache: ("", False); a photo's edit never re-uses a source."""
+    if reuse is None:
+        return "", False
+    key = source_key(pipe, {**settings, "scheduler": [scheduler_name(sampler), dict(sampler.config)],
+                            "method": [method.name, method.options()]}, noise)
+    return key, inversion is None and reuse.ready(key, decode)
 
 
 def _source_and_targets(pipe, final: torch.Tensor, reused: SourceCache | None, decode: bool, timings: dict):

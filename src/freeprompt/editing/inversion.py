@@ -49,11 +49,11 @@ from ..diffusion import (
     sample,
     step_bar,
 )
-from ..diffusion.denoisers import Denoiser, denoiser_for, network_denoiser, network_of
+from ..diffusion.denoisers import Denoiser, denoiser_for, network_of
 from ..diffusion.prompts import as_conditioning
-from ..diffusion.schedulers import default_scheduler, is_flow, make_scheduler
+from ..diffusion.schedulers import check_solver, default_scheduler, is_flow, make_scheduler
 from ..errors import BadInput
-from .flow_inversion import check_solver, flow_invert
+from .flow_inversion import flow_invert
 from .images import image_to_latents, psnr
 
 INVERSIONS = ("direct", "ddim", "null-text", "negative-prompt")
@@ -91,12 +91,11 @@ def _invert_step(eps, sample_prev, alpha_t, alpha_prev):
     return alpha_t**0.5 * x0 + (1 - alpha_t) ** 0.5 * eps
 
 
-def _unet_eps(unet, x, t, conditioning: Conditioning, guidance, alpha, prediction_type):
-    """Guided noise prediction; ``conditioning`` is ``[uncond, cond]`` when guidance > 1, else ``cond``. ``unet`` is
-    a UNet or a noise-prediction transformer's ``Denoiser`` (PixArt)."""
+def _guided_eps(denoiser: Denoiser, x, t, conditioning: Conditioning, guidance, alpha, prediction_type):
+    """Guided noise prediction of a noise-prediction model (a UNet, PixArt); ``conditioning`` is ``[uncond, cond]``
+    when guidance > 1, else ``cond``."""
     guided = guidance > 1.0
     model_in = torch.cat([x, x]) if guided else x
-    denoiser = unet if isinstance(unet, Denoiser) else network_denoiser(unet)
     dtype = denoiser.network.dtype
     out = denoiser.predict(model_in.to(dtype), torch.as_tensor(t, device=x.device), conditioning.to(dtype=dtype),
                            guidance).float()
@@ -115,8 +114,8 @@ def ddim_invert(pipe, latents0: torch.Tensor, cond, uncond=None, steps: int = 50
     ``Conditioning`` (or embedding); ``uncond`` and ``guidance > 1`` give guided inversion (the default is
     unguided)."""
     scheduler, rows = _schedule(pipe, steps)
-    unet = pipe.unet if getattr(pipe, "unet", None) is not None else denoiser_for(pipe)
-    device = network_of(pipe).device
+    denoiser = denoiser_for(pipe)
+    device = denoiser.network.device
     prediction = scheduler.config.prediction_type
     parts = [as_conditioning(uncond), as_conditioning(cond)] if guidance > 1.0 else [as_conditioning(cond)]
     context = Conditioning.cat(parts).to(device)
@@ -125,7 +124,7 @@ def ddim_invert(pipe, latents0: torch.Tensor, cond, uncond=None, steps: int = 50
     order = list(reversed(range(steps)))
     for i in (progress(order) if progress else order):
         t, alpha_t, alpha_prev = rows[i]
-        eps = _unet_eps(unet, x, t, context, guidance, alpha_t.to(device), prediction)
+        eps = _guided_eps(denoiser, x, t, context, guidance, alpha_t.to(device), prediction)
         x = _invert_step(eps, x, alpha_t.to(device), alpha_prev.to(device))
         trajectory.append(x[0])
     return torch.stack(trajectory)
@@ -296,7 +295,7 @@ def invert(pipe, image, source: str, method: str = "direct", steps: int = 50, gu
            progress: bool | Callable = False, measure: bool = False, null_text_options: dict | None = None,
            solver: str = "euler") -> InversionResult:
     """Invert ``image`` (a PIL image of a size the model accepts, e.g. from ``load_image``) with ``method``;
-    ``solver`` (``flow_inversion.SOLVERS``) integrates a flow-matching model's ODE.
+    ``solver`` (``diffusion.schedulers.SOLVERS``) integrates a flow-matching model's ODE.
 
     ``measure=True`` also computes ``vae_psnr``, ``ddim_psnr`` and the method's reconstruction ``psnr`` (one
     extra sampling pass; ``edit_real`` gets the reconstruction from the edit itself instead)."""

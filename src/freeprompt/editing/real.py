@@ -18,10 +18,9 @@ import numpy as np
 
 from ..diffusion import PromptTruncated, StepHooks, check_prompt, check_steps, latent_shape
 from ..diffusion.denoisers import network_of
-from ..diffusion.schedulers import check_scheduler, default_scheduler, is_flow
+from ..diffusion.schedulers import check_scheduler, check_solver, default_scheduler, is_flow
 from ..errors import BadInput, FreepromptError
 from .cache import CacheWarning, InversionCache
-from .flow_inversion import check_solver
 from .generated import EditResult, edit
 from .images import psnr, to_rgb
 from .inversion import InversionResult, check_inversion, invert, measure_reconstruction
@@ -60,10 +59,9 @@ def edit_real(
     ``params["ddim_psnr"]`` so that pinning the source branch cannot hide the inversion's error. ``hooks`` are
     further ``StepHooks`` of the edit's sampling run (not of the inversion's), as ``edit`` takes them; ``scheduler``
     must be one that inverts (``diffusion.schedulers.INVERTIBLE``; None: ddim, flow on SD3/FLUX.1). ``solver``
-    integrates a flow-matching model's ODE (``flow_inversion.SOLVERS``: euler, or RF-Solver's second-order midpoint)."""
+    integrates a flow-matching model's ODE (``diffusion.schedulers.SOLVERS``: euler, or RF-Solver's midpoint)."""
     scheduler = check_scheduler(scheduler or default_scheduler(pipe.scheduler.config), inverting=True)
-    targets = _check_inputs(pipe, image, source, targets, inversion, steps, cache, model_key)
-    check_solver(solver, is_flow(pipe.scheduler.config))
+    targets = _check_inputs(pipe, image, source, targets, (inversion, solver), steps, cache, model_key)
     image = to_rgb(image)  # transparency flattened on white, as load_image does
     start = time.perf_counter()
     key, inv = _cached_or_inverted(pipe, image, source, (inversion, solver), steps, guidance, cache, model_key,
@@ -95,9 +93,11 @@ def _save_to_cache(cache, key: str, inv, describe: dict) -> None:
         warnings.warn(f"the inversion was not cached: {err}", CacheWarning, stacklevel=3)
 
 
-def _check_inputs(pipe, image, source, targets, inversion, steps, cache, model_key) -> list[str]:
-    """Everything ``edit_real`` can refuse, checked before the (possibly long) inversion; the targets as a list."""
-    check_inversion(inversion, pipe)
+def _check_inputs(pipe, image, source, targets, how: tuple[str, str], steps, cache, model_key) -> list[str]:
+    """Everything ``edit_real`` can refuse, checked before the (possibly long) inversion; the targets as a list.
+    ``how`` is (inversion, solver)."""
+    check_inversion(how[0], pipe)
+    check_solver(how[1], is_flow(pipe.scheduler.config))
     if not isinstance(source, str):
         raise BadInput("the source prompt is not text", "give a string (\"\" is allowed for real images)")
     check_steps(steps, pipe.scheduler.config)
