@@ -239,3 +239,31 @@ def test_a_second_collection_into_a_folder_being_written_is_refused_in_one_line(
     summary = collect(tiny_pipe, small_spec(), root, OPTIONS, model_info=MODEL, on_batch=second)
     assert refused and "\n" not in refused[0] and summary["complete"]
     assert collect(tiny_pipe, small_spec(), root, OPTIONS, model_info=MODEL)["items_generated"] == 0
+
+
+@pytest.mark.parametrize("kind", ["color", "self_color"])
+def test_collection_on_an_mmdit_records_its_joint_blocks(tmp_path, kind):
+    """SD3's joint attention: the image-to-text block as the cross-attention dataset, the image-to-image block as
+    the self-attention one; stored maps equal the recorder's on the same batch sampled with the model's flow
+    scheduler, and meta.json names the family and the joint layers."""
+    from freeprompt.diffusion.denoisers import denoiser_for
+    from freeprompt.diffusion.schedulers import make_scheduler
+    from freeprompt.models.random_transformers import random_transformer_pipeline
+
+    pipe = random_transformer_pipeline("tiny-sd3")
+    collect(pipe, small_spec(kind), tmp_path, OPTIONS, model_info=MODEL)
+    ds = open_dataset(tmp_path, verify=True)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["family"] == "sd3" and {row["kind"] for row in meta["layers"]} == {"joint"}
+    assert len(meta["layers"]) == pipe.transformer.config.num_layers
+    denoiser = denoiser_for(pipe)
+    noise = torch.cat([initial_latents(0, (1, 16, 8, 8), "cpu", torch.float32)] * 2)
+    emb = denoiser.encode(["a red car", "a blue car"], "", True, "cpu")
+    cross = kind == "color"
+    with record_attention(pipe, kind="cross" if cross else "self", tokens=[2] if cross else None) as rec:
+        sample(denoiser, make_scheduler("flow", pipe.scheduler.config), noise, emb, 2, 7.5, hooks=[rec])
+    maps = ds.load(1)
+    assert maps.shape == ((6, 4, 4) if cross else (6, 16, 16))
+    stored = getattr(torch, meta["collect"]["store_dtype"])  # self maps are stored in float16
+    want = rec.maps()[ds.layer(1)["name"]].to(stored).to(maps.dtype)
+    assert torch.equal(want, maps[:2])

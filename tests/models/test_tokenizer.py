@@ -1,7 +1,8 @@
 """The CLIP BPE tokenizer, stored once: ``clip_tokenizer()`` is built from the shapes fixture's tokenizer.json and
 tokenizes exactly as the tokenizer plain diffusers loads from the fixture's folder; it keeps its arguments (context
-length, pad token); the package holds no second copy of the vocabulary."""
+length, pad token); the package holds no copy of the vocabulary beyond the fixtures' tokenizer folders."""
 
+import json
 import random
 import string
 from pathlib import Path
@@ -62,8 +63,19 @@ def test_clip_tokenizer_gives_clip_s_ids_and_keeps_its_arguments():
     assert len(cut) == 10 and cut[-1] == 49407
 
 
-def test_the_vocabulary_is_stored_once():
+def test_the_vocabulary_is_stored_once_per_tokenizer_folder():
+    """The CLIP vocabulary lives only in the model folders plain diffusers loads a tokenizer from: the U-Net
+    fixture's tokenizer and the MM-DiT fixture's two CLIP tokenizers (diffusers reads each from its own folder);
+    the MM-DiT's third tokenizer is its small byte tokenizer. The package's code builds its tokenizers from the
+    first."""
     package = Path(fixture_path("shapes")).parent.parent
-    copies = [p.relative_to(package).as_posix() for pattern in ("vocab.json", "merges.txt", "tokenizer.json")
-              for p in package.rglob(pattern)]
-    assert copies == ["fixtures/shapes/tokenizer/tokenizer.json"]
+    copies = sorted(p.relative_to(package).as_posix() for pattern in ("vocab.json", "merges.txt", "tokenizer.json")
+                    for p in package.rglob(pattern))
+    mmdit = [f"fixtures/shapes-mmdit/{folder}/tokenizer.json" for folder in ("tokenizer", "tokenizer_2", "tokenizer_3")]
+    assert copies == [*mmdit, "fixtures/shapes/tokenizer/tokenizer.json"]
+    clip = (package / "fixtures/shapes/tokenizer/tokenizer.json").read_bytes()
+    for folder in ("tokenizer", "tokenizer_2"):
+        assert json.loads((package / "fixtures/shapes-mmdit" / folder / "tokenizer.json").read_bytes())["model"][
+            "vocab"] == json.loads(clip)["model"]["vocab"]
+    assert len(json.loads((package / "fixtures/shapes-mmdit/tokenizer_3/tokenizer.json").read_bytes())["model"][
+        "vocab"]) == 514

@@ -21,9 +21,11 @@ from pathlib import Path
 import torch
 
 from ..attention import StepRange, discover_layers
-from ..attention.recorder import layer_layout, pooled_grid, record_attention
+from ..attention.recorder import layer_kind, layer_layout, pooled_grid, record_attention, recorded_network
 from ..attention.tokens import word_token_indices
-from ..diffusion import check_steps, ddim_scheduler, encode_prompts, image_size, initial_latents, latent_shape, sample
+from ..diffusion import check_steps, ddim_scheduler, image_size, initial_latents, latent_shape, sample
+from ..diffusion.denoisers import Denoiser, denoiser_for
+from ..diffusion.schedulers import default_scheduler, make_scheduler
 from ..errors import BadInput
 from ..io.outputs import exclusive, write_json
 from ..io.sweep import distributed_position
@@ -90,7 +92,8 @@ def plan_collection(pipe, spec: DatasetSpec, options: CollectOptions, model_info
     records = _records(spec, spec.items(), pipe.tokenizer)
     shape = latent_shape(pipe, options.height, options.width)
     latent_hw = tuple(shape[2:])
-    chosen = discover_layers(pipe.unet).select(options.layers, spec.kind, latent_hw)
+    registry = discover_layers(recorded_network(pipe))
+    chosen = registry.select(options.layers, layer_kind(registry, spec.kind), latent_hw)
     if not chosen:
         raise BadInput(f"the layer spec {options.layers!r} selects no {spec.kind}-attention layer", "use --layers all")
     if spec.kind == "cross":
@@ -245,13 +248,13 @@ def _collect_batch(pipe, rec, plan: Plan, options: CollectOptions, part: Path, k
     """Generate one batch of items and write its maps to ``part`` atomically."""
     batch = [plan.records[i] for i in batch_ids]
     spec, guided = plan.spec, options.guidance > 1.0
-    device, dtype = pipe.unet.device, pipe.unet.dtype
+    denoiser = denoiser_for(pipe)
+    device, dtype = denoiser.network.device, denoiser.network.dtype
     rec.reset(tokens={w: [r["tokens"][w] for r in batch] for w in spec.words} if spec.kind == "cross" else None)
     noise = torch.cat([initial_latents(r["seed"], plan.shape, device, dtype) for r in batch])
     size = image_size(pipe, plan.shape)[::-1]  # (height, width): SDXL's size conditioning
-    embeddings = encode_prompts(pipe, [r["prompt"] for r in batch], options.negative_prompt, guided, device, size)
-    sample(pipe.unet, ddim_scheduler(pipe.scheduler.config), noise, embeddings, options.steps, options.guidance,
-           hooks=[rec])
+    embeddings = denoiser.encode([r["prompt"] for r in batch], options.negative_prompt, guided, device, size)
+    sample(denoiser, sampler_of(pipe, denoiser), noise, embeddings, options.steps, options.guidance, hooks=[rec])
     store_dtype = getattr(torch, plan.meta["collect"]["store_dtype"])
     tensors = {"item_id": torch.tensor(batch_ids, dtype=torch.int64)}
     for w in plan.words:
@@ -262,9 +265,23 @@ def _collect_batch(pipe, rec, plan: Plan, options: CollectOptions, part: Path, k
     write_tensors(part, tensors, {"items": batch, "shard": k, "batch": j})
 
 
+def sampler_of(pipe, denoiser: Denoiser):
+    """The scheduler a collection samples with: the official FPE DDIM on a UNet (as the paper's probes), a
+    transformer's own default (flow matching on SD3, DDIM over its own betas on PixArt)."""
+    if denoiser.family == "unet":
+        return ddim_scheduler(pipe.scheduler.config)
+    return make_scheduler(default_scheduler(pipe.scheduler.config), pipe.scheduler.config, model_betas=True)
+
+
+def model_family(pipe) -> str:
+    """sd1/sd2/sdxl for a UNet, else the transformer's family (sd3, pixart)."""
+    return unet_family(pipe.unet) if getattr(pipe, "unet", None) is not None else denoiser_for(pipe).family
+
+
 def _meta_for(pipe, spec: DatasetSpec, options: CollectOptions, model_info: dict | None, names: list[str],
               latent_hw, shapes: dict[str, list[int]], words: list[str]) -> dict:
-    layout = layer_layout(pipe.unet, latent_hw)
+    network = recorded_network(pipe)
+    layout = layer_layout(network, latent_hw)
     info = dict(model_info or {})
     info.setdefault("id", getattr(getattr(pipe, "config", None), "_name_or_path", None) or "unknown")
     recorded = []
@@ -274,7 +291,7 @@ def _meta_for(pipe, spec: DatasetSpec, options: CollectOptions, model_info: dict
     return {
         "format": FORMAT, "version": VERSION, "name": spec.name, "kind": spec.kind, "spec": spec.to_dict(),
         "num_items": len(spec.items()), "words": words,
-        "model": {"id": info.get("id"), "revision": info.get("revision")}, "family": unet_family(pipe.unet),
+        "model": {"id": info.get("id"), "revision": info.get("revision")}, "family": model_family(pipe),
         "latent_hw": list(latent_hw), "layout": layout, "layers": recorded,
         "collect": {**asdict(options), "store_dtype": options.resolved_dtype(spec.kind)},
     }

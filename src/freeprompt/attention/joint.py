@@ -26,18 +26,22 @@ import torch.nn.functional as F
 from .rules import JointEdit
 
 
-def joint_attention(attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None, edit: JointEdit,
-                    place: str, text_tokens: int, rotary=None):
-    """The attention call of an MM-DiT layer with ``edit`` applied to its target rows' image queries; returns what
-    the replaced processor returns: (image, text) outputs for a double-stream layer, the joint sequence for a
-    FLUX single-stream layer. Every query is attended once: the unedited rows in one SDPA, the edited rows' text
-    queries in one, their image queries in one edited call."""
+def joint_attention(attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None,
+                    edit: JointEdit | None, place: str, text_tokens: int, rotary=None, observe=None):
+    """The attention call of an MM-DiT layer with ``edit`` (None: none) applied to its target rows' image queries;
+    returns what the replaced processor returns: (image, text) outputs for a double-stream layer, the joint
+    sequence for a FLUX single-stream layer. Every query is attended once: the unedited rows in one SDPA, the
+    edited rows' text queries in one, their image queries in one edited call. ``observe(q, k, image)`` is shown
+    the queries and keys (batch, heads, tokens, width) and the image tokens' slice (a recorder's maps)."""
     flux = type(attn).__name__ == "FluxAttention"
     q, k, v, image = _joint_qkv(attn, hidden_states, encoder_hidden_states, flux, place, text_tokens, rotary)
-    rows = [row for row, source in enumerate(edit.sources) if source != row]
+    if observe is not None:
+        observe(q, k, image)
+    rows = [] if edit is None else [row for row, source in enumerate(edit.sources) if source != row]
     if not rows:
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)
         return _joint_output(attn, out, hidden_states, encoder_hidden_states, flux, image)
+    assert edit is not None  # rows are edited
     kept = [row for row, source in enumerate(edit.sources) if source == row]
     sources = [edit.sources[row] for row in rows]
     text = _complement(image, q.shape[2])
@@ -115,6 +119,11 @@ def _two_blocks(blocks, values: torch.Tensor, image: slice, width: int) -> torch
     return F.scaled_dot_product_attention(query, keys, values, scale=width ** -0.5)
 
 
+def text_slice(image: slice, length: int) -> slice:
+    """The text tokens' slice of a joint sequence of ``length`` tokens whose image tokens are ``image``."""
+    return _complement(image, length)
+
+
 def _complement(image: slice, length: int) -> slice:
     start, stop = image.start or 0, image.stop if image.stop is not None else length
     return slice(stop, length) if start == 0 else slice(0, start)
@@ -133,4 +142,4 @@ def _joint_output(attn, out: torch.Tensor, hidden_states, encoder_hidden_states,
     return image_out, text_out if attn.context_pre_only else attn.to_add_out(text_out)
 
 
-__all__ = ["joint_attention"]
+__all__ = ["joint_attention", "text_slice"]

@@ -50,9 +50,8 @@ class LayerProcessor:
         observers = [o for o in self.observers if o.recording_now()]
         if edit is None and watch is None and not observers:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
-        if isinstance(edit, JointEdit):
-            assert control is not None  # the edit came from it
-            return self._joint(control, edit, attn, hidden_states, encoder_hidden_states, temb, kwargs)
+        if self.layer.kind == "joint":
+            return self._joint(control, edit, observers, attn, (hidden_states, encoder_hidden_states, temb), kwargs)
         reading = control is not None and (edit is not None or watch is not None)
         if reading:
             assert control is not None
@@ -69,13 +68,30 @@ class LayerProcessor:
             observer.observe(self.layer, attn, computed)
         return control.layer_output(out) if reading and control is not None else out
 
-    def _joint(self, control: EditControl, edit: JointEdit, attn, hidden_states, encoder_hidden_states, rotary,
-               kwargs):
-        """An MM-DiT layer's edited joint attention. FLUX passes its rotary positions fifth (``temb``'s place here)
-        or by name; a single-stream layer's text tokens are what its sequence holds beyond the image grid's."""
+    def _joint(self, control: EditControl | None, edit, observers: list, attn, inputs: tuple, kwargs):
+        """An MM-DiT layer's joint attention, edited and/or observed. FLUX passes its rotary positions fifth
+        (``temb``'s place here) or by name; a single-stream layer's text tokens are what its sequence holds beyond
+        the image grid's."""
+        hidden_states, encoder_hidden_states, rotary = inputs
         rotary = kwargs.get("image_rotary_emb", rotary)
-        text = hidden_states.shape[1] - self.layer.tokens(control.latent_hw)
-        return joint_attention(attn, hidden_states, encoder_hidden_states, edit, self.layer.place, text, rotary)
+        if edit is not None and not isinstance(edit, JointEdit):
+            raise RuntimeError(f"a {type(edit).__name__} on joint attention")  # a method's bug, not a user error
+        if edit is not None and observers:
+            raise BadInput(f"layer {self.layer.name} is edited and recorded at once; recording an edited joint "
+                           "attention is not supported", "record a plain generation (no edit) of this model")
+        text = 0
+        if encoder_hidden_states is None:  # a single-stream layer: the text is the sequence's head
+            if control is None:
+                raise BadInput("recording FLUX's single-stream layers is not supported",
+                               "record its double-stream layers (--layers double)")
+            text = hidden_states.shape[1] - self.layer.tokens(control.latent_hw)
+
+        def observe(q, k, image):
+            for observer in observers:
+                observer.observe_joint(self.layer, attn, q, k, image)
+
+        return joint_attention(attn, hidden_states, encoder_hidden_states, edit, self.layer.place, text, rotary,
+                               observe if observers else None)
 
     def _compute(self, edit, attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs):
         """(output, ``kernels.Computed``) of this call."""

@@ -73,6 +73,7 @@ def evaluate(
     from ..io.outputs import check_output_folder
     from ..io.sweep import distributed_position
     from ..models.loading import process_device, resolve_device, resolve_dtype
+    from ..models.names import FIXTURES
 
     check_output_folder(out, resumable=True)
     check_inversion(inversion)
@@ -85,7 +86,7 @@ def evaluate(
     runner.adopt_legacy(out, {"protocol": protocol}, cases)  # before the model loads: a refusal costs nothing
     loaded = load_model(model, device=process_device(device), dtype=dtype)
     steps, guidance = loaded.setting("steps", steps, 50), loaded.setting("guidance", guidance, 7.5)
-    scorers = scorers_for(wanted, clip or ("shapes" if model == "shapes" else None), dino, loaded.info["device"],
+    scorers = scorers_for(wanted, clip or ("shapes" if model in FIXTURES else None), dino, loaded.info["device"],
                           cases, protocol)
     settings = {"dataset": dataset, "data": str(data) if data else None, "model": model, "steps": steps,
                 "guidance": guidance, "inversion": inversion, "methods": {n: m.options() for n, m in chosen.items()},

@@ -12,7 +12,8 @@ import typer
 from ..diffusion.latents import MAX_SIDE
 from ..models.names import DEFAULT_MODEL
 
-MODEL_HELP = ("hub id, local diffusers folder, .safetensors file, or 'shapes' (the bundled fixture) [default: "
+MODEL_HELP = ("hub id, local diffusers folder, .safetensors file, 'shapes' or 'shapes-mmdit' (the bundled fixtures: "
+              "a U-Net and an SD3-layout MM-DiT) [default: "
               f"{DEFAULT_MODEL}; $FREEPROMPT_MODEL sets it for every command]")
 DEVICE_HELP = "auto, cuda, cuda:N, mps or cpu"
 DTYPE_HELP = "fp32, fp16 or bf16"

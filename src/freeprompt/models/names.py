@@ -7,6 +7,6 @@ from __future__ import annotations
 
 import os
 
-FIXTURES = ("shapes",)
+FIXTURES = ("shapes", "shapes-mmdit")  # the U-Net fixture (SD1.x layout) and the MM-DiT one (SD3 layout)
 PAPER_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the paper's model (SD 1.5)
 DEFAULT_MODEL = os.environ.get("FREEPROMPT_MODEL") or "shapes"
