@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from freeprompt.models.loading import fixture_path, load_pipeline
+from support.fixture_checks import prompted_colour_hits
 
 FIXTURE = fixture_path("shapes-mmdit")
 
@@ -50,18 +51,7 @@ def test_fixture_has_sd3_joint_attention_and_clip_words_only(mmdit_pipe):
 
 def test_fixture_draws_the_prompted_colour(mmdit_pipe):
     """Plain generation, 20 steps, 6 prompts: the oracle finds the prompted colour in most of them."""
-    from freeprompt import edit
-    from freeprompt.shapes import oracle
-
-    hits = 0
-    cases = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "star"), ("purple", "heart"),
-             ("orange", "diamond")]
-    for seed, (color, shape) in enumerate(cases):
-        prompt = f"a {color} {shape}"
-        image = edit(mmdit_pipe, prompt, [prompt], seed=seed, steps=20, guidance=4.0, self_replace="0:0",
-                     progress=False).source
-        hits += oracle.color_mask(np.asarray(image), color).sum() >= 40
-    assert hits >= 5, hits
+    assert prompted_colour_hits(mmdit_pipe, guidance=4.0) >= 5
 
 
 def test_fixture_generates_in_plain_diffusers_as_in_freeprompt():

@@ -8,6 +8,7 @@ import pytest
 
 from freeprompt.attention import discover_layers
 from freeprompt.models.loading import fixture_path, load_pipeline
+from support.fixture_checks import prompted_colour_hits
 
 FIXTURE = fixture_path("shapes")
 
@@ -41,18 +42,7 @@ def test_fixture_loads_offline_with_sd1_layout(shapes_pipe):
 
 def test_fixture_draws_the_prompted_colour(shapes_pipe):
     """Plain generation, 20 steps, 6 prompts: the oracle finds the prompted colour in most of them."""
-    from freeprompt import edit
-    from freeprompt.shapes import oracle
-
-    hits = 0
-    cases = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "star"), ("purple", "heart"),
-             ("orange", "diamond")]
-    for seed, (color, shape) in enumerate(cases):
-        prompt = f"a {color} {shape}"
-        image = edit(shapes_pipe, prompt, [prompt], seed=seed, steps=20, guidance=3.0, self_replace="0:0",
-                     progress=False).source
-        hits += oracle.color_mask(np.asarray(image), color).sum() >= 40
-    assert hits >= 5, hits
+    assert prompted_colour_hits(shapes_pipe, guidance=3.0) >= 5
 
 
 def test_fixture_loads_and_generates_in_plain_diffusers():
