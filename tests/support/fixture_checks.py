@@ -19,3 +19,16 @@ def prompted_colour_hits(pipe, guidance: float, steps: int = 20) -> int:
                      progress=False).source
         hits += int(oracle.color_mask(np.asarray(image), color).sum() >= 40)
     return hits
+
+
+def stored_parts(folder) -> tuple[set[str], int]:
+    """The parts of a model folder that hold weights, and their bytes; every tensor must be fp16 safetensors, and
+    no pickle file may be there."""
+    from safetensors import safe_open
+
+    weights = list(folder.rglob("*.safetensors"))
+    for path in weights:
+        with safe_open(str(path), "pt") as f:
+            assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"F16"}, path
+    assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.ckpt"))
+    return {p.parent.name for p in weights}, sum(p.stat().st_size for p in weights)
