@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -50,7 +48,7 @@ from lab.fixture.training import (
     load_or_render,
     lr_at,
     swap_colour_words,
-    text_encoder_loads_in_float32,
+    write_model_folder,
 )
 
 
@@ -195,8 +193,8 @@ def batch_tokens(data: Data, rows: torch.Tensor, step: int, cfg: MMDiTConfig, ge
 class Run:
     def __init__(self, cfg: MMDiTConfig, models: Models):
         self.cfg, self.models = cfg, models
-        params = [p for m in models.parts().values() for p in m.parameters()]
-        self.opt = adamw(params, cfg.lr)
+        self.params = [p for m in models.parts().values() for p in m.parameters()]
+        self.opt = adamw(self.params, cfg.lr)
         self.ema = {name: EMA(m, cfg.ema_decay) for name, m in models.parts().items()}
         self.gen = torch.Generator().manual_seed(cfg.seed + 7)
         self.step = 0
@@ -227,7 +225,7 @@ class Run:
         loss = epsilon_loss(pred, target, structure_only=structure_only)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for m in self.models.parts().values() for p in m.parameters()], 1.0)
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.opt.step()
         for name, model in self.models.parts().items():
             self.ema[name].update(model, self.step)
@@ -286,15 +284,7 @@ def save_fixture(out: Path, run: Run, info: dict) -> None:
         text_encoder_2=ema["text_encoder_2"], tokenizer_2=copy.deepcopy(tokenizer),
         text_encoder_3=empty_t5(run.models.transformer.config.joint_attention_dim, len(t5_tokenizer)),
         tokenizer_3=t5_tokenizer)
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    pipe.to(torch.float16).save_pretrained(staging, safe_serialization=True)
-    for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
-        text_encoder_loads_in_float32(staging / name / "config.json")
-    (staging / "freeprompt_fixture.json").write_text(json.dumps(info, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(staging, out)
+    write_model_folder(pipe, out, info, ("text_encoder", "text_encoder_2", "text_encoder_3"))
 
 
 def fixture_info(cfg: MMDiTConfig, run: Run, minutes: float) -> dict:

@@ -29,7 +29,7 @@ from ..diffusion.schedulers import default_scheduler, make_scheduler
 from ..errors import BadInput
 from ..io.outputs import exclusive, write_json
 from ..io.sweep import distributed_position
-from ..models.loading import unet_family
+from ..models.loading import network_family
 from .datasets import (
     FORMAT,
     SELF_WORD,
@@ -273,11 +273,6 @@ def sampler_of(pipe, denoiser: Denoiser):
     return make_scheduler(default_scheduler(pipe.scheduler.config), pipe.scheduler.config, model_betas=True)
 
 
-def model_family(pipe) -> str:
-    """sd1/sd2/sdxl for a UNet, else the transformer's family (sd3, pixart)."""
-    return unet_family(pipe.unet) if getattr(pipe, "unet", None) is not None else denoiser_for(pipe).family
-
-
 def _meta_for(pipe, spec: DatasetSpec, options: CollectOptions, model_info: dict | None, names: list[str],
               latent_hw, shapes: dict[str, list[int]], words: list[str]) -> dict:
     network = recorded_network(pipe)
@@ -291,7 +286,7 @@ def _meta_for(pipe, spec: DatasetSpec, options: CollectOptions, model_info: dict
     return {
         "format": FORMAT, "version": VERSION, "name": spec.name, "kind": spec.kind, "spec": spec.to_dict(),
         "num_items": len(spec.items()), "words": words,
-        "model": {"id": info.get("id"), "revision": info.get("revision")}, "family": model_family(pipe),
+        "model": {"id": info.get("id"), "revision": info.get("revision")}, "family": network_family(denoiser_for(pipe)),
         "latent_hw": list(latent_hw), "layout": layout, "layers": recorded,
         "collect": {**asdict(options), "store_dtype": options.resolved_dtype(spec.kind)},
     }

@@ -44,7 +44,7 @@ def joint_attention(attn, hidden_states: torch.Tensor, encoder_hidden_states: to
     assert edit is not None  # rows are edited
     kept = [row for row, source in enumerate(edit.sources) if source == row]
     sources = [edit.sources[row] for row in rows]
-    text = _complement(image, q.shape[2])
+    text = text_slice(image, q.shape[2])
     out = torch.empty_like(q)
     if kept:
         out[kept] = F.scaled_dot_product_attention(q[kept], k[kept], v[kept])
@@ -121,10 +121,6 @@ def _two_blocks(blocks, values: torch.Tensor, image: slice, width: int) -> torch
 
 def text_slice(image: slice, length: int) -> slice:
     """The text tokens' slice of a joint sequence of ``length`` tokens whose image tokens are ``image``."""
-    return _complement(image, length)
-
-
-def _complement(image: slice, length: int) -> slice:
     start, stop = image.start or 0, image.stop if image.stop is not None else length
     return slice(stop, length) if start == 0 else slice(0, start)
 
@@ -134,7 +130,7 @@ def _joint_output(attn, out: torch.Tensor, hidden_states, encoder_hidden_states,
     out = out.transpose(1, 2).flatten(2, 3).to(hidden_states.dtype)
     if encoder_hidden_states is None:
         return out  # a FLUX single-stream layer projects in its block
-    text = _complement(image, out.shape[1])
+    text = text_slice(image, out.shape[1])
     image_out, text_out = out[:, image], out[:, text]
     image_out = attn.to_out[1](attn.to_out[0](image_out.contiguous()))
     if flux:

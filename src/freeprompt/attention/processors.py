@@ -86,12 +86,14 @@ class LayerProcessor:
                                "record its double-stream layers (--layers double)")
             text = hidden_states.shape[1] - self.layer.tokens(control.latent_hw)
 
-        def observe(q, k, image):
-            for observer in observers:
-                observer.observe_joint(self.layer, attn, q, k, image)
+        observe = None
+        if observers:
+            def observe(q, k, image):
+                for observer in observers:
+                    observer.observe_joint(self.layer, attn, q, k, image)
 
         return joint_attention(attn, hidden_states, encoder_hidden_states, edit, self.layer.place, text, rotary,
-                               observe if observers else None)
+                               observe)
 
     def _compute(self, edit, attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs):
         """(output, ``kernels.Computed``) of this call."""

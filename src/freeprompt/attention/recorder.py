@@ -320,9 +320,9 @@ class AttentionRecorder(StepHooks):
         each block normalised over its own keys, which is the softmax over those keys alone."""
         if not self.recording_now():
             return
-        rows = list(range(query.shape[0]))[self.rows_of(query.shape[0])]
+        rows = self.rows_of(query.shape[0])
         keys = image if self.kind == "self" else text_slice(image, key.shape[2])
-        self.add_map(layer, attn, query[rows][:, :, image], key[rows][:, :, keys], None)
+        self.add_map(layer, attn, query[rows, :, image], key[rows, :, keys], None)
 
     def add_map(self, layer: AttentionLayer, attn, query, key, mask, edited: dict | None = None) -> None:
         """Add the map of recorded rows' queries and keys (rows, heads, tokens, head_dim) to ``layer``'s sum;

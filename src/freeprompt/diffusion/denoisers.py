@@ -209,10 +209,10 @@ def carries_text(t5) -> bool:
     plain diffusers loads the folder), whose tokens then name no words."""
     if t5 is None:
         return False
-    stack = getattr(t5, "encoder", None)
-    norm = getattr(stack, "final_layer_norm", None)
-    return not (stack is not None and len(getattr(stack, "block", [0])) == 0 and norm is not None
-                and not bool(norm.weight.any()))
+    stack = getattr(t5, "encoder", None)  # a T5 encoder's stack: its blocks, then the final norm
+    if stack is None or len(getattr(stack, "block", (None,))) or not hasattr(stack, "final_layer_norm"):
+        return True
+    return bool(stack.final_layer_norm.weight.any())
 
 
 def text_length(pipe) -> int:

@@ -33,7 +33,7 @@ from ..diffusion.denoisers import denoiser_for
 from ..diffusion.sampler import SharedNoise
 from ..diffusion.schedulers import INVERTIBLE, check_scheduler, default_scheduler, make_scheduler, scheduler_name
 from ..errors import BadInput
-from ..models.loading import unet_family
+from ..models.loading import network_family
 from .inversion import InversionResult
 from .methods import FPE, Method, MethodContext
 from .methods.base import UNET_FAMILIES
@@ -173,9 +173,8 @@ def _method(method, self_replace, layers, edit_unconditional) -> Method:
 
 def model_family(denoiser) -> str:
     """The family a method's defaults are chosen by: sd (SD1.x and SD2.x), sdxl, pixart, sd3 or flux."""
-    if denoiser.family != "unet":
-        return denoiser.family
-    return "sdxl" if unet_family(denoiser.network) == "sdxl" else "sd"
+    family = network_family(denoiser)
+    return "sd" if denoiser.family == "unet" and family != "sdxl" else family
 
 
 def _scheduler(scheduler, pipe, inverting: bool, model_betas: bool):

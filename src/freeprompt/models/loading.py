@@ -170,6 +170,11 @@ def unet_family(unet) -> str:
     return {768: "sd1", 1024: "sd2"}.get(getattr(config, "cross_attention_dim", None), "other")
 
 
+def network_family(denoiser) -> str:
+    """A denoiser's network family: ``unet_family``'s for a UNet, else the transformer's (sd3, flux, pixart)."""
+    return unet_family(denoiser.network) if denoiser.family == "unet" else denoiser.family
+
+
 def check_index(index: dict, where: str) -> str:
     """The pipeline class a ``model_index.json`` loads as (``StableDiffusionXLPipeline``, ``StableDiffusionPipeline``
     or a transformer's of ``TRANSFORMER_PARTS``); a one-line error for a model freeprompt cannot edit."""
