@@ -94,3 +94,51 @@ def test_a_damaged_fixture_json_or_model_index_is_one_line(tiny_model_dir, tmp_p
         with pytest.raises(ModelLoadError) as err:
             load_pipeline(str(folder), device="cpu")
         assert "\n" not in str(err.value) and name.split("/")[-1] in str(err.value), (name, str(err.value))
+
+
+@pytest.mark.parametrize("folder", ["tiny_model_dir", "sd3_folder"])
+@pytest.mark.parametrize("offload", ["model", "group"])
+def test_diffusers_offload_edits_and_inverts_as_the_whole_model_does(folder, offload, request):
+    """Under diffusers' model or group offload (here onto the CPU, the only device a test has: the hooks still move
+    every part and every input) an FPE edit and a DDIM/Euler inversion match those of the model loaded whole, and
+    the loop makes its tensors where diffusers' pipelines make theirs. Tolerance: model offload's hooked calls differ
+    from plain calls by float rounding (about 1e-6 on one UNet call of the tiny random model), which three steps
+    of a random network amplify; 1e-3 on latents is far below what a wrongly placed or dropped edit changes."""
+    import torch
+
+    from freeprompt import edit
+    from freeprompt.diffusion.denoisers import device_of
+    from freeprompt.editing.inversion import invert
+    from freeprompt.models.loading import apply_offload
+
+    path = str(request.getfixturevalue(folder))
+    runs = []
+    for mode in ("none", offload, "none"):
+        pipe = load_pipeline(path, device="cpu").pipe
+        apply_offload(pipe, mode, torch.device("cpu"))
+        fpe = edit(pipe, "a red car", ["a blue car"], seed=3, steps=3, guidance=3.0, height=64, width=64,
+                   progress=False)
+        plain = edit(pipe, "a red car", ["a blue car"], seed=3, steps=3, guidance=3.0, height=64, width=64,
+                     self_replace="0:0", progress=False)
+        inversion = invert(pipe, fpe.source, "a red car", steps=3, guidance=1.0)
+        runs.append((fpe.latents, plain.latents, inversion.trajectory[1]))
+        assert device_of(pipe) == pipe._execution_device
+        if mode == "model":
+            assert pipe._all_hooks  # diffusers' model offload hooks are in place
+    (fpe, plain, first), (fpe_off, plain_off, first_off), _ = runs
+    torch.testing.assert_close(fpe_off, fpe, rtol=0, atol=1e-3)
+    torch.testing.assert_close(first_off, first, rtol=0, atol=1e-3)
+    assert (fpe_off[1] - plain_off[1]).abs().max() > 100 * (fpe_off[1] - fpe[1]).abs().max()  # the edit acts
+    assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[2]))  # the whole model is deterministic
+
+
+def test_offload_is_refused_without_an_accelerator_and_recorded_with_one(tiny_model_dir):
+    from freeprompt.errors import BadInput
+    from freeprompt.models.loading import check_model_options
+
+    with pytest.raises(BadInput, match="moves the model to an accelerator part by part, but the device is the CPU"):
+        load_pipeline(str(tiny_model_dir), device="cpu", offload="model")
+    with pytest.raises(BadInput, match="unknown offload mode 'disk'") as err:
+        check_model_options("auto", "fp32", "disk")
+    assert err.value.fix == "use none, model or group"
+    assert load_pipeline(str(tiny_model_dir), device="cpu").info["offload"] == "none"

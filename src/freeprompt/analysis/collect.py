@@ -249,7 +249,7 @@ def _collect_batch(pipe, rec, plan: Plan, options: CollectOptions, part: Path, k
     batch = [plan.records[i] for i in batch_ids]
     spec, guided = plan.spec, options.guidance > 1.0
     denoiser = denoiser_for(pipe)
-    device, dtype = denoiser.network.device, denoiser.network.dtype
+    device, dtype = denoiser.device, denoiser.network.dtype
     rec.reset(tokens={w: [r["tokens"][w] for r in batch] for w in spec.words} if spec.kind == "cross" else None)
     noise = torch.cat([initial_latents(r["seed"], plan.shape, device, dtype) for r in batch])
     size = image_size(pipe, plan.shape)[::-1]  # (height, width): SDXL's size conditioning

@@ -15,6 +15,7 @@ from .options import (
     limit_option,
     model_option,
     num_shards_option,
+    offload_option,
     old_spelling,
     quiet_option,
     renamed,
@@ -42,6 +43,7 @@ def ablate(
     guidance: Optional[float] = guidance_option(),
     device: str = device_option(),
     dtype: str = dtype_option(),
+    offload: str = offload_option(),
     quiet: bool = quiet_option(),
     num_shards: Optional[int] = num_shards_option(),
     shard_index: Optional[int] = shard_index_option(),
@@ -53,18 +55,18 @@ def ablate(
     from ..evaluation import ablation as ab
     from ..io.outputs import check_output_folder
     from ..io.sweep import distributed_position, wait_for_shards
-    from ..models.loading import resolve_device, resolve_dtype
+    from ..models.loading import check_model_options
 
     items = renamed(items, items_old, "--items", "--limit")
     check_output_folder(out, resumable=True)
-    resolve_device(device), resolve_dtype(dtype)
+    check_model_options(device, dtype, offload)
     shards, index = distributed_position(num_shards, shard_index)
     kinds, parsed = [t.strip() for t in (types or ",".join(ab.TYPES)).split(",") if t.strip()], ab.parse_ratios(ratios)
     cells = ab.grid(kinds, list(layers or ab.DEFAULT_LAYER_SETS), parsed)  # checked before the model loads
     if (source is None) != (not target):
         raise BadInput("--source and --target go together", "give both, or neither for the shapes-world swaps")
     chosen = _items(source, target, items, seed)
-    loaded = load_model(model, device=device, dtype=dtype)
+    loaded = load_model(model, device=device, dtype=dtype, offload=offload)
     if not layers or not types:  # the defaults are the UNet's (see ablation.defaults_for)
         default_kinds, default_layers = ab.defaults_for(loaded.pipe)
         cells = ab.grid(kinds if types else default_kinds, layers or list(default_layers), parsed)

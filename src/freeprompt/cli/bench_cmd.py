@@ -17,6 +17,7 @@ from .options import (
     model_option,
     not_empty,
     num_shards_option,
+    offload_option,
     old_spelling,
     quiet_option,
     renamed,
@@ -48,6 +49,7 @@ def shapes(
     seed: int = seed_option(0, "seed of the item list"),
     device: str = device_option(),
     dtype: str = dtype_option(),
+    offload: str = offload_option(),
     quiet: bool = quiet_option(),
     num_shards: Optional[int] = num_shards_option(),
     shard_index: Optional[int] = shard_index_option(),
@@ -64,15 +66,15 @@ def shapes(
     from ..evaluation import shapes_bench as sb
     from ..io.outputs import check_output_folder
     from ..io.sweep import distributed_position, wait_for_shards
-    from ..models.loading import resolve_device, resolve_dtype
+    from ..models.loading import check_model_options
 
     check_output_folder(out, resumable=True)
-    resolve_device(device), resolve_dtype(dtype)
+    check_model_options(device, dtype, offload)
     shards, index = distributed_position(num_shards, shard_index)
     template_list = [w.strip() for w in templates.split(",") if w.strip()]  # checked by edit_items
     colour_words, shape_list = word_list(colors, "--colors"), word_list(shape_words, "--shapes")
     items = sb.edit_items(color_edits, shape_edits, seed, colour_words, shape_list, tuple(template_list))
-    loaded = load_model(model, device=device, dtype=dtype)
+    loaded = load_model(model, device=device, dtype=dtype, offload=offload)
     steps, guidance = loaded.setting("steps", steps, 50), loaded.setting("guidance", guidance, 7.5)
     rows = sb.run_edits(loaded.pipe, items, out, steps, guidance, chosen, progress=progress_bar("edits", "item", quiet),
                         model=model, num_shards=shards, shard_index=index)

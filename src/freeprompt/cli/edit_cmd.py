@@ -20,6 +20,7 @@ from .options import (
     dtype_option,
     guidance_option,
     model_option,
+    offload_option,
     quiet_option,
     seed_option,
     side_option,
@@ -47,6 +48,7 @@ def edit(
     save_latents: bool = typer.Option(False, help="also write the final latents to latents.safetensors"),
     device: str = device_option(),
     dtype: str = dtype_option(),
+    offload: str = offload_option(),
     allow_pickle: bool = typer.Option(False, help="allow pickle checkpoints (.ckpt/.bin), which can run code"),
     config: Optional[str] = typer.Option(None, help=CONFIG_HELP),
     revision: Optional[str] = typer.Option(None, help=REVISION_HELP),
@@ -75,11 +77,12 @@ def edit(
     """Edit a generated image (or a photo with --image); by default FPE: targets reuse the source's self-attention.
     Several methods (--method fpe,p2p,plain) edit the same noise side by side, each in its own subfolder."""
     chosen = build_methods(method, method_options)  # every check that needs no model comes before the model loads
-    _check_run(out, overwrite, scheduler, image, height, width, device, dtype)
+    _check_run(out, overwrite, scheduler, image, height, width, (device, dtype, offload))
     _check_inputs(source, target, image, (inversion, inversion_solver), resize, latents, negative)
     candidates = _candidates(image, source, auto_caption, caption_candidates, caption_clip)
     start = time.perf_counter()
-    loaded = load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle, revision=revision, config=config)
+    loaded = load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle, revision=revision, config=config,
+                        offload=offload)
     load_s = time.perf_counter() - start
     run, size = _settings(loaded, steps, guidance, height, width)
     run.update(progress=not quiet, scheduler=scheduler)
@@ -117,16 +120,17 @@ def _edit_each(chosen: dict, run: dict, load_s: float, one) -> dict:
     return results
 
 
-def _check_run(out, overwrite, scheduler, image, height, width, device, dtype) -> None:
-    """The run's own settings, refused before the model loads: output folder, sampler, size, device, dtype."""
+def _check_run(out, overwrite, scheduler, image, height, width, placement: tuple) -> None:
+    """The run's own settings, refused before the model loads: output folder, sampler, size, and ``placement``
+    (device, dtype, offload)."""
     from ..diffusion.latents import check_size
     from ..io.outputs import check_output_folder
-    from ..models.loading import resolve_device, resolve_dtype
+    from ..models.loading import check_model_options
 
     if scheduler is not None:
         check_scheduler(scheduler, inverting=image is not None)
     check_output_folder(out, overwrite)
-    check_size(height, width), resolve_device(device), resolve_dtype(dtype)
+    check_size(height, width), check_model_options(*placement)
 
 
 def _save(results: dict, out: Path, model: dict, save_latents: bool, extra: dict) -> None:
@@ -195,7 +199,7 @@ def _caption(loaded, image_path, resize, size, source: str, candidates, clip) ->
     if source != "" or candidates is False:
         return source, {"text": source, "found": "given" if source else "empty: --no-auto-caption"}
     from ..diffusion import image_size, latent_shape
-    from ..diffusion.denoisers import network_of
+    from ..diffusion.denoisers import device_of
     from ..editing.caption import default_candidates, default_clip, rank_captions
     from ..editing.images import load_image
 
@@ -205,7 +209,7 @@ def _caption(loaded, image_path, resize, size, source: str, candidates, clip) ->
         return "", {"text": "", "found": "empty: no candidate captions (give --caption-candidates FILE)"}
     pipe = loaded.pipe
     photo = load_image(image_path, image_size(pipe, latent_shape(pipe, size["height"], size["width"])), resize)
-    caption = rank_captions(photo, candidates, clip or default_clip(model_id), device=str(network_of(pipe).device))
+    caption = rank_captions(photo, candidates, clip or default_clip(model_id), device=str(device_of(pipe)))
     return caption.text, caption.record()
 
 

@@ -15,6 +15,7 @@ from .options import (
     limit_option,
     model_option,
     num_shards_option,
+    offload_option,
     quiet_option,
     seed_option,
     shard_index_option,
@@ -58,6 +59,7 @@ def evaluate(
     shard_index: Optional[int] = shard_index_option(),
     device: str = device_option(),
     dtype: str = dtype_option(),
+    offload: str = offload_option(),
     quiet: bool = quiet_option(),
     method: str = "fpe",
     method_options: Optional[dict] = None,
@@ -72,19 +74,19 @@ def evaluate(
     from ..evaluation import edit_sets, eval_report, runner
     from ..io.outputs import check_output_folder
     from ..io.sweep import distributed_position
-    from ..models.loading import process_device, resolve_device, resolve_dtype
+    from ..models.loading import check_model_options, process_device
     from ..models.names import FIXTURES
 
     check_output_folder(out, resumable=True)
     check_inversion(inversion)
-    resolve_device(device), resolve_dtype(dtype)
+    check_model_options(device, dtype, offload)
     wanted = wanted_metrics(metrics)
     check_protocol(protocol)
     shards, index = distributed_position(num_shards, shard_index)
     cases = edit_sets.load(dataset, data, images, limit, seed)
     protocol = protocol or runner.default_protocol(cases)
     runner.adopt_legacy(out, {"protocol": protocol}, cases)  # before the model loads: a refusal costs nothing
-    loaded = load_model(model, device=process_device(device), dtype=dtype)
+    loaded = load_model(model, device=process_device(device), dtype=dtype, offload=offload)
     steps, guidance = loaded.setting("steps", steps, 50), loaded.setting("guidance", guidance, 7.5)
     scorers = scorers_for(wanted, clip or ("shapes" if model in FIXTURES else None), dino, loaded.info["device"],
                           cases, protocol)

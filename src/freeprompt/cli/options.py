@@ -17,6 +17,8 @@ MODEL_HELP = ("hub id, local diffusers folder, .safetensors file, 'shapes' or 's
               f"{DEFAULT_MODEL}; $FREEPROMPT_MODEL sets it for every command]")
 DEVICE_HELP = "auto, cuda, cuda:N, mps or cpu"
 DTYPE_HELP = "fp32, fp16 or bf16"
+OFFLOAD_HELP = ("diffusers' CPU offload onto --device: none; model (each model moved to the GPU when it runs: the "
+                "largest model's memory); group (each layer: least memory, slowest)")
 CONFIG_HELP = "diffusers folder or hub id with the config of a single-file model"
 REVISION_HELP = "hub revision (branch, tag or commit)"
 MAX_SEED = 2**63 - 1
@@ -72,6 +74,10 @@ def dtype_option() -> str:
     return typer.Option("fp32", help=DTYPE_HELP)
 
 
+def offload_option() -> str:
+    return typer.Option("none", help=OFFLOAD_HELP)
+
+
 def quiet_option() -> bool:
     return typer.Option(False, "--quiet", "-q", help="no progress bar")
 
@@ -107,7 +113,8 @@ def real_option(default: float, help: str, low: float, high: float):
     return typer.Option(default, min=low, max=high, callback=finite, help=help)
 
 
-__all__ = ["CONFIG_HELP", "DEFAULT_MODEL", "DEVICE_HELP", "DTYPE_HELP", "MAX_SEED", "MODEL_HELP", "REVISION_HELP",
-           "count_option", "device_option", "dtype_option", "finite", "guidance_option", "limit_option", "model_option",
-           "not_empty", "num_shards_option", "old_spelling", "shard_index_option", "quiet_option", "renamed",
-           "real_option", "seed_option", "side_option", "steps_option"]
+__all__ = ["CONFIG_HELP", "DEFAULT_MODEL", "DEVICE_HELP", "DTYPE_HELP", "MAX_SEED", "MODEL_HELP", "OFFLOAD_HELP",
+           "REVISION_HELP", "count_option", "device_option", "dtype_option", "finite", "guidance_option",
+           "limit_option", "model_option", "not_empty", "num_shards_option", "offload_option", "old_spelling",
+           "shard_index_option", "quiet_option", "renamed", "real_option", "seed_option", "side_option",
+           "steps_option"]

@@ -30,6 +30,7 @@ from .options import (
     model_option,
     not_empty,
     num_shards_option,
+    offload_option,
     quiet_option,
     real_option,
     seed_option,
@@ -69,6 +70,7 @@ def collect_cmd(
     shard_index: Optional[int] = shard_index_option(),
     device: str = device_option(),
     dtype: str = dtype_option(),
+    offload: str = offload_option(),
     allow_pickle: bool = typer.Option(False, help="allow pickle checkpoints"),
     config: Optional[str] = typer.Option(None, help=CONFIG_HELP),
     revision: Optional[str] = typer.Option(None, help=REVISION_HELP),
@@ -93,7 +95,7 @@ def collect_cmd(
     spec = build_spec(dataset, vocabulary(vocab, not_empty(colors, "--colors"), not_empty(animals, "--animals"),
                                           not_empty(objects, "--objects"), noun), seeds, first_seed)
     loaded = load_model(model, device=process_device(device), dtype=dtype, allow_pickle=allow_pickle,
-                           revision=revision, config=config)
+                        revision=revision, config=config, offload=offload)
     options = CollectOptions(
         steps=loaded.setting("steps", steps, 50), guidance=loaded.setting("guidance", guidance, 7.5),
         height=loaded.setting("height", height), width=loaded.setting("width", width),

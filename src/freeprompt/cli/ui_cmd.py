@@ -17,7 +17,7 @@ from typing import Optional
 import typer
 
 from .loading import load_model
-from .options import device_option, dtype_option, model_option
+from .options import device_option, dtype_option, model_option, offload_option
 
 UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}  # gradio's (gradio.utils.FileSize)
 ADDRESS_FIX = "give an address of this machine: 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
@@ -88,15 +88,16 @@ def ui(
     max_upload: str = typer.Option("20mb", callback=upload_size, help="largest upload accepted (b, kb, mb, gb)"),
     device: str = device_option(),
     dtype: str = dtype_option(),
+    offload: str = offload_option(),
 ):
     """Serve the web UI: edit generated images and photos with any method, see heat maps, download results."""
     from ..errors import BadInput
 
     check_address(host, port)  # before torch is imported: a second, not four
     with interrupt_stops_at_once():
-        from ..models.loading import resolve_device, resolve_dtype
+        from ..models.loading import check_model_options
 
-        resolve_device(device), resolve_dtype(dtype)
+        check_model_options(device, dtype, offload)
         try:
             import gradio  # noqa: F401 - only to say how to install it
         except ImportError:
@@ -104,7 +105,7 @@ def ui(
         from ..ui.app import launch, serve
 
         typer.echo(f"loading {model} ...")
-        loaded = load_model(model, device=device, dtype=dtype)
+        loaded = load_model(model, device=device, dtype=dtype, offload=offload)
         demo = launch(loaded, host=host, port=port, share=share, max_upload=max_upload, block=False)
     typer.echo(f"serving {loaded.info.get('id')} on {demo.local_url} (Ctrl-C stops)")
     serve(demo)  # Ctrl-C: the server closed, then "interrupted" and status 130 from the command line's main

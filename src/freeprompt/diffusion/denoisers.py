@@ -35,6 +35,13 @@ class Denoiser:
         self.network, self.pipe = network, pipe
 
     @property
+    def device(self) -> torch.device:
+        """Where the network computes, the device diffusers' own pipelines make their tensors on: the pipeline's,
+        or, under diffusers' model or group offload (weights resting on the CPU between calls), the accelerator the
+        offload hooks move each part to. A bare network: its own device."""
+        return self.network.device if self.pipe is None else self.pipe._execution_device
+
+    @property
     def patch(self) -> int:
         """How many latent pixels one token side covers (attention grids are latents / patch)."""
         return 1
@@ -196,6 +203,11 @@ def network_denoiser(network) -> Denoiser:
     """The denoiser of a bare network (no text encoding): a known transformer's, else a UNet's call (any callable
     taking ``(latents, t, encoder_hidden_states=...)``, such as a wrapped UNet)."""
     return FAMILIES.get(type(network).__name__, Denoiser)(network)
+
+
+def device_of(pipe) -> torch.device:
+    """The device a pipeline's denoising network computes on (``Denoiser.device``)."""
+    return denoiser_for(pipe).device
 
 
 def network_of(pipe) -> Any:

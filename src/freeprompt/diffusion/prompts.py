@@ -123,11 +123,12 @@ def size_ids(pipe, size: tuple[int, int] | None, like: torch.Tensor) -> torch.Te
     return torch.tensor([[h, w, 0, 0, h, w]], dtype=like.dtype, device=like.device).expand(like.shape[0], -1)
 
 
-def encode_text(pipe, text: str, size: tuple[int, int] | None = None) -> Conditioning:
+def encode_text(pipe, text: str, size: tuple[int, int] | None = None, device=None) -> Conditioning:
     """One row of conditioning for ``text`` ("" allowed) without guidance, through the pipeline's encoder(s): the
-    text's own embedding (SDXL: and pooled embedding, never zeroed)."""
+    text's own embedding (SDXL: and pooled embedding, never zeroed), on ``device`` [default: where the pipeline
+    runs its text encoder, diffusers' rule]."""
     if not is_sdxl(pipe):
         with warnings.catch_warnings(), torch.no_grad():
-            cond, _ = pipe.encode_prompt([text], pipe.unet.device, 1, False)
+            cond, _ = pipe.encode_prompt([text], device, 1, False)
         return Conditioning(cond)
-    return encode_prompts(pipe, [text], "", False, pipe.unet.device, size)
+    return encode_prompts(pipe, [text], "", False, device, size)

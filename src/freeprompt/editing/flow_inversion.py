@@ -32,7 +32,7 @@ def flow_invert(pipe, latents0: torch.Tensor, source: str, steps: int, guidance:
     ... ``x_T`` the noise to sample from; ``x_k`` is the latent *after* sampling step ``T-1-k`` with ``steps``."""
     check_solver(solver, flow=True)
     denoiser, network = denoiser_for(pipe), network_of(pipe)
-    device = network.device
+    device = denoiser.device
     x = latents0.to(device=device, dtype=torch.float32).reshape(1, *latents0.shape[-3:])
     scheduler = make_scheduler("flow", pipe.scheduler.config)
     denoiser.set_timesteps(scheduler, steps, x)  # the sampler's σs: the model's shift, FLUX's resolution shift

@@ -105,7 +105,7 @@ def edit(
     shape = latent_shape(pipe, height, width)
     sampler = _scheduler(scheduler, pipe, inversion is not None, family not in UNET_FAMILIES)
     generator = torch.Generator("cpu").manual_seed(int(seed))  # the initial noise, then a sampler's step noise
-    noise = _start_noise(network, shape, generator, latents, inversion, source, steps, guidance)
+    noise = _start_noise(denoiser, shape, generator, latents, inversion, source, steps, guidance)
     registry = discover_layers(network)
     settings = {"source": source, "negative": negative_prompt, "steps": steps, "guidance": guidance, "shape": shape}
     key, reused = _reuse_state(pipe, reuse, inversion, decode, method, sampler, noise, settings)
@@ -116,7 +116,7 @@ def edit(
     rows = None if reuse is None or inversion is not None else reuse.rows if reused else reuse.fresh()
     control = EditControl(layout, plan.rules, steps, shape[2:], plan.watches, plan.blends, plan.features, rows)
     timings: dict[str, float] = {}
-    pinned = [inversion.hooks(network.device, network.dtype)] if inversion else []  # before a local blend
+    pinned = [inversion.hooks(denoiser.device, network.dtype)] if inversion else []  # before a local blend
     with controlled(network, registry, control):
         final = _denoise(pipe, denoiser, prompts[1:] if reused else prompts, noise, pinned + [control, *hooks],
                          (sampler, SharedNoise(generator)), (steps, guidance, negative_prompt), progress, timings)
@@ -217,10 +217,10 @@ def _checked_prompts(pipe, source: str, targets: list[str], empty_source_ok: boo
     return prompts + [check_prompt(pipe.tokenizer, t, f"target prompt {i + 1}") for i, t in enumerate(targets)]
 
 
-def _start_noise(network, shape, generator: torch.Generator, latents, inversion: InversionResult | None, source: str,
+def _start_noise(denoiser, shape, generator: torch.Generator, latents, inversion: InversionResult | None, source: str,
                  steps: int, guidance: float) -> torch.Tensor:
     """The (1, C, h, w) noise every prompt starts from, on the network's device and dtype."""
-    device, dtype = network.device, network.dtype
+    device, dtype = denoiser.device, denoiser.network.dtype
     if inversion is None:
         if latents is None:
             return initial_latents(0, shape, device, dtype, generator=generator)

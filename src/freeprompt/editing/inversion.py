@@ -49,7 +49,7 @@ from ..diffusion import (
     sample,
     step_bar,
 )
-from ..diffusion.denoisers import Denoiser, denoiser_for, network_of
+from ..diffusion.denoisers import Denoiser, denoiser_for, device_of, network_of
 from ..diffusion.prompts import as_conditioning
 from ..diffusion.schedulers import check_solver, default_scheduler, is_flow, make_scheduler
 from ..errors import BadInput
@@ -115,7 +115,7 @@ def ddim_invert(pipe, latents0: torch.Tensor, cond, uncond=None, steps: int = 50
     unguided)."""
     scheduler, rows = _schedule(pipe, steps)
     denoiser = denoiser_for(pipe)
-    device = denoiser.network.device
+    device = denoiser.device
     prediction = scheduler.config.prediction_type
     parts = [as_conditioning(uncond), as_conditioning(cond)] if guidance > 1.0 else [as_conditioning(cond)]
     context = Conditioning.cat(parts).to(device)
@@ -149,7 +149,7 @@ def null_text_optimise(pipe, trajectory: torch.Tensor, cond, uncond_init, guidan
     steps = trajectory.shape[0] - 1
     scheduler, rows = _schedule(pipe, steps)
     unet = pipe.unet if pipe.unet.dtype == torch.float32 else copy.deepcopy(pipe.unet).to(torch.float32)
-    device = unet.device
+    device = device_of(pipe)
     traj = trajectory.to(device=device, dtype=torch.float32)
     cond = as_conditioning(cond).to(device=device, dtype=torch.float32)
     uncond = as_conditioning(uncond_init).to(device=device, dtype=torch.float32)
@@ -314,14 +314,14 @@ def invert(pipe, image, source: str, method: str = "direct", steps: int = 50, gu
         return _finished(pipe, image, InversionResult(method, trajectory, None, source, steps, guidance,
                                                       time.perf_counter() - start, info={"solver": solver}), measure)
     if getattr(pipe, "unet", None) is not None:
-        cond = encode_text(pipe, source, size)
+        cond = encode_text(pipe, source, size, device_of(pipe))
     else:  # a noise-prediction transformer (PixArt): its own text encoding
-        cond = denoiser_for(pipe).encode([source], "", False, network_of(pipe).device, size)
+        cond = denoiser_for(pipe).encode([source], "", False, device_of(pipe), size)
     trajectory = ddim_invert(pipe, latents0, cond, steps=steps, progress=bar).float().cpu()
     uncond, pooled = None, None
     info: dict = {}
     if method == "null-text":
-        empty = encode_text(pipe, "", size)
+        empty = encode_text(pipe, "", size, device_of(pipe))
         bar = step_bar(progress, steps, "null-text")
         uncond, info = null_text_optimise(pipe, trajectory, cond, empty, guidance, progress=bar,
                                           **(null_text_options or {}))
@@ -346,7 +346,7 @@ def reconstruct(pipe, inversion: InversionResult, pinned: bool = True) -> torch.
     trajectory pinning (ddim, direct). ``pinned=False`` on a ddim/direct result is plain DDIM (a flow model: Euler)
     reconstruction."""
     network, denoiser = network_of(pipe), denoiser_for(pipe)
-    device, dtype = network.device, network.dtype
+    device, dtype = denoiser.device, network.dtype
     size = tuple(v * pipe.vae_scale_factor for v in inversion.trajectory.shape[-2:])
     guided = inversion.guidance > 1.0 and not denoiser.embedded_guidance
     conditioning = denoiser.encode([inversion.source], "", guided, device, size)

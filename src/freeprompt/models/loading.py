@@ -37,6 +37,7 @@ WEIGHT_FILES = {"unet": "diffusion_pytorch_model", "transformer": "diffusion_pyt
                 "text_encoder_3": "model"}
 SUPPORTED = ("Stable Diffusion 1.x, 2.x and XL (a UNet with text cross-attention), SD3/3.5, FLUX.1 and "
              "PixArt-Sigma/-Alpha")
+OFFLOAD = ("none", "model", "group")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -90,9 +91,11 @@ def resolve_dtype(spec: str = "fp32") -> torch.dtype:
 
 
 def load_pipeline(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "fp32", allow_pickle: bool = False,
-                  revision: str | None = None, config: str | None = None) -> LoadedModel:
-    """Load a Stable Diffusion 1.x/2.x/XL or SD3/FLUX.1/PixArt pipeline from wherever ``model`` points."""
+                  revision: str | None = None, config: str | None = None, offload: str = "none") -> LoadedModel:
+    """Load a Stable Diffusion 1.x/2.x/XL or SD3/FLUX.1/PixArt pipeline from wherever ``model`` points; ``offload``
+    (model, group) keeps it on the CPU and lets diffusers' offload hooks move it to ``device`` part by part."""
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    check_offload(offload, torch_device)
     model = str(model)
     if model in FIXTURES:
         path = fixture_path(model)
@@ -122,13 +125,40 @@ def load_pipeline(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str =
     level = dlogging.get_verbosity()
     dlogging.set_verbosity_error()
     try:
-        pipe = pipe.to(torch_device, torch_dtype)
+        pipe = pipe.to(torch_device if offload == "none" else "cpu", torch_dtype)
     finally:
         dlogging.set_verbosity(level)
+    apply_offload(pipe, offload, torch_device)
     pipe.set_progress_bar_config(disable=True)
-    info.update(device=str(torch_device), dtype=str(torch_dtype).removeprefix("torch."))
+    info.update(device=str(torch_device), dtype=str(torch_dtype).removeprefix("torch."), offload=offload)
     local = info.get("path")
     return LoadedModel(pipe=pipe, info=info, defaults=fixture_defaults(Path(local)) if local else {})
+
+
+def check_model_options(device: str, dtype: str, offload: str = "none") -> None:
+    """Refuse a bad --device, --dtype or --offload before anything loads."""
+    check_offload(offload, resolve_device(device))
+    resolve_dtype(dtype)
+
+
+def check_offload(offload: str, device: torch.device) -> None:
+    """Refuse an unknown offload mode, or offloading with no accelerator to offload to."""
+    if offload not in OFFLOAD:
+        raise BadInput(f"unknown offload mode {offload!r}", "use none, model or group")
+    if offload != "none" and device.type == "cpu":
+        raise BadInput(f"--offload {offload} moves the model to an accelerator part by part, but the device is the CPU",
+                       "use --device cuda (or mps), or drop --offload")
+
+
+def apply_offload(pipe, offload: str, device: torch.device) -> None:
+    """diffusers' CPU offload onto ``device``: ``model`` moves each whole model (text encoders, network, VAE) there
+    when it runs (the largest model's memory, little slower); ``group`` moves each layer there when it runs (least
+    memory, much slower; diffusers' successor of sequential offload, which fails inside accelerate with this
+    project's transformers 5). The sampling loop makes its tensors where the hooks compute (``Denoiser.device``)."""
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif offload == "group":
+        pipe.enable_group_offload(onload_device=device, offload_type="leaf_level")
 
 
 def fixture_defaults(folder: Path) -> dict:
