@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..diffusion.denoisers import denoiser_for, network_of
+from ..diffusion.denoisers import denoiser_for
 from ..diffusion.schedulers import check_solver, make_scheduler
 
 
@@ -31,7 +31,7 @@ def flow_invert(pipe, latents0: torch.Tensor, source: str, steps: int, guidance:
     """``[x_0, x_1, ..., x_T]`` as a (T+1, C, h, w) float32 tensor on the network's device: ``x_0 = latents0`` (σ = 0)
     ... ``x_T`` the noise to sample from; ``x_k`` is the latent *after* sampling step ``T-1-k`` with ``steps``."""
     check_solver(solver, flow=True)
-    denoiser, network = denoiser_for(pipe), network_of(pipe)
+    denoiser = denoiser_for(pipe)
     device = denoiser.device
     x = latents0.to(device=device, dtype=torch.float32).reshape(1, *latents0.shape[-3:])
     scheduler = make_scheduler("flow", pipe.scheduler.config)
@@ -42,7 +42,7 @@ def flow_invert(pipe, latents0: torch.Tensor, source: str, steps: int, guidance:
     context = denoiser.encode([source], "", False, device, size)
 
     def velocity(latents: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        out = denoiser.predict(latents.to(network.dtype), (sigma * train).reshape(()), context, guidance)
+        out = denoiser.predict(latents.to(denoiser.network.dtype), (sigma * train).reshape(()), context, guidance)
         return out.float()
 
     trajectory = [x[0]]

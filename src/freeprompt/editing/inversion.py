@@ -49,7 +49,7 @@ from ..diffusion import (
     sample,
     step_bar,
 )
-from ..diffusion.denoisers import Denoiser, denoiser_for, device_of, network_of
+from ..diffusion.denoisers import Denoiser, denoiser_for, device_of
 from ..diffusion.prompts import as_conditioning
 from ..diffusion.schedulers import check_solver, default_scheduler, is_flow, make_scheduler
 from ..errors import BadInput
@@ -313,15 +313,16 @@ def invert(pipe, image, source: str, method: str = "direct", steps: int = 50, gu
         trajectory = flow_invert(pipe, latents0, source, steps, guidance, solver, progress=bar).float().cpu()
         return _finished(pipe, image, InversionResult(method, trajectory, None, source, steps, guidance,
                                                       time.perf_counter() - start, info={"solver": solver}), measure)
+    denoiser = denoiser_for(pipe)
     if getattr(pipe, "unet", None) is not None:
-        cond = encode_text(pipe, source, size, device_of(pipe))
+        cond = encode_text(pipe, source, size, denoiser.device)
     else:  # a noise-prediction transformer (PixArt): its own text encoding
-        cond = denoiser_for(pipe).encode([source], "", False, device_of(pipe), size)
+        cond = denoiser.encode([source], "", False, denoiser.device, size)
     trajectory = ddim_invert(pipe, latents0, cond, steps=steps, progress=bar).float().cpu()
     uncond, pooled = None, None
     info: dict = {}
     if method == "null-text":
-        empty = encode_text(pipe, "", size, device_of(pipe))
+        empty = encode_text(pipe, "", size, denoiser.device)
         bar = step_bar(progress, steps, "null-text")
         uncond, info = null_text_optimise(pipe, trajectory, cond, empty, guidance, progress=bar,
                                           **(null_text_options or {}))
@@ -345,8 +346,8 @@ def reconstruct(pipe, inversion: InversionResult, pinned: bool = True) -> torch.
     guidance: with the method's per-step embeddings (null-text, negative-prompt) and, if ``pinned``, its
     trajectory pinning (ddim, direct). ``pinned=False`` on a ddim/direct result is plain DDIM (a flow model: Euler)
     reconstruction."""
-    network, denoiser = network_of(pipe), denoiser_for(pipe)
-    device, dtype = denoiser.device, network.dtype
+    denoiser = denoiser_for(pipe)
+    device, dtype = denoiser.device, denoiser.network.dtype
     size = tuple(v * pipe.vae_scale_factor for v in inversion.trajectory.shape[-2:])
     guided = inversion.guidance > 1.0 and not denoiser.embedded_guidance
     conditioning = denoiser.encode([inversion.source], "", guided, device, size)
