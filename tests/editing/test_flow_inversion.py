@@ -141,5 +141,46 @@ def test_pixart_inverts_with_ddim_over_its_own_betas():
         assert (ours[k + 1] - x[0]).abs().max().item() < 1e-5, k  # the trajectory is kept in float32
     result = edit_real(pipe, photo(3), "a red car", ["a blue car"], steps=3, guidance=2.0, progress=False)
     assert result.params["reconstruction_latent_rmse"] < 1e-10 and result.params["scheduler_name"] == "ddim"
-    with pytest.raises(BadInput, match="the null-text inversion runs on Stable Diffusion 1.x/2.x/XL only"):
-        edit_real(pipe, photo(), "a red car", ["a blue car"], steps=2, progress=False, inversion="null-text")
+
+
+def test_pixart_negative_prompt_inversion_carries_the_text_mask():
+    """Negative-prompt inversion on PixArt: the unconditional rows take the source prompt's embeddings *and* its
+    text mask, so the guided prediction of the source is its conditional one and guided sampling from the inverted
+    noise equals unguided sampling (float64, to 1e-9). With the empty prompt's mask left in place it would not."""
+    from freeprompt.diffusion import ddim_scheduler, sample
+    from freeprompt.diffusion.denoisers import denoiser_for
+    from freeprompt.editing.inversion import reconstruct
+
+    pipe = random_transformer_pipeline("tiny-pixart", torch_dtype=torch.float64)
+    inv = invert(pipe, photo(3), "a red car", "negative-prompt", 3, 4.0)
+    assert set(inv.uncond_added) == {"encoder_attention_mask"} and inv.uncond_added["encoder_attention_mask"].sum() > 1
+    denoiser = denoiser_for(pipe)
+    cond = denoiser.encode(["a red car"], "", False, "cpu")
+    unguided = sample(denoiser, ddim_scheduler(pipe.scheduler.config, model_betas=True), inv.noise.double(), cond, 3,
+                      1.0)
+    assert (reconstruct(pipe, inv) - unguided.float()).abs().max().item() <= 1e-6
+    masked = invert(pipe, photo(3), "a red car", "negative-prompt", 3, 4.0)
+    masked.uncond_added = None  # the batch's own (empty prompt's) mask under the source's embeddings
+    assert (reconstruct(pipe, masked) - unguided.float()).abs().max().item() > 1e-4
+
+
+def test_pixart_null_text_inversion_optimises_towards_the_trajectory(tmp_path):
+    """Null-text inversion on PixArt: every step's Adam updates lower the distance of the guided step to the
+    trajectory, the optimised embeddings reconstruct the photo's latent closer than plain guided DDIM does, they
+    apply to every row (an identity edit repeats the source), and they come back from the cache with the mask."""
+    from freeprompt.editing.inversion import reconstruct
+
+    pipe = random_transformer_pipeline("tiny-pixart", torch_dtype=torch.float64)
+    inv = invert(pipe, photo(3), "a red car", "null-text", 3, 4.0)
+    first, final = inv.info["first_losses"], inv.info["final_losses"]
+    assert all(b < a for a, b in zip(first, final, strict=True)), (first, final)
+    plain = invert(pipe, photo(3), "a red car", "ddim", 3, 4.0)
+    error = (reconstruct(pipe, inv)[0] - inv.trajectory[0]).pow(2).mean().sqrt().item()
+    plain_error = (reconstruct(pipe, plain, pinned=False)[0] - plain.trajectory[0]).pow(2).mean().sqrt().item()
+    assert error < plain_error, (error, plain_error)
+    cache = InversionCache(tmp_path)
+    kwargs = dict(inversion="null-text", steps=3, guidance=4.0, progress=False, cache=cache, model_key="pixart@1")
+    fresh = edit_real(pipe, photo(3), "a red car", ["a red car"], **kwargs)
+    loaded = edit_real(pipe, photo(3), "a red car", ["a red car"], **kwargs)
+    assert loaded.params["inversion_cached"] and torch.equal(fresh.latents, loaded.latents)
+    assert torch.equal(fresh.latents[0], fresh.latents[1])

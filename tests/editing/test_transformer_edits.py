@@ -200,18 +200,11 @@ def test_parts_joint_attention_does_not_define_are_refused(mmdit, method, match)
         run(mmdit, method)
 
 
-def test_samplers_and_photos_a_transformer_cannot_take_are_refused(mmdit, pixart):
+def test_samplers_a_transformer_cannot_take_are_refused(mmdit, pixart):
     with pytest.raises(BadInput, match="the ddim scheduler cannot sample a flow-matching model"):
         edit(mmdit, *PROMPTS, steps=2, height=SIZE, width=SIZE, scheduler="ddim", progress=False)
     with pytest.raises(BadInput, match="the flow scheduler cannot sample a noise-prediction model"):
         edit(pixart, *PROMPTS, steps=2, height=SIZE, width=SIZE, scheduler="flow", progress=False)
-    from PIL import Image
-
-    from freeprompt.editing.real import edit_real
-
-    with pytest.raises(BadInput, match="the negative-prompt inversion runs on Stable Diffusion 1.x/2.x/XL only"):
-        edit_real(pixart, Image.new("RGB", (SIZE, SIZE)), "a car", ["a bus"], steps=2, progress=False,
-                  inversion="negative-prompt")
 
 
 def test_fpe_beside_p2p_on_one_joint_layer_is_refused(mmdit):

@@ -68,14 +68,16 @@ class Conditioning:
         return Conditioning(self.embeddings[index], added, self.fixed)
 
     def replaced(self, start: int, embeddings: torch.Tensor | None = None,
-                 text_embeds: torch.Tensor | None = None) -> Conditioning:
-        """A copy whose rows ``start`` .. ``start + len`` take these embeddings and (SDXL) pooled embeddings."""
+                 added: dict[str, torch.Tensor] | None = None) -> Conditioning:
+        """A copy whose rows ``start`` .. ``start + len`` take these embeddings and these entries of ``added`` (SDXL's
+        pooled embeddings, PixArt's text mask)."""
         out = Conditioning(self.embeddings.clone(),
                            {k: v.clone() for k, v in self.added.items()} if self.added else None, self.fixed)
         if embeddings is not None:
             out.embeddings[start:start + embeddings.shape[0]] = embeddings.to(out.embeddings)
-        if text_embeds is not None and out.added:
-            out.added["text_embeds"][start:start + text_embeds.shape[0]] = text_embeds.to(out.added["text_embeds"])
+        for key, value in (added or {}).items():
+            if out.added and key in out.added:
+                out.added[key][start:start + value.shape[0]] = value.to(out.added[key])
         return out
 
     @staticmethod

@@ -17,7 +17,10 @@ from ..errors import BadInput, first_line
 from ..io.outputs import remove_stale_temporaries, write_text_atomic
 from .inversion import InversionResult
 
-CACHE_FORMAT = "freeprompt-inversion-1"  # bump when what is stored or how it is computed changes
+CACHE_FORMAT = "freeprompt-inversion-2"  # bump when what is stored or how it is computed changes
+
+
+ADDED = "uncond_added."  # the tensors of InversionResult.uncond_added are stored under this prefix
 
 
 class CacheWarning(UserWarning):
@@ -89,7 +92,7 @@ class InversionCache:
         return InversionResult(method=info["method"], trajectory=traj, uncond=uncond, source=info["source"],
                                steps=steps, guidance=float(info["guidance"]), seconds=float(info["seconds"]),
                                psnr=info.get("psnr"), ddim_psnr=info.get("ddim_psnr"), vae_psnr=info.get("vae_psnr"),
-                               cached=True, info=info.get("extra", {}), uncond_pooled=tensors.get("uncond_pooled"))
+                               cached=True, info=info.get("extra", {}), uncond_added=_prefixed(tensors, ADDED))
 
     def save(self, key: str, inversion: InversionResult, describe: dict | None = None) -> Path:
         """Write the entry for ``key`` atomically; returns its path."""
@@ -99,8 +102,8 @@ class InversionCache:
         tensors = {"trajectory": inversion.trajectory.float().contiguous()}
         if inversion.uncond is not None:
             tensors["uncond"] = inversion.uncond.float().contiguous()
-        if inversion.uncond_pooled is not None:
-            tensors["uncond_pooled"] = inversion.uncond_pooled.float().contiguous()
+        for name, value in (inversion.uncond_added or {}).items():
+            tensors[ADDED + name] = value.float().contiguous()
         extra = {k: v for k, v in inversion.info.items() if k != "edit_offsets_rms"}
         info = {"method": inversion.method, "source": inversion.source, "steps": inversion.steps,
                 "guidance": inversion.guidance, "seconds": inversion.seconds, "psnr": inversion.psnr,
@@ -143,3 +146,9 @@ def _checksum(tensors: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.cpu().numpy().tobytes())
     return h.hexdigest()
+
+
+def _prefixed(tensors: dict, prefix: str) -> dict | None:
+    """The tensors whose names start with ``prefix``, by the rest of their names; None if there are none."""
+    found = {name[len(prefix):]: value for name, value in tensors.items() if name.startswith(prefix)}
+    return found or None

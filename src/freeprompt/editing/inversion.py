@@ -24,8 +24,8 @@ back. Inversion uses the source prompt (it may be "") without guidance, as the o
 On a flow-matching model (SD3, FLUX.1) the trajectory comes from the flow ODE instead (``flow_inversion``: Euler,
 or RF-Solver's second-order midpoint step), and ``ddim`` and ``direct`` follow it the same way; null-text and
 negative-prompt inversion, defined on noise-prediction models' unconditional branch, are refused there. On PixArt
-(a noise-prediction transformer) DDIM inversion runs through its denoiser over its own betas; null-text and
-negative-prompt inversion are UNet-only for now.
+(a noise-prediction transformer) every inversion runs through its denoiser over its own betas; the unconditional
+rows' text mask goes with their embeddings (null-text optimises the embeddings under the empty prompt's mask).
 
 Results are cached on disk by ``cache.InversionCache``.
 """
@@ -45,11 +45,10 @@ from ..diffusion import (
     check_steps,
     ddim_scheduler,
     decode,
-    encode_text,
     sample,
     step_bar,
 )
-from ..diffusion.denoisers import Denoiser, denoiser_for, device_of
+from ..diffusion.denoisers import Denoiser, denoiser_for
 from ..diffusion.prompts import as_conditioning
 from ..diffusion.schedulers import check_solver, default_scheduler, is_flow, make_scheduler
 from ..errors import BadInput
@@ -139,57 +138,61 @@ def null_text_optimise(pipe, trajectory: torch.Tensor, cond, uncond_init, guidan
     i.e. 1e-2 * (1 - i/100) at 50 steps) for at most ``inner_steps`` updates of the unconditional embedding,
     stopping early once the MSE between the guided DDIM step and the trajectory is below
     ``epsilon + i * 2e-5``. ``cond`` and ``uncond_init`` are one-row conditionings (or embeddings); only the
-    unconditional token embeddings are optimised (SDXL's pooled embedding stays). Returns (T, tokens, width)
-    float32 embeddings on the CPU and per-step stats.
+    unconditional token embeddings are optimised (SDXL's pooled embedding and PixArt's text mask stay). Returns
+    (T, tokens, width) float32 embeddings on the CPU and per-step stats (the loss before and after each step's
+    updates).
 
-    Always float32: a float16/bfloat16 pipeline's UNet is copied to float32 for the optimisation."""
+    Always float32: a float16/bfloat16 pipeline's network is copied to float32 for the optimisation."""
     if guidance <= 1.0:
         raise BadInput(f"null-text inversion needs guidance above 1 (got {guidance})",
                        "use e.g. --guidance 7.5, or --inversion direct")
     steps = trajectory.shape[0] - 1
     scheduler, rows = _schedule(pipe, steps)
-    unet = pipe.unet if pipe.unet.dtype == torch.float32 else copy.deepcopy(pipe.unet).to(torch.float32)
-    device = device_of(pipe)
+    denoiser = denoiser_for(pipe)
+    low_precision = denoiser.network.dtype != torch.float32
+    if low_precision:
+        denoiser = type(denoiser)(copy.deepcopy(denoiser.network).to(torch.float32), pipe)
+    device = denoiser.device
     traj = trajectory.to(device=device, dtype=torch.float32)
     cond = as_conditioning(cond).to(device=device, dtype=torch.float32)
     uncond = as_conditioning(uncond_init).to(device=device, dtype=torch.float32)
     latent = traj[-1:].clone()
-    found, inner_used, losses = [], [], []
+    found, inner_used, first, losses = [], [], [], []
     order = list(range(steps))
     for i in (progress(order) if progress else order):
         t = rows[i][0]
         with torch.no_grad():
-            out_cond = unet(latent, t, **cond.unet_kwargs(), return_dict=False)[0].float()
-        step = _NullTextStep(unet, scheduler, latent, t, out_cond, guidance, traj[steps - 1 - i : steps - i])
+            out_cond = denoiser.predict(latent, t, cond, 1.0).float()
+        step = _NullTextStep(denoiser, scheduler, latent, t, out_cond, guidance, traj[steps - 1 - i : steps - i])
         lr_i = lr * (1.0 - i / (2.0 * steps))
-        uncond, used, loss_value = step.optimise(uncond, lr_i, inner_steps, epsilon + i * 2e-5)
+        uncond, used, (loss_first, loss_value) = step.optimise(uncond, lr_i, inner_steps, epsilon + i * 2e-5)
         found.append(uncond.embeddings[0].clone().cpu())  # .cpu() does not copy a CPU tensor
         inner_used.append(used)
+        first.append(loss_first)
         losses.append(loss_value)
         latent = step.advance(uncond)
-    if unet is not pipe.unet:
-        del unet
-    return torch.stack(found), {"inner_steps": inner_used, "final_losses": losses,
-                                "optimised_in": "float32" if pipe.unet.dtype == torch.float32 else "float32 copy"}
+    return torch.stack(found), {"inner_steps": inner_used, "first_losses": first, "final_losses": losses,
+                                "optimised_in": "float32 copy" if low_precision else "float32"}
 
 
 class _NullTextStep:
     """One sampling step of null-text inversion: the guided DDIM step from ``latent`` should land on ``target``."""
 
-    def __init__(self, unet, scheduler, latent, t, out_cond, guidance, target):
-        self.unet, self.scheduler, self.latent, self.t = unet, scheduler, latent, t
+    def __init__(self, denoiser: Denoiser, scheduler, latent, t, out_cond, guidance, target):
+        self.denoiser, self.scheduler, self.latent, self.t = denoiser, scheduler, latent, t
         self.out_cond, self.guidance, self.target = out_cond, guidance, target
 
     def guided_step(self, uncond: Conditioning) -> torch.Tensor:
-        out_uncond = self.unet(self.latent, self.t, **uncond.unet_kwargs(), return_dict=False)[0].float()
+        out_uncond = self.denoiser.predict(self.latent, self.t, uncond, 1.0).float()
         guided = out_uncond + self.guidance * (self.out_cond - out_uncond)  # as sampler.sample guides
         return self.scheduler.step(guided, self.t, self.latent, return_dict=False)[0]
 
     def optimise(self, uncond: Conditioning, lr: float, inner_steps: int, stop_below: float):
-        """Adam on the unconditional token embeddings; returns (the optimised conditioning, updates, last loss)."""
+        """Adam on the unconditional token embeddings; returns (the optimised conditioning, updates, (the loss
+        before the first update, the last loss))."""
         embedding = uncond.embeddings.detach().clone().requires_grad_(True)  # a fresh leaf per step
         optimiser = torch.optim.Adam([embedding], lr=lr)
-        loss_value, used = float("nan"), 0
+        loss_first, loss_value, used = float("nan"), float("nan"), 0
         for _ in range(inner_steps):
             loss = torch.nn.functional.mse_loss(self.guided_step(Conditioning(embedding, uncond.added)), self.target)
             (grad,) = torch.autograd.grad(loss, [embedding])  # only the embedding's gradient, not the UNet's
@@ -198,9 +201,10 @@ class _NullTextStep:
             optimiser.zero_grad(set_to_none=True)
             used += 1
             loss_value = loss.item()
+            loss_first = loss_value if used == 1 else loss_first
             if loss_value < stop_below:
                 break
-        return Conditioning(embedding.detach(), uncond.added), used, loss_value
+        return Conditioning(embedding.detach(), uncond.added), used, (loss_first, loss_value)
 
     @torch.no_grad()
     def advance(self, uncond: Conditioning) -> torch.Tensor:
@@ -223,7 +227,9 @@ class InversionResult:
     vae_psnr: float | None = None  # dB: decode(encode(image)) vs input, the upper bound of any reconstruction
     cached: bool = False
     info: dict = field(default_factory=dict)
-    uncond_pooled: torch.Tensor | None = None  # (1, width) SDXL: the pooled embedding that goes with ``uncond``
+    # one row of the other inputs that go with ``uncond`` (SDXL: ``text_embeds``, the pooled embedding; PixArt:
+    # ``encoder_attention_mask``, the text mask), float32 CPU, or None
+    uncond_added: dict[str, torch.Tensor] | None = None
 
     @property
     def noise(self) -> torch.Tensor:
@@ -247,8 +253,7 @@ class InversionHooks(StepHooks):
     def __init__(self, inversion: InversionResult, device, dtype, offsets: list, pinned: bool = True):
         self.steps = inversion.steps
         self.uncond = None if inversion.uncond is None else inversion.uncond.to(device=device, dtype=dtype)
-        self.pooled = None if inversion.uncond_pooled is None else inversion.uncond_pooled.to(device=device,
-                                                                                               dtype=dtype)
+        self.added = {k: v.to(device=device, dtype=dtype) for k, v in (inversion.uncond_added or {}).items()}
         pinned = pinned and inversion.method in ("ddim", "direct")
         self.trajectory = inversion.trajectory.to(device=device, dtype=dtype) if pinned else None
         self.replace = inversion.method == "ddim"
@@ -260,8 +265,7 @@ class InversionHooks(StepHooks):
             return conditioning  # no per-step embeddings, or no unconditional half to put them in
         half = conditioning.num_rows // 2
         embeddings = self.uncond[step : step + 1].expand(half, -1, -1)
-        pooled = None if self.pooled is None else self.pooled.expand(half, -1)
-        return conditioning.replaced(0, embeddings, pooled)
+        return conditioning.replaced(0, embeddings, {k: v.expand(half, -1) for k, v in self.added.items()})
 
     def after_step(self, step: int, latents: torch.Tensor) -> torch.Tensor:
         if self.trajectory is None:
@@ -281,14 +285,11 @@ def check_inversion(method: str, pipe=None) -> str:
     """``method`` if it is a known inversion (and ``pipe``, when given, a model that ``method`` inverts photos on)."""
     if method not in INVERSIONS:
         raise BadInput(f"unknown inversion {method!r}", f"use one of {', '.join(INVERSIONS)}")
-    if pipe is None or getattr(pipe, "unet", None) is not None or method in FLOW_INVERSIONS:
+    if pipe is None or method in FLOW_INVERSIONS or not is_flow(pipe.scheduler.config):
         return method
-    if is_flow(pipe.scheduler.config):
-        raise BadInput(f"the {method} inversion edits a noise-prediction model's unconditional branch; it is not "
-                       f"defined on a flow-matching {type(pipe).__name__}",
-                       f"use --inversion {' or '.join(FLOW_INVERSIONS)} (--inversion-solver euler or midpoint)")
-    raise BadInput(f"the {method} inversion runs on Stable Diffusion 1.x/2.x/XL only, not on a {type(pipe).__name__}",
-                   f"use --inversion {' or '.join(FLOW_INVERSIONS)}")
+    raise BadInput(f"the {method} inversion edits a noise-prediction model's unconditional branch; it is not "
+                   f"defined on a flow-matching {type(pipe).__name__}",
+                   f"use --inversion {' or '.join(FLOW_INVERSIONS)} (--inversion-solver euler or midpoint)")
 
 
 def invert(pipe, image, source: str, method: str = "direct", steps: int = 50, guidance: float = 7.5,
@@ -314,26 +315,29 @@ def invert(pipe, image, source: str, method: str = "direct", steps: int = 50, gu
         return _finished(pipe, image, InversionResult(method, trajectory, None, source, steps, guidance,
                                                       time.perf_counter() - start, info={"solver": solver}), measure)
     denoiser = denoiser_for(pipe)
-    if getattr(pipe, "unet", None) is not None:
-        cond = encode_text(pipe, source, size, denoiser.device)
-    else:  # a noise-prediction transformer (PixArt): its own text encoding
-        cond = denoiser.encode([source], "", False, denoiser.device, size)
+    cond = denoiser.encode([source], "", False, denoiser.device, size)  # one row, the prompt's own text encoding
     trajectory = ddim_invert(pipe, latents0, cond, steps=steps, progress=bar).float().cpu()
-    uncond, pooled = None, None
+    uncond, added = None, None
     info: dict = {}
     if method == "null-text":
-        empty = encode_text(pipe, "", size, denoiser.device)
+        added = denoiser.encode([""], "", False, denoiser.device, size)
         bar = step_bar(progress, steps, "null-text")
-        uncond, info = null_text_optimise(pipe, trajectory, cond, empty, guidance, progress=bar,
+        uncond, info = null_text_optimise(pipe, trajectory, cond, added, guidance, progress=bar,
                                           **(null_text_options or {}))
-        pooled = empty.added["text_embeds"] if empty.added else None
     elif method == "negative-prompt":
-        uncond = cond.embeddings.float().cpu().expand(steps, -1, -1).clone()
-        pooled = cond.added["text_embeds"] if cond.added else None
+        uncond, added = cond.embeddings.float().cpu().expand(steps, -1, -1).clone(), cond
     result = InversionResult(method=method, trajectory=trajectory, uncond=uncond, source=source, steps=steps,
                              guidance=guidance, seconds=time.perf_counter() - start, info=info,
-                             uncond_pooled=None if pooled is None else pooled.float().cpu())
+                             uncond_added=_unconditional_inputs(added))
     return _finished(pipe, image, result, measure)
+
+
+def _unconditional_inputs(conditioning: Conditioning | None) -> dict[str, torch.Tensor] | None:
+    """What goes with per-step unconditional embeddings from ``conditioning``'s other inputs: SDXL's pooled embedding,
+    PixArt's text mask (SDXL's size ids are the same in every row and stay as the edit makes them)."""
+    kept = {k: v.float().cpu() for k, v in (conditioning.added or {}).items() if k != "time_ids"} if conditioning \
+        else {}
+    return kept or None
 
 
 def _finished(pipe, image, result: InversionResult, measure: bool) -> InversionResult:
