@@ -97,7 +97,8 @@ def main() -> None:
         rows.append({"id": item.id, "shape": item.src_shape, "src_color": item.src_color,
                      "tgt_color": item.tgt_color, "tgt_shape": item.tgt_shape, "rendered": score_edit(src, tgt, item),
                      "vae_round_trip": score_edit(src_vae, tgt_vae, item)})
-    result = {"model": args.model, "kind": args.kind, "items": args.n, "size": args.size, "seconds": round(time.time() - started),
+    result = {"model": args.model, "kind": args.kind, "items": args.n, "size": args.size,
+              "seconds": round(time.time() - started),
               "joint_iou": JOINT_IOU, "rendered": summarise(rows, "rendered"),
               "vae_round_trip": summarise(rows, "vae_round_trip"), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
