@@ -177,19 +177,20 @@ def alternate(args) -> None:
     report = {"arch": args.arch, "device": args.device, "device_name": device_description(args.device),
               "steps": args.steps, "reps_per_process": args.reps, "rounds": args.alternate,
               "prompts": 1 + args.targets, "threads": args.threads, "sizes": {}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for size in args.sizes:
-        rounds = []
+        rounds: list[dict] = []
         for r in range(args.alternate):
             times = {m: run_worker(args, m, size)["median_s"] for m in methods}
             rounds.append(times)
             print(f"{size} px round {r + 1}: " + ", ".join(f"{m} {t:.2f} s" for m, t in times.items()), flush=True)
-        ratios = {m: [t[m] / t["plain"] for t in rounds] for m in methods[1:]}
-        report["sizes"][str(size)] = {"rounds": rounds, "ratio": {m: {
-            "median": statistics.median(v), "min": min(v), "max": max(v), "per_round": v} for m, v in ratios.items()}}
+            ratios = {m: [t[m] / t["plain"] for t in rounds] for m in methods[1:]}
+            report["sizes"][str(size)] = {"rounds": rounds, "ratio": {m: {
+                "median": statistics.median(v), "min": min(v), "max": max(v), "per_round": v}
+                for m, v in ratios.items()}}
+            write_json(args.out, report)  # after every round (atomically): a stopped run keeps its finished rounds
         for m, v in ratios.items():
             print(f"{size} px {m}/plain: median {statistics.median(v):.3f} (rounds {min(v):.3f}-{max(v):.3f})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out, report)
     print(f"wrote {args.out}")
 
 
