@@ -126,13 +126,13 @@ def worker(args) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
-    for rep in range(args.reps + 1):
+    for rep in range(args.warmup + args.reps):
         sync()
         start = time.perf_counter()
         with torch.no_grad():
             fn()
         sync()
-        if rep:  # the first run is a warm-up
+        if rep >= args.warmup:  # the first runs are warm-ups
             times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
@@ -163,7 +163,8 @@ def table(report: dict, rows: list[dict], sizes) -> str:
 def run_worker(args, method: str, size: int) -> dict:
     """One fresh process timing ``method`` at ``size``: its worker's JSON row."""
     cmd = [sys.executable, __file__, "--method", method, "--size", str(size), "--arch", args.arch, "--steps",
-           str(args.steps), "--reps", str(args.reps), "--targets", str(args.targets), "--threads", str(args.threads),
+           str(args.steps), "--reps", str(args.reps), "--warmup", str(args.warmup), "--targets", str(args.targets),
+           "--threads", str(args.threads),
            "--device", args.device]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
@@ -175,7 +176,8 @@ def alternate(args) -> None:
     plain time of its own round; the report gives every round, the median ratio and its spread."""
     methods = ["plain"] + [m for m in args.methods if m != "plain"]
     report = {"arch": args.arch, "device": args.device, "device_name": device_description(args.device),
-              "steps": args.steps, "reps_per_process": args.reps, "rounds": args.alternate,
+              "steps": args.steps, "reps_per_process": args.reps, "warmup_per_process": args.warmup,
+              "rounds": args.alternate,
               "prompts": 1 + args.targets, "threads": args.threads, "sizes": {}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for size in args.sizes:
@@ -200,6 +202,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones, per process")
     parser.add_argument("--targets", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--device", default=_default_device())
@@ -221,12 +224,7 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         for method in args.methods:
-            cmd = [sys.executable, __file__, "--method", method, "--size", str(size), "--arch", args.arch,
-                   "--steps", str(args.steps), "--reps", str(args.reps), "--targets", str(args.targets),
-                   "--threads", str(args.threads), "--device", args.device]
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            rows.append(run_worker(args, method, size))
             print(f"{size:>4} px {method:12} median {rows[-1]['median_s']:.2f} s  "
                   f"peak {rows[-1]['peak_bytes'] / 2**30:.2f} GiB", flush=True)
     report = {"arch": args.arch, "device": args.device, "device_name": device_description(args.device),
