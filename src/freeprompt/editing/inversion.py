@@ -317,26 +317,27 @@ def invert(pipe, image, source: str, method: str = "direct", steps: int = 50, gu
     denoiser = denoiser_for(pipe)
     cond = denoiser.encode([source], "", False, denoiser.device, size)  # one row, the prompt's own text encoding
     trajectory = ddim_invert(pipe, latents0, cond, steps=steps, progress=bar).float().cpu()
-    uncond, added = None, None
+    uncond, uncond_row = None, None  # the per-step unconditional embeddings, and the row whose other inputs go along
     info: dict = {}
     if method == "null-text":
-        added = denoiser.encode([""], "", False, denoiser.device, size)
+        uncond_row = denoiser.encode([""], "", False, denoiser.device, size)
         bar = step_bar(progress, steps, "null-text")
-        uncond, info = null_text_optimise(pipe, trajectory, cond, added, guidance, progress=bar,
+        uncond, info = null_text_optimise(pipe, trajectory, cond, uncond_row, guidance, progress=bar,
                                           **(null_text_options or {}))
     elif method == "negative-prompt":
-        uncond, added = cond.embeddings.float().cpu().expand(steps, -1, -1).clone(), cond
+        uncond, uncond_row = cond.embeddings.float().cpu().expand(steps, -1, -1).clone(), cond
     result = InversionResult(method=method, trajectory=trajectory, uncond=uncond, source=source, steps=steps,
                              guidance=guidance, seconds=time.perf_counter() - start, info=info,
-                             uncond_added=_unconditional_inputs(added))
+                             uncond_added=_unconditional_inputs(uncond_row))
     return _finished(pipe, image, result, measure)
 
 
 def _unconditional_inputs(conditioning: Conditioning | None) -> dict[str, torch.Tensor] | None:
     """What goes with per-step unconditional embeddings from ``conditioning``'s other inputs: SDXL's pooled embedding,
     PixArt's text mask (SDXL's size ids are the same in every row and stay as the edit makes them)."""
-    kept = {k: v.float().cpu() for k, v in (conditioning.added or {}).items() if k != "time_ids"} if conditioning \
-        else {}
+    if conditioning is None or not conditioning.added:
+        return None
+    kept = {k: v.float().cpu() for k, v in conditioning.added.items() if k != "time_ids"}
     return kept or None
 
 
