@@ -76,10 +76,14 @@ def _umask() -> int:
 # ---------------------------------------------------------------- Ctrl-C
 
 
+EDITS = 40
+
+
 def test_ctrl_c_exits_130_keeps_finished_rows_and_the_run_resumes(tmp_path):
     out = tmp_path / "bench"
-    args = [sys.executable, "-m", "freeprompt", "bench", "shapes", "--model", "shapes", "--color-edits", "12",
-            "--shape-edits", "0", "--generation", "0", "--steps", "3", "--methods", "plain", "-o", str(out)]
+    # 40 edits (about 10 s on a quiet core), so that the run cannot finish between the second row and the signal
+    args = [sys.executable, "-m", "freeprompt", "bench", "shapes", "--model", "shapes", "--color-edits", str(EDITS),
+            "--shape-edits", "0", "--generation", "0", "--steps", "3", "--method", "plain", "-o", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -90,11 +94,11 @@ def test_ctrl_c_exits_130_keeps_finished_rows_and_the_run_resumes(tmp_path):
     finished = _rows(out)
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1].endswith("interrupted") and "Traceback" not in err
-    assert 2 <= len(finished) < 12
+    assert 2 <= len(finished) < EDITS
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = _rows(out)
-    assert len(rows) == 12 and [r for r in rows if r["id"] in {f["id"] for f in finished}] == finished
+    assert len(rows) == EDITS and [r for r in rows if r["id"] in {f["id"] for f in finished}] == finished
 
 
 def _rows(out: Path) -> list[dict]:

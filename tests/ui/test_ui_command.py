@@ -141,3 +141,37 @@ def test_ctrl_c_stops_the_ui_with_one_line_and_status_130(env, phase):
     with socket.socket() as s:  # the port is free again
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
+
+
+STUCK_SERVER = """
+import time
+from freeprompt.cli import ui_cmd
+
+ui_cmd.CLOSE_WITHIN_S = 1.0
+
+
+class Stuck:  # a server whose shutdown never ends
+    def close(self, verbose=True):
+        time.sleep(3600)
+
+
+with ui_cmd.interrupt_stops_at_once([Stuck()]):
+    print("serving", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_ctrl_c_while_serving_ends_the_process_even_when_the_server_does_not_close(env):
+    """The server is given CLOSE_WITHIN_S to close (1 s here); then the process ends anyway, with the one line."""
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_SERVER], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_line(proc, "serving", deadline=60)
+        start = time.monotonic()
+        code, lines = interrupted(proc, timeout=30)
+        elapsed = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 130 and lines == ["freeprompt: interrupted"], (code, lines)
+    assert 1.0 <= elapsed < 15, elapsed  # waited for the server, but not for ever

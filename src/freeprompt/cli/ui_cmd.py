@@ -56,14 +56,25 @@ def check_address(host: str, port: int | None) -> None:
             raise BadInput(f"cannot listen on --host {host!r} ({err.strerror or err})", ADDRESS_FIX) from None
 
 
+CLOSE_WITHIN_S = 10.0  # Ctrl-C while serving: how long the server may take to close before the process ends anyway
+
+
 @contextmanager
-def interrupt_stops_at_once():
-    """Ctrl-C while torch, gradio and the model load and the server starts ends the process at once, with one
+def interrupt_stops_at_once(closing: list):
+    """Ctrl-C while torch, gradio and the model load, the server starts or serves ends the process at once, with one
     line and status 130: raised inside those libraries' imports and loaders, a KeyboardInterrupt can come out as
-    another error, a recursion, or not at all (the server then starts anyway). Nothing is written before the server
-    runs, so there is nothing to clean up."""
+    another error, a recursion, or not at all (the server then starts anyway); raised while serving, it leaves the
+    server's shutdown (and the interpreter's wait for its threads) unbounded. The servers in ``closing`` are closed
+    first, each within ``CLOSE_WITHIN_S``. The server writes every run folder atomically, so nothing else needs
+    cleaning up."""
 
     def stop(signum, frame):
+        for demo in closing:  # set once the server runs, when ui.app (and gradio) are loaded
+            from ..ui.app import close
+
+            closer = threading.Thread(target=close, args=(demo,), daemon=True)
+            closer.start()
+            closer.join(CLOSE_WITHIN_S)
         sys.stdout.flush()
         sys.stderr.write("freeprompt: interrupted\n")
         sys.stderr.flush()
@@ -94,7 +105,8 @@ def ui(
     from ..errors import BadInput
 
     check_address(host, port)  # before torch is imported: a second, not four
-    with interrupt_stops_at_once():
+    closing: list = []  # the server, once it runs: closed before Ctrl-C ends the process
+    with interrupt_stops_at_once(closing):
         from ..models.loading import check_model_options
 
         check_model_options(device, dtype, offload)
@@ -107,5 +119,6 @@ def ui(
         typer.echo(f"loading {model} ...")
         loaded = load_model(model, device=device, dtype=dtype, offload=offload)
         demo = launch(loaded, host=host, port=port, share=share, max_upload=max_upload, block=False)
-    typer.echo(f"serving {loaded.info.get('id')} on {demo.local_url} (Ctrl-C stops)")
-    serve(demo)  # Ctrl-C: the server closed, then "interrupted" and status 130 from the command line's main
+        closing.append(demo)
+        typer.echo(f"serving {loaded.info.get('id')} on {demo.local_url} (Ctrl-C stops)")
+        serve(demo)  # until the server stops; Ctrl-C: closed by the handler above, one line, status 130
