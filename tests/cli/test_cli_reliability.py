@@ -23,6 +23,7 @@ from freeprompt.errors import BadInput, FreepromptError
 from freeprompt.io.tables import read_rows
 from support.cli_runs import edit_args, run
 from support.fuzz import FUZZ
+from support.signals import interruptible
 
 # ---------------------------------------------------------------- output folders
 
@@ -85,7 +86,8 @@ def test_ctrl_c_exits_130_keeps_finished_rows_and_the_run_resumes(tmp_path):
     args = [sys.executable, "-m", "freeprompt", "bench", "shapes", "--model", "shapes", "--color-edits", str(EDITS),
             "--shape-edits", "0", "--generation", "0", "--steps", "3", "--method", "plain", "-o", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
     deadline = time.time() + 120
     while time.time() < deadline and len(_rows(out)) < 2:
         time.sleep(0.2)

@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from support.signals import interruptible
+
 pytest.importorskip("gradio", reason="the web UI needs the ui extra (pip install 'freeprompt[ui]')")
 
 
@@ -123,7 +125,8 @@ def test_ctrl_c_stops_the_ui_with_one_line_and_status_130(env, phase):
     # error, a RecursionError, or not at all (the server then started and kept serving)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "freeprompt", "ui", "--model", "shapes", "--port", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
     try:
         if phase == "starting":
             time.sleep(1.0)  # importing torch
@@ -164,7 +167,7 @@ with ui_cmd.interrupt_stops_at_once([Stuck()]):
 def test_ctrl_c_while_serving_ends_the_process_even_when_the_server_does_not_close(env):
     """The server is given CLOSE_WITHIN_S to close (1 s here); then the process ends anyway, with the one line."""
     proc = subprocess.Popen([sys.executable, "-c", STUCK_SERVER], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
     try:
         wait_for_line(proc, "serving", deadline=60)
         start = time.monotonic()
