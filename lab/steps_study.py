@@ -29,7 +29,7 @@ import torch
 
 from freeprompt.editing.generated import edit
 from freeprompt.editing.methods import build_method
-from freeprompt.evaluation.shapes_bench import edit_items, score_edit
+from freeprompt.evaluation.shapes_bench import edit_items, score_edit, wilson
 from freeprompt.io.sweep import Shards, Sweep, Unit, all_rows
 from freeprompt.models.loading import load_pipeline
 
@@ -49,9 +49,9 @@ def folder_of(list_name: str, kind: str) -> str:
 
 def run(list_name: str, kind: str, items: int, out: Path, guidance: float, shards: Shards) -> None:
     pipe = load_pipeline("shapes", device="cpu").pipe
-    counts = (items, 0) if kind == "color" else (0, items)
+    counts, extra = ((items, 0), []) if kind == "color" else ((0, items), OBJECT_SCORES)
     swaps = edit_items(*counts, LISTS[list_name])
-    scores = ["attribute_ok", "iou", "joint"] + (OBJECT_SCORES if kind == "shape" else [])
+    scores = ["attribute_ok", "iou", "joint"] + extra
     methods = {name: build_method(name) for name in METHODS}
     units = [Unit((list_name, s, str(n), m, item.id), index=i, data=(s, n, m, item))
              for i, (s, n, m, item) in enumerate((s, n, m, item) for s in SCHEDULERS for n in STEPS for m in METHODS
@@ -67,20 +67,10 @@ def run(list_name: str, kind: str, items: int, out: Path, guidance: float, shard
                  "seed": item.seed, **{k: found[k] for k in scores}}]
 
     settings = {"list": list_name, "items": items, "guidance": guidance, "schedulers": SCHEDULERS, "steps": STEPS}
-    if kind == "shape":
+    if extra:
         settings["kind"] = kind
-    fields = FIELDS + (OBJECT_SCORES if kind == "shape" else [])
-    Sweep(out / folder_of(list_name, kind), settings, fields, KEY, shards=shards).run(
+    Sweep(out / folder_of(list_name, kind), settings, FIELDS + extra, KEY, shards=shards).run(
         units, work, lambda done, total: print(f"{done}/{total}", flush=True))
-
-
-def interval(successes: int, n: int) -> tuple[float, float]:
-    """Wilson 95 % interval of a rate."""
-    if n == 0:
-        return math.nan, math.nan
-    z, p = 1.96, successes / n
-    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return centre - half / (1 + z * z / n), centre + half / (1 + z * z / n)
 
 
 def rates(rows: list[dict], score: str = "joint") -> dict:
@@ -88,7 +78,7 @@ def rates(rows: list[dict], score: str = "joint") -> dict:
     cells: dict[tuple, list[bool]] = {}
     for row in rows:
         cells.setdefault((row["scheduler"], int(row["steps"]), row["method"]), []).append(str(row[score]) == "True")
-    return {key: (float(np.mean(v)), len(v), *interval(sum(v), len(v))) for key, v in cells.items()}
+    return {key: (float(np.mean(v)), len(v), *wilson(sum(v), len(v))) for key, v in cells.items()}
 
 
 def report(out: Path) -> None:

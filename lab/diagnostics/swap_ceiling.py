@@ -37,18 +37,12 @@ from freeprompt.shapes import world
 OBJECT_SCORES = ("attribute_ok", "place_ok", "size_ok", "other_kept", "all_four")
 
 
-def recoloured(spec: world.SceneSpec, color: str) -> world.SceneSpec:
-    """The same scene with the captioned object in another colour."""
-    first = replace(spec.objects[0], color=color)
+def edited(spec: world.SceneSpec, **change) -> world.SceneSpec:
+    """The same scene with the captioned object changed (``color=`` or ``shape=``), all else (centre, size,
+    rotation) kept, and the caption to match."""
+    first = replace(spec.objects[0], **change)
     return replace(spec, objects=(first,) + spec.objects[1:],
-                   caption=world.caption(spec.template, color, first.shape))
-
-
-def reshaped(spec: world.SceneSpec, shape: str) -> world.SceneSpec:
-    """The same scene with the captioned object drawn as another shape (same centre, size, rotation, colour)."""
-    first = replace(spec.objects[0], shape=shape)
-    return replace(spec, objects=(first,) + spec.objects[1:],
-                   caption=world.caption(spec.template, first.color, shape))
+                   caption=world.caption(spec.template, first.color, first.shape))
 
 
 def round_trip(pipe, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -91,8 +85,8 @@ def main() -> None:
         spec = world.sample_spec(np.random.default_rng(item.seed), template=item.template, color=item.src_color,
                                  shape=item.src_shape)
         src = world.render(spec, args.size).image
-        edited = recoloured(spec, item.tgt_color) if args.kind == "color" else reshaped(spec, item.tgt_shape)
-        tgt = world.render(edited, args.size).image
+        change = {"color": item.tgt_color} if args.kind == "color" else {"shape": item.tgt_shape}
+        tgt = world.render(edited(spec, **change), args.size).image
         src_vae, tgt_vae = round_trip(pipe, [src, tgt])
         rows.append({"id": item.id, "shape": item.src_shape, "src_color": item.src_color,
                      "tgt_color": item.tgt_color, "tgt_shape": item.tgt_shape, "rendered": score_edit(src, tgt, item),
