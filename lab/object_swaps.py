@@ -9,7 +9,8 @@ grey level). Each variant writes its own resumable folder ``OUT/<kind>/<variant>
 reads every folder of OUT and writes ``summary.md``, ``summary.csv`` and ``figure.png``.
 
 Seeds: list seed 100 (selection) and 200 (confirmation) choose the settings; the held-out figures are the shapes
-benchmark's own lists (``freeprompt bench shapes --seed 0/1/2``), never used here.
+benchmark's own lists (``freeprompt bench shapes --seed 0/1/2``), never used here. ``--model shapes-mmdit`` asks the
+same of the MM-DiT fixture (its own 28 flow steps and guidance 4 unless given).
 
     python -m lab.object_swaps run --kind shape --list-seed 100 --sources 20 --variants fpe,fpe-uncond \
         --out lab/results/object_swaps/selection
@@ -133,6 +134,10 @@ def _variants() -> dict[str, Variant]:
         "fpe+p2p-refine": Variant("FPE beside P2P refine: the source's cross-attention maps for the words the prompts "
                                   "share, the new word its own", "fpe+p2p", {"p2p_mode": "refine"}),
         "fpe-uncond": Variant("FPE, also in the unconditional half", options={"edit_uncond": True}),
+        "fpe-image": Variant("FPE, on an MM-DiT the image-to-image block only (--fpe-joint image)",
+                             options={"fpe_joint": "image"}),
+        "fpe-image-uncond": Variant("FPE, the image-to-image block only, in both halves",
+                                    options={"fpe_joint": "image", "edit_uncond": True}),
         "fpe-keys": Variant("source keys only: SDPA(Q_tgt, K_src, V_tgt), steps 0:0.8", "plain",
                             extra=(Mix(queries="own"),)),
         "fpe-queries": Variant("source queries only: SDPA(Q_src, K_tgt, V_tgt), steps 0:0.8", "plain",
@@ -143,7 +148,7 @@ def _variants() -> dict[str, Variant]:
                                      options={"self_replace": "0:0.5"},
                                      extra=(MasaCtrl(steps="0.5:1", layers="all"),)),
     }
-    for end in ("0.2", "0.4", "0.6", "0.9", "1"):
+    for end in ("0.2", "0.3", "0.4", "0.5", "0.6", "0.9", "1"):
         v[f"fpe-0:{end}"] = Variant(f"FPE, steps 0:{end}", options={"self_replace": f"0:{end}"})
         v[f"fpe-uncond-0:{end}"] = Variant(f"FPE in both halves, steps 0:{end}",
                                            options={"self_replace": f"0:{end}", "edit_uncond": True})
@@ -197,13 +202,14 @@ class SharedStart(StepHooks):
 
 # ---------------------------------------------------------------- running
 
-def run_variant(pipe, name: str, kind: str, chosen: list[Source], out: Path, steps: int, guidance: float) -> list[dict]:
+def run_variant(pipe, name: str, kind: str, chosen: list[Source], out: Path, steps: int, guidance: float,
+                model: str = "shapes") -> list[dict]:
     """Every source's swaps edited by variant ``name`` (one call per source, every swap a target of it), resumable in
     ``out/kind/name``."""
     from freeprompt.editing.generated import edit
 
     variant = VARIANTS[name]
-    settings = {"model": "shapes", "steps": steps, "guidance": guidance, "kind": kind, "variant": name,
+    settings = {"model": model, "steps": steps, "guidance": guidance, "kind": kind, "variant": name,
                 **({"shared_start": variant.shared} if variant.shared else {}),
                 "method": _recorded(variant.build(swaps(chosen[0], kind))),
                 "sources": [[s.id, s.seed, s.prompt] for s in chosen]}
@@ -327,8 +333,9 @@ def main(argv=None) -> None:
     run.add_argument("--list-seed", default="100", help="item-list seed(s), comma-separated (held out: 0,1,2)")
     run.add_argument("--sources", type=int, default=20, help="sources per list seed")
     run.add_argument("--first", type=int, default=0, help="skip the first sources of the list")
-    run.add_argument("--steps", type=int, default=50)
-    run.add_argument("--guidance", type=float, default=3.0)
+    run.add_argument("--model", choices=("shapes", "shapes-mmdit"), default="shapes")
+    run.add_argument("--steps", type=int, help="default: the model's (the U-Net fixture: 50)")
+    run.add_argument("--guidance", type=float, help="default: the model's (the U-Net fixture: 3)")
     run.add_argument("--out", type=Path, required=True)
     rep = sub.add_parser("report", help="summary.md, summary.csv and figure.png of every variant in OUT")
     rep.add_argument("--out", type=Path, required=True)
@@ -343,13 +350,14 @@ def main(argv=None) -> None:
         return
     from freeprompt.models.loading import load_pipeline
 
-    pipe = load_pipeline("shapes", device="cpu").pipe
+    loaded = load_pipeline(args.model, device="cpu")
+    steps, guidance = loaded.setting("steps", args.steps, 50), loaded.setting("guidance", args.guidance, 3.0)
     seeds = [int(seed) for seed in args.list_seed.split(",")]
     chosen = [s for seed in seeds for s in sources(seed, args.first + args.sources)[args.first:]]
     for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
         if name not in VARIANTS:
             raise SystemExit(f"unknown variant {name!r}; see python -m lab.object_swaps list")
-        run_variant(pipe, name, args.kind, chosen, args.out, args.steps, args.guidance)
+        run_variant(loaded.pipe, name, args.kind, chosen, args.out, steps, guidance, args.model)
 
 
 if __name__ == "__main__":
