@@ -67,7 +67,7 @@ def run(list_name: str, kind: str, items: int, out: Path, guidance: float, shard
                  "seed": item.seed, **{k: found[k] for k in scores}}]
 
     settings = {"list": list_name, "items": items, "guidance": guidance, "schedulers": SCHEDULERS, "steps": STEPS}
-    if extra:
+    if kind != "color":
         settings["kind"] = kind
     Sweep(out / folder_of(list_name, kind), settings, FIELDS + extra, KEY, shards=shards).run(
         units, work, lambda done, total: print(f"{done}/{total}", flush=True))

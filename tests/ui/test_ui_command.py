@@ -158,7 +158,7 @@ class Stuck:  # a server whose shutdown never ends
         time.sleep(3600)
 
 
-with ui_cmd.interrupt_stops_at_once([Stuck()]):
+with ui_cmd.interrupt_stops_at_once([Stuck().close]):
     print("serving", flush=True)
     time.sleep(120)
 """

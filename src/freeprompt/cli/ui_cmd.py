@@ -11,7 +11,9 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
+from functools import partial
 from typing import Optional
 
 import typer
@@ -60,19 +62,17 @@ CLOSE_WITHIN_S = 10.0  # Ctrl-C while serving: how long the server may take to c
 
 
 @contextmanager
-def interrupt_stops_at_once(closing: list):
+def interrupt_stops_at_once(closing: list[Callable[[], None]]):
     """Ctrl-C while torch, gradio and the model load, the server starts or serves ends the process at once, with one
     line and status 130: raised inside those libraries' imports and loaders, a KeyboardInterrupt can come out as
     another error, a recursion, or not at all (the server then starts anyway); raised while serving, it leaves the
-    server's shutdown (and the interpreter's wait for its threads) unbounded. The servers in ``closing`` are closed
-    first, each within ``CLOSE_WITHIN_S``. The server writes every run folder atomically, so nothing else needs
-    cleaning up."""
+    server's shutdown (and the interpreter's wait for its threads) unbounded. The closers in ``closing`` (the
+    server's, once it runs) run first, each given ``CLOSE_WITHIN_S``. The server writes every run folder
+    atomically, so nothing else needs cleaning up."""
 
     def stop(signum, frame):
-        for demo in closing:  # set once the server runs, when ui.app (and gradio) are loaded
-            from ..ui.app import close
-
-            closer = threading.Thread(target=close, args=(demo,), daemon=True)
+        for close in closing:
+            closer = threading.Thread(target=close, daemon=True)
             closer.start()
             closer.join(CLOSE_WITHIN_S)
         sys.stdout.flush()
@@ -105,7 +105,7 @@ def ui(
     from ..errors import BadInput
 
     check_address(host, port)  # before torch is imported: a second, not four
-    closing: list = []  # the server, once it runs: closed before Ctrl-C ends the process
+    closing: list[Callable[[], None]] = []  # the server's closer once it runs: called before Ctrl-C ends the process
     with interrupt_stops_at_once(closing):
         from ..models.loading import check_model_options
 
@@ -114,11 +114,11 @@ def ui(
             import gradio  # noqa: F401 - only to say how to install it
         except ImportError:
             raise BadInput("the web UI needs gradio, which is not installed", "pip install 'freeprompt[ui]'") from None
-        from ..ui.app import launch, serve
+        from ..ui.app import close, launch, serve
 
         typer.echo(f"loading {model} ...")
         loaded = load_model(model, device=device, dtype=dtype, offload=offload)
         demo = launch(loaded, host=host, port=port, share=share, max_upload=max_upload, block=False)
-        closing.append(demo)
+        closing.append(partial(close, demo))
         typer.echo(f"serving {loaded.info.get('id')} on {demo.local_url} (Ctrl-C stops)")
         serve(demo)  # until the server stops; Ctrl-C: closed by the handler above, one line, status 130
