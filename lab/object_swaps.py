@@ -10,7 +10,8 @@ reads every folder of OUT and writes ``summary.md``, ``summary.csv`` and ``figur
 
 Seeds: list seed 100 (selection) and 200 (confirmation) choose the settings; the held-out figures are the shapes
 benchmark's own lists (``freeprompt bench shapes --seed 0/1/2``), never used here. ``--model shapes-mmdit`` asks the
-same of the MM-DiT fixture (its own 28 flow steps and guidance 4 unless given).
+same of the MM-DiT fixture (its own 28 flow steps and guidance 4 unless given); ``--model FOLDER`` of a candidate
+fixture (a training run's output) before it is shipped.
 
     python -m lab.object_swaps run --kind shape --list-seed 100 --sources 20 --variants fpe,fpe-uncond \
         --out lab/results/object_swaps/selection
@@ -333,7 +334,8 @@ def main(argv=None) -> None:
     run.add_argument("--list-seed", default="100", help="item-list seed(s), comma-separated (held out: 0,1,2)")
     run.add_argument("--sources", type=int, default=20, help="sources per list seed")
     run.add_argument("--first", type=int, default=0, help="skip the first sources of the list")
-    run.add_argument("--model", choices=("shapes", "shapes-mmdit"), default="shapes")
+    run.add_argument("--model", default="shapes",
+                     help="shapes, shapes-mmdit or the folder of a candidate fixture")
     run.add_argument("--steps", type=int, help="default: the model's (the U-Net fixture: 50)")
     run.add_argument("--guidance", type=float, help="default: the model's (the U-Net fixture: 3)")
     run.add_argument("--out", type=Path, required=True)
@@ -357,7 +359,13 @@ def main(argv=None) -> None:
     for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
         if name not in VARIANTS:
             raise SystemExit(f"unknown variant {name!r}; see python -m lab.object_swaps list")
-        run_variant(loaded.pipe, name, args.kind, chosen, args.out, steps, guidance, args.model)
+        run_variant(loaded.pipe, name, args.kind, chosen, args.out, steps, guidance, _model_key(args.model, loaded))
+
+
+def _model_key(model: str, loaded) -> str:
+    """What a run's settings record of its model: the bundled fixture's name, or a folder's path with its revision (a
+    folder retrained in place does not resume the old run)."""
+    return model if model in ("shapes", "shapes-mmdit") else f"{model} ({loaded.info['revision']})"
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 item lists are seeded and kept apart from the held-out benchmark lists, every variant builds, and a variant runs,
 resumes and reports on a tiny pipeline."""
 
+import json
+
 import pytest
 
 from freeprompt.evaluation.shapes_bench import edit_items
@@ -46,3 +48,10 @@ def test_wilson_intervals(hits, n, low, high):
 
     got = wilson(hits, n)
     assert got[0] == pytest.approx(low, abs=0.01) and got[1] == pytest.approx(high, abs=0.01)
+
+
+def test_a_candidate_model_folder_runs_and_is_recorded_with_its_revision(tiny_model_dir, tmp_path):
+    object_swaps.main(["run", "--model", str(tiny_model_dir), "--variants", "plain", "--sources", "1", "--steps", "2",
+                       "--guidance", "3", "--out", str(tmp_path)])
+    settings = json.loads(next((tmp_path / "shape" / "plain").glob("*settings*.json")).read_text())
+    assert settings["model"].startswith(f"{tiny_model_dir} (sha256:")
