@@ -34,6 +34,7 @@ from freeprompt.diffusion.hooks import StepHooks
 from freeprompt.editing.methods import Combined, MasaCtrl, MethodContext, MethodPlan, build_method
 from freeprompt.evaluation.shapes_bench import EditItem, score_edit, wilson
 from freeprompt.io.sweep import Sweep, Unit, all_rows
+from freeprompt.models.names import FIXTURES
 from freeprompt.shapes import world
 
 SCORES = ["attribute_ok", "place_ok", "size_ok", "other_kept", "all_four", "joint", "iou", "place_px", "centroid_px",
@@ -365,7 +366,7 @@ def main(argv=None) -> None:
 def _model_key(model: str, loaded) -> str:
     """What a run's settings record of its model: the bundled fixture's name, or a folder's path with its revision (a
     folder retrained in place does not resume the old run)."""
-    return model if model in ("shapes", "shapes-mmdit") else f"{model} ({loaded.info['revision']})"
+    return model if model in FIXTURES else f"{model} ({loaded.info['revision']})"
 
 
 if __name__ == "__main__":
