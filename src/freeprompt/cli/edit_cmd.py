@@ -237,7 +237,7 @@ def _edit_photo(loaded, image_path, source, targets, inversion, resize, cache_di
     photo = load_image(image_path, image_size(pipe, latent_shape(pipe, size["height"], size["width"])), resize)
     cache = None if no_cache else InversionCache(cache_dir)
     result = edit_real(pipe, photo, source, targets, inversion=inversion, cache=cache,
-                       model_key=f"{loaded.info.get('id')}@{loaded.info.get('revision')}", **run)
+                       model_key=loaded.key, **run)
     result.params["resize"] = resize
     return result
 

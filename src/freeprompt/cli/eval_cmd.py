@@ -95,7 +95,7 @@ def evaluate(
                 "metrics": list(scorers.metrics), "cases": len(cases.cases), "seed": seed, "protocol": protocol}
     runner.run_eval(loaded.pipe, cases, chosen, out, settings, scorers, steps=steps, guidance=guidance,
                     inversion=inversion, cache=InversionCache() if cases.real else None,
-                    model_key=f"{loaded.info.get('id')}@{loaded.info.get('revision')}", num_shards=shards,
+                    model_key=loaded.key, num_shards=shards,
                     shard_index=index, progress=progress_bar("edits", "source", quiet), save_edits=save_edits)
     if index == 0:
         runner.wait_for_shards(out, shards)

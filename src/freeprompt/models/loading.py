@@ -53,6 +53,11 @@ class LoadedModel:
         the model folder's recommendation, else ``fallback``."""
         return given if given is not None else self.defaults.get(name, fallback)
 
+    @property
+    def key(self) -> str:
+        """The model's identity in the inversion cache: its id and revision (a folder's content hash)."""
+        return f"{self.info.get('id')}@{self.info.get('revision')}"
+
 
 def fixture_path(name: str) -> Path:
     return Path(str(resources.files("freeprompt") / "fixtures" / name))

@@ -87,10 +87,9 @@ class Editor:
             return replace(asked, photo=self.photo(upload, resize))
 
         def run(asked: Request, hooks):
-            info = self.loaded.info
             return edit_real(self.pipe, asked.photo, asked.source, asked.targets, method=asked.method,
                              inversion=asked.inversion, steps=asked.steps, guidance=asked.guidance,
-                             cache=InversionCache(), model_key=f"{info.get('id')}@{info.get('revision')}",
+                             cache=InversionCache(), model_key=self.loaded.key,
                              progress=_bar(progress, asked.steps), hooks=hooks)
 
         return self._run(read, run)
