@@ -16,6 +16,7 @@ folder with no extra arguments. Its tokenizer's length, 24, is the T5 length the
     OMP_NUM_THREADS=2 python -m lab.mmdit_fixture --out DIR --threads 2
     python -m lab.mmdit_fixture --out DIR --steps 200 --num-images 2000   # a smoke run
     python -m lab.mmdit_fixture --out DIR2 --init-from DIR --steps 1000 --lr 2e-4 --warmup 20   # continue DIR
+    python -m lab.mmdit_fixture --out DIR2 --init-from DIR --shape-weights star=3   # ... drawing stars 3x as often
 
 A run resumes from its checkpoint (DIR.work/checkpoint.pt) when started again with the same settings. The folder
 loads with plain diffusers (``StableDiffusion3Pipeline.from_pretrained(DIR)``) and with ``--model DIR``.
@@ -37,6 +38,8 @@ import torch
 from freeprompt.models.loading import fixture_path
 from freeprompt.models.random import clip_text_encoder
 from freeprompt.models.tokenizer import bpe_tokenizer, clip_tokenizer
+from freeprompt.shapes import SHAPES
+from freeprompt.shapes.world import check_word
 from lab.fixture.training import (
     EMA,
     TrainConfig,
@@ -78,6 +81,7 @@ class MMDiTConfig:
     default_guidance: float = 4.0
     default_steps: int = 28
     init_from: str = ""  # a trained shapes-mmdit folder to continue from (its EMA weights; a fresh optimizer)
+    shape_weights: str = ""  # e.g. "star=3,moon=1.5": draw rows naming these shapes that much more often
 
 
 @dataclass
@@ -162,6 +166,20 @@ class Data:
     colour_ids: torch.Tensor
     colour_pos: torch.Tensor
     colour: torch.Tensor
+    weights: torch.Tensor | None = None  # each row's draw weight; None: uniform
+
+
+def row_weights(captions: list[str], spec: str) -> torch.Tensor | None:
+    """Each caption's draw weight under ``spec`` ("star=3,moon=1.5"): the largest weight among the shapes it
+    names, 1 where it names none of them; None for an empty spec (uniform draws, the recipe of v1-v6)."""
+    if not spec:
+        return None
+    weights = {}
+    for part in spec.split(","):
+        name, _, value = part.partition("=")
+        check_word("shape", name.strip(), SHAPES)
+        weights[name.strip()] = float(value)
+    return torch.tensor([max([weights.get(w, 1.0) for w in c.replace(",", " ").split()]) for c in captions])
 
 
 def prepare_data(cfg: MMDiTConfig, data_file: Path | None, log) -> Data:
@@ -176,7 +194,7 @@ def prepare_data(cfg: MMDiTConfig, data_file: Path | None, log) -> Data:
     empty = tokenizer([""], padding="max_length", max_length=cfg.max_length, return_tensors="pt").input_ids[0]
     colour_ids = colour_token_ids(tokenizer)
     pos, colour = colour_word_positions(ids, colour_ids)
-    return Data(latents, ids, empty, colour_ids, pos, colour)
+    return Data(latents, ids, empty, colour_ids, pos, colour, row_weights(captions, cfg.shape_weights))
 
 
 def batch_tokens(data: Data, rows: torch.Tensor, step: int, cfg: MMDiTConfig, gen: torch.Generator):
@@ -188,6 +206,12 @@ def batch_tokens(data: Data, rows: torch.Tensor, step: int, cfg: MMDiTConfig, ge
     dropped = torch.rand(len(rows), generator=gen) < cfg.caption_dropout
     ids[dropped] = data.empty
     return ids, swapped & ~dropped
+
+
+def draw_rows(data: Data, batch: int, gen: torch.Generator) -> torch.Tensor:
+    if data.weights is None:
+        return torch.randint(0, len(data.latents), (batch,), generator=gen)
+    return torch.multinomial(data.weights, batch, replacement=True, generator=gen)
 
 
 class Run:
@@ -216,7 +240,7 @@ class Run:
         cfg = self.cfg
         for group in self.opt.param_groups:
             group["lr"] = cfg.lr * lr_at(self.step, cfg.steps, cfg.warmup)
-        rows = torch.randint(0, len(data.latents), (cfg.batch,), generator=self.gen)
+        rows = draw_rows(data, cfg.batch, self.gen)
         ids, structure_only = batch_tokens(data, rows, self.step, cfg, self.gen)
         noisy, timesteps, target = flow_batch(data.latents[rows], cfg, self.gen)
         text, pooled = text_conditioning(self.models, ids)

@@ -113,3 +113,21 @@ def test_a_run_continues_from_a_trained_folder(toy_folder, toy_pipe):
         assert all(torch.equal(value, want[key]) for key, value in model.state_dict().items()), name
     with pytest.raises(RuntimeError):  # another architecture does not load
         mm.build_models(mm.MMDiTConfig(**{**TOY, "layers": 3, "init_from": str(toy_folder)}))
+
+
+def test_shape_weights_draw_the_named_shapes_that_much_more_often():
+    captions = ["a red star", "a blue circle", "a green moon and a red star", "a white square"]
+    assert mm.row_weights(captions, "") is None
+    assert mm.row_weights(captions, "star=3,moon=5").tolist() == [3.0, 1.0, 5.0, 1.0]
+    with pytest.raises(ValueError, match="unknown shape 'stars'"):
+        mm.row_weights(captions, "stars=3")
+    latents = torch.zeros(4, 1)
+    uniform = mm.Data(latents, *(torch.zeros(1),) * 5)
+    # no weights: exactly the uniform draw of the recipe's earlier runs (v1-v6 resume and repeat bit for bit)
+    want = torch.randint(0, 4, (64,), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(mm.draw_rows(uniform, 64, torch.Generator().manual_seed(3)), want)
+    weighted = mm.Data(latents, *(torch.zeros(1),) * 5, weights=mm.row_weights(captions, "star=3"))
+    rows = mm.draw_rows(weighted, 20000, torch.Generator().manual_seed(0))
+    share = torch.bincount(rows, minlength=4).float() / len(rows)
+    # weights 3, 1, 3, 1 of 8: shares 0.375, 0.125, 0.375, 0.125 (binomial sd < 0.004 at 20000 draws)
+    assert torch.allclose(share, torch.tensor([0.375, 0.125, 0.375, 0.125]), atol=0.015)
