@@ -38,18 +38,19 @@ import torch
 from freeprompt.models.loading import fixture_path
 from freeprompt.models.random import clip_text_encoder
 from freeprompt.models.tokenizer import bpe_tokenizer, clip_tokenizer
-from freeprompt.shapes import SHAPES
-from freeprompt.shapes.world import check_word
+from lab.fixture.stages import parse_shape_weights
 from lab.fixture.training import (
     EMA,
     TrainConfig,
     adamw,
     colour_token_ids,
     colour_word_positions,
+    draw_rows,
     encode_latents,
     epsilon_loss,
     load_or_render,
     lr_at,
+    row_weights,
     swap_colour_words,
     write_model_folder,
 )
@@ -166,20 +167,7 @@ class Data:
     colour_ids: torch.Tensor
     colour_pos: torch.Tensor
     colour: torch.Tensor
-    weights: torch.Tensor | None = None  # each row's draw weight; None: uniform
-
-
-def row_weights(captions: list[str], spec: str) -> torch.Tensor | None:
-    """Each caption's draw weight under ``spec`` ("star=3,moon=1.5"): the largest weight among the shapes it
-    names, 1 where it names none of them; None for an empty spec (uniform draws, the recipe of v1-v6)."""
-    if not spec:
-        return None
-    weights = {}
-    for part in spec.split(","):
-        name, _, value = part.partition("=")
-        check_word("shape", name.strip(), SHAPES)
-        weights[name.strip()] = float(value)
-    return torch.tensor([max([weights.get(w, 1.0) for w in c.replace(",", " ").split()]) for c in captions])
+    weights: torch.Tensor | None = None  # each row's draw weight (--shape-weights); None: uniform, as v1-v6
 
 
 def prepare_data(cfg: MMDiTConfig, data_file: Path | None, log) -> Data:
@@ -194,7 +182,10 @@ def prepare_data(cfg: MMDiTConfig, data_file: Path | None, log) -> Data:
     empty = tokenizer([""], padding="max_length", max_length=cfg.max_length, return_tensors="pt").input_ids[0]
     colour_ids = colour_token_ids(tokenizer)
     pos, colour = colour_word_positions(ids, colour_ids)
-    return Data(latents, ids, empty, colour_ids, pos, colour, row_weights(captions, cfg.shape_weights))
+    # float32, the weights v7 was drawn with (multinomial's draws depend on the dtype)
+    weights = (row_weights(captions, parse_shape_weights(cfg.shape_weights), largest=True).float()
+               if cfg.shape_weights else None)
+    return Data(latents, ids, empty, colour_ids, pos, colour, weights)
 
 
 def batch_tokens(data: Data, rows: torch.Tensor, step: int, cfg: MMDiTConfig, gen: torch.Generator):
@@ -206,12 +197,6 @@ def batch_tokens(data: Data, rows: torch.Tensor, step: int, cfg: MMDiTConfig, ge
     dropped = torch.rand(len(rows), generator=gen) < cfg.caption_dropout
     ids[dropped] = data.empty
     return ids, swapped & ~dropped
-
-
-def draw_rows(data: Data, batch: int, gen: torch.Generator) -> torch.Tensor:
-    if data.weights is None:
-        return torch.randint(0, len(data.latents), (batch,), generator=gen)
-    return torch.multinomial(data.weights, batch, replacement=True, generator=gen)
 
 
 class Run:
@@ -240,7 +225,7 @@ class Run:
         cfg = self.cfg
         for group in self.opt.param_groups:
             group["lr"] = cfg.lr * lr_at(self.step, cfg.steps, cfg.warmup)
-        rows = draw_rows(data, cfg.batch, self.gen)
+        rows = draw_rows(len(data.latents), cfg.batch, self.gen, data.weights)
         ids, structure_only = batch_tokens(data, rows, self.step, cfg, self.gen)
         noisy, timesteps, target = flow_batch(data.latents[rows], cfg, self.gen)
         text, pooled = text_conditioning(self.models, ids)

@@ -115,19 +115,20 @@ def test_a_run_continues_from_a_trained_folder(toy_folder, toy_pipe):
         mm.build_models(mm.MMDiTConfig(**{**TOY, "layers": 3, "init_from": str(toy_folder)}))
 
 
-def test_shape_weights_draw_the_named_shapes_that_much_more_often():
-    captions = ["a red star", "a blue circle", "a green moon and a red star", "a white square"]
-    assert mm.row_weights(captions, "") is None
-    assert mm.row_weights(captions, "star=3,moon=5").tolist() == [3.0, 1.0, 5.0, 1.0]
-    with pytest.raises(ValueError, match="unknown shape 'stars'"):
-        mm.row_weights(captions, "stars=3")
-    latents = torch.zeros(4, 1)
-    uniform = mm.Data(latents, *(torch.zeros(1),) * 5)
-    # no weights: exactly the uniform draw of the recipe's earlier runs (v1-v6 resume and repeat bit for bit)
-    want = torch.randint(0, 4, (64,), generator=torch.Generator().manual_seed(3))
-    assert torch.equal(mm.draw_rows(uniform, 64, torch.Generator().manual_seed(3)), want)
-    weighted = mm.Data(latents, *(torch.zeros(1),) * 5, weights=mm.row_weights(captions, "star=3"))
-    rows = mm.draw_rows(weighted, 20000, torch.Generator().manual_seed(0))
-    share = torch.bincount(rows, minlength=4).float() / len(rows)
-    # weights 3, 1, 3, 1 of 8: shares 0.375, 0.125, 0.375, 0.125 (binomial sd < 0.004 at 20000 draws)
-    assert torch.allclose(share, torch.tensor([0.375, 0.125, 0.375, 0.125]), atol=0.015)
+def test_shape_weights_weigh_every_row_naming_the_shape():
+    """--shape-weights (v7's star=3,moon=2): a row weighs the largest weight among the shapes its caption names, a
+    pair's second object included (the U-Net recipe weighs the first only); no weights keeps v1-v6's uniform draw.
+    The draw itself is lab.fixture.training.draw_rows, tested with the U-Net fixture's training."""
+    from lab.fixture.training import TrainConfig, load_or_render
+
+    _, captions = load_or_render(TrainConfig(seed=0, num_images=48), None)
+    log = lambda text: None  # noqa: E731
+    assert mm.prepare_data(mm.MMDiTConfig(**TOY), None, log).weights is None
+    weights = mm.prepare_data(mm.MMDiTConfig(**TOY, shape_weights="star=3,moon=2"), None, log).weights
+    words = [set(c.replace(",", " ").split()) for c in captions]
+    want = [3.0 if "star" in w else 2.0 if "moon" in w else 1.0 for w in words]
+    assert weights.tolist() == want
+    parts = [[set(part.split()) for part in c.split(" and ")] for c in captions]
+    weighed = {"star", "moon"}
+    second_only = [i for i, p in enumerate(parts) if len(p) == 2 and weighed & p[1] and not weighed & p[0]]
+    assert second_only and all(weights[i] > 1 for i in second_only)  # e.g. "a white heart and a moon": 2
