@@ -182,7 +182,7 @@ def prepare_data(cfg: MMDiTConfig, data_file: Path | None, log) -> Data:
     empty = tokenizer([""], padding="max_length", max_length=cfg.max_length, return_tensors="pt").input_ids[0]
     colour_ids = colour_token_ids(tokenizer)
     pos, colour = colour_word_positions(ids, colour_ids)
-    # float32, the weights v7 was drawn with (multinomial's draws depend on the dtype)
+    # float32, as v7's run drew them (the shared row_weights gives float64)
     weights = (row_weights(captions, parse_shape_weights(cfg.shape_weights), largest=True).float()
                if cfg.shape_weights else None)
     return Data(latents, ids, empty, colour_ids, pos, colour, weights)
