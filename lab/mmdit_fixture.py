@@ -38,7 +38,6 @@ import torch
 from freeprompt.models.loading import fixture_path
 from freeprompt.models.random import clip_text_encoder
 from freeprompt.models.tokenizer import bpe_tokenizer, clip_tokenizer
-from lab.fixture.stages import parse_shape_weights
 from lab.fixture.training import (
     EMA,
     TrainConfig,
@@ -50,7 +49,7 @@ from lab.fixture.training import (
     epsilon_loss,
     load_or_render,
     lr_at,
-    row_weights,
+    shape_draw_weights,
     swap_colour_words,
     write_model_folder,
 )
@@ -182,10 +181,9 @@ def prepare_data(cfg: MMDiTConfig, data_file: Path | None, log) -> Data:
     empty = tokenizer([""], padding="max_length", max_length=cfg.max_length, return_tensors="pt").input_ids[0]
     colour_ids = colour_token_ids(tokenizer)
     pos, colour = colour_word_positions(ids, colour_ids)
-    # float32, as v7's run drew them (the shared row_weights gives float64)
-    weights = (row_weights(captions, parse_shape_weights(cfg.shape_weights), largest=True).float()
-               if cfg.shape_weights else None)
-    return Data(latents, ids, empty, colour_ids, pos, colour, weights)
+    weights = shape_draw_weights(captions, cfg.shape_weights, largest=True)
+    # float32, as v7's run drew them (the shared helper gives float64)
+    return Data(latents, ids, empty, colour_ids, pos, colour, None if weights is None else weights.float())
 
 
 def batch_tokens(data: Data, rows: torch.Tensor, step: int, cfg: MMDiTConfig, gen: torch.Generator):
