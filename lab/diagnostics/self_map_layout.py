@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from freeprompt.analysis.collect import sampler_of
+from freeprompt.analysis.collect import CollectOptions, generate_items
 from freeprompt.analysis.probes import ProbeConfig, fit_and_score, stratified_split
-from freeprompt.diffusion import decode, image_size, initial_latents, latent_shape, sample
-from freeprompt.diffusion.denoisers import denoiser_for
+from freeprompt.diffusion import decode, latent_shape
 from freeprompt.io.outputs import write_json
 from freeprompt.models.loading import load_pipeline
 from freeprompt.shapes import oracle
@@ -42,18 +41,15 @@ def read_dataset(folder: Path) -> tuple[dict, list[dict]]:
 
 def footprints(pipe, meta: dict, items: list[dict], batch: int) -> np.ndarray:
     """Every item's colour-blind object mask (N, H, W), its image generated as the collection generated it."""
-    denoiser = denoiser_for(pipe)
     shape = latent_shape(pipe, None, None)
     if list(shape[-2:]) != list(meta["latent_hw"]):
         raise SystemExit(f"latents {shape[-2:]} differ from the dataset's {meta['latent_hw']}")
-    steps, guidance = meta["collect"]["steps"], meta["collect"]["guidance"]
-    size = image_size(pipe, shape)[::-1]
+    collect = meta["collect"]
+    options = CollectOptions(steps=collect["steps"], guidance=collect["guidance"],
+                             negative_prompt=collect.get("negative_prompt", ""))
     masks = []
     for b0 in range(0, len(items), batch):
-        rows = items[b0:b0 + batch]
-        noise = torch.cat([initial_latents(r["seed"], shape, denoiser.device, denoiser.network.dtype) for r in rows])
-        embeddings = denoiser.encode([r["prompt"] for r in rows], "", guidance > 1.0, denoiser.device, size)
-        latents = sample(denoiser, sampler_of(pipe, denoiser), noise, embeddings, steps, guidance)
+        latents = generate_items(pipe, items[b0:b0 + batch], shape, options)
         masks += [oracle.object_mask(np.asarray(img.convert("RGB"))) for img in decode(pipe, latents)]
     return np.stack(masks)
 

@@ -247,14 +247,9 @@ def _collect_shard(pipe, rec, plan: Plan, options: CollectOptions, root: Path, k
 def _collect_batch(pipe, rec, plan: Plan, options: CollectOptions, part: Path, k: int, j: int, batch_ids) -> None:
     """Generate one batch of items and write its maps to ``part`` atomically."""
     batch = [plan.records[i] for i in batch_ids]
-    spec, guided = plan.spec, options.guidance > 1.0
-    denoiser = denoiser_for(pipe)
-    device, dtype = denoiser.device, denoiser.network.dtype
+    spec = plan.spec
     rec.reset(tokens={w: [r["tokens"][w] for r in batch] for w in spec.words} if spec.kind == "cross" else None)
-    noise = torch.cat([initial_latents(r["seed"], plan.shape, device, dtype) for r in batch])
-    size = image_size(pipe, plan.shape)[::-1]  # (height, width): SDXL's size conditioning
-    embeddings = denoiser.encode([r["prompt"] for r in batch], options.negative_prompt, guided, device, size)
-    sample(denoiser, sampler_of(pipe, denoiser), noise, embeddings, options.steps, options.guidance, hooks=[rec])
+    generate_items(pipe, batch, plan.shape, options, hooks=[rec])
     store_dtype = getattr(torch, plan.meta["collect"]["store_dtype"])
     tensors = {"item_id": torch.tensor(batch_ids, dtype=torch.int64)}
     for w in plan.words:
@@ -263,6 +258,20 @@ def _collect_batch(pipe, rec, plan: Plan, options: CollectOptions, part: Path, k
             tensors[f"{w}/{layer.name}"] = maps[layer.name].reshape(len(batch_ids), *plan.shapes[layer.name]) \
                 .to(store_dtype)
     write_tensors(part, tensors, {"items": batch, "shard": k, "batch": j})
+
+
+def generate_items(pipe, records: list[dict], shape: tuple, options: CollectOptions, hooks=()) -> torch.Tensor:
+    """The final latents of dataset items (each a ``prompt`` and a ``seed``), generated as a collection generates
+    them: each seed's noise of ``shape``, the options' steps, guidance and negative prompt, ``sampler_of``'s
+    scheduler."""
+    denoiser = denoiser_for(pipe)
+    device, dtype = denoiser.device, denoiser.network.dtype
+    noise = torch.cat([initial_latents(r["seed"], shape, device, dtype) for r in records])
+    size = image_size(pipe, shape)[::-1]  # (height, width): SDXL's size conditioning
+    guided = options.guidance > 1.0
+    embeddings = denoiser.encode([r["prompt"] for r in records], options.negative_prompt, guided, device, size)
+    return sample(denoiser, sampler_of(pipe, denoiser), noise, embeddings, options.steps, options.guidance,
+                  hooks=hooks)
 
 
 def sampler_of(pipe, denoiser: Denoiser):
@@ -332,4 +341,5 @@ def _merge(root: Path, k: int, num_batches: int, ids: list[int], records: list[d
         batch_path(root, k, j).unlink(missing_ok=True)
 
 
-__all__ = ["CollectOptions", "Plan", "collect", "distributed_position", "plan_collection"]
+__all__ = ["CollectOptions", "Plan", "collect", "distributed_position", "generate_items", "plan_collection",
+           "sampler_of"]
