@@ -20,12 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from freeprompt.analysis.collect import CollectOptions, generate_items
+from freeprompt.analysis.datasets import open_dataset
 from freeprompt.analysis.probes import ProbeConfig, fit_and_score, stratified_split
 from freeprompt.diffusion import decode, latent_shape
 from freeprompt.io.outputs import write_json
@@ -33,20 +35,11 @@ from freeprompt.models.loading import load_pipeline
 from freeprompt.shapes import oracle
 
 
-def read_dataset(folder: Path) -> tuple[dict, list[dict]]:
-    meta = json.loads((folder / "meta.json").read_text())
-    items = [json.loads(line) for line in (folder / "index.jsonl").read_text().splitlines() if line.strip()]
-    return meta, sorted(items, key=lambda r: r["id"])
-
-
-def footprints(pipe, meta: dict, items: list[dict], batch: int) -> np.ndarray:
+def footprints(pipe, items: list[dict], options: CollectOptions, latent_hw, batch: int) -> np.ndarray:
     """Every item's colour-blind object mask (N, H, W), its image generated as the collection generated it."""
-    shape = latent_shape(pipe, None, None)
-    if list(shape[-2:]) != list(meta["latent_hw"]):
-        raise SystemExit(f"latents {shape[-2:]} differ from the dataset's {meta['latent_hw']}")
-    collect = meta["collect"]
-    options = CollectOptions(steps=collect["steps"], guidance=collect["guidance"],
-                             negative_prompt=collect.get("negative_prompt", ""))
+    shape = latent_shape(pipe, options.height, options.width)
+    if list(shape[-2:]) != list(latent_hw):
+        raise SystemExit(f"latents {shape[-2:]} differ from the dataset's {latent_hw}")
     masks = []
     for b0 in range(0, len(items), batch):
         latents = generate_items(pipe, items[b0:b0 + batch], shape, options)
@@ -84,17 +77,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="JSON file")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    meta, items = read_dataset(args.data)
-    meta["collect"].update({k: v for k, v in (("steps", args.steps), ("guidance", args.guidance)) if v is not None})
-    classes = meta["spec"]["classes"]
+    ds = open_dataset(args.data, quiet=True)
+    override = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance)) if v is not None}
+    options = replace(CollectOptions(**ds.meta["collect"]), **override)
+    items, classes = ds.items, ds.classes
     started = time.time()
-    masks = footprints(load_pipeline(args.model, device="cpu").pipe, meta, items, args.batch)
-    y = torch.tensor([classes.index(r["class"]) for r in items])
+    masks = footprints(load_pipeline(args.model, device="cpu").pipe, items, options, ds.meta["latent_hw"], args.batch)
+    y = ds.y
     config = ProbeConfig(epochs=args.epochs, hidden_cap=args.hidden_cap)
     features = {f"mask {args.grid}x{args.grid}": pooled(masks.astype(np.float32), args.grid),
                 f"mask {masks.shape[1]}x{masks.shape[2]}": masks.astype(np.float32)}
-    result = {"data": str(args.data), "model": args.model, "dataset": meta["name"], "items": len(items),
-              "steps": meta["collect"]["steps"], "guidance": meta["collect"]["guidance"],
+    result = {"data": str(args.data), "model": args.model, "dataset": ds.name, "items": len(items),
+              "steps": options.steps, "guidance": options.guidance,
               "classes": classes, "chance": round(1 / len(classes), 3), "seconds": round(time.time() - started),
               "object_found": round(float((masks.sum(axis=(1, 2)) > 0).mean()), 3),
               "probes": probe_all(features, y, classes, config)}

@@ -23,8 +23,8 @@ def test_footprints_match_plain_diffusers_on_the_mmdit_fixture():
     torch.set_num_threads(1)
     pipe = load_pipeline("shapes-mmdit", device="cpu").pipe
     items = [{"id": 0, "prompt": "a red circle", "seed": 3}, {"id": 1, "prompt": "a blue star", "seed": 3}]
-    meta = {"latent_hw": list(latent_shape(pipe, None, None)[-2:]), "collect": {"steps": 3, "guidance": 4.0}}
-    got = sml.footprints(pipe, meta, items, batch=2)
+    options = sml.CollectOptions(steps=3, guidance=4.0, height=64, width=64)
+    got = sml.footprints(pipe, items, options, latent_shape(pipe, 64, 64)[-2:], batch=2)
     shape = latent_shape(pipe, None, None)
     noise = torch.cat([initial_latents(3, shape, "cpu", torch.float32)] * 2)
     images = pipe(prompt=[r["prompt"] for r in items], latents=noise, num_inference_steps=3, guidance_scale=4.0,
