@@ -28,7 +28,6 @@ from freeprompt.editing.methods import build_method
 from freeprompt.evaluation.edit_sets import shapes_real_edit
 from freeprompt.evaluation.shapes_bench import EditItem, score_edit, wilson
 from freeprompt.io.sweep import Sweep, Unit, all_rows
-from lab.object_swaps import SharedStart
 
 SCORES = ["attribute_ok", "iou", "joint", "place_ok", "size_ok", "other_kept", "all_four", "background_psnr"]
 FIELDS = ["photo", "variant", "target_index", "caption_used", "caption_ok", "inversion_psnr", "source_prompt",
@@ -42,10 +41,9 @@ class Variant:
     help: str
     caption: str = "true"  # "true" (the photo's caption), "empty", "auto" (every world caption), "auto-simple"
     inversion: str = "direct"
-    guidance: float = 3.0
+    guidance: float | None = None  # None: the model's (the U-Net fixture: 3, the MM-DiT fixture: 4)
     method: str = "fpe"
     options: dict = field(default_factory=dict)
-    shared: str = ""  # a shared start (lab.object_swaps.SharedStart): the targets start from the source's latents
 
 
 def _variants() -> dict[str, Variant]:
@@ -74,15 +72,18 @@ def _variants() -> dict[str, Variant]:
         "auto-negative-prompt": Variant("CLIP-ranked caption, negative-prompt inversion", "auto",
                                         inversion="negative-prompt"),
         "caption-null-text": Variant("true caption, null-text inversion", inversion="null-text"),
-        "caption-shared-0:0.04": Variant("true caption, a shared start 0:0.04", shared="0:0.04"),
-        "caption-shared-0:0.1": Variant("true caption, a shared start 0:0.1", shared="0:0.1"),
-        "empty-shared-0:0.1": Variant("empty source prompt, a shared start 0:0.1", "empty", shared="0:0.1"),
         "auto-g2": Variant("CLIP-ranked caption, guidance 2", "auto", guidance=2.0),
         "caption-p2p-0:0.2": Variant("true caption, FPE beside P2P's cross-attention replace 0:0.2", method="fpe+p2p",
                                      options={"cross_replace": "0:0.2"}),
         "auto-p2p-0:0.2": Variant("CLIP-ranked caption, FPE beside P2P's cross-attention replace 0:0.2", "auto",
                                   method="fpe+p2p", options={"cross_replace": "0:0.2"}),
     }
+    captions = {"caption": ("true caption", "true"), "empty": ("empty source prompt", "empty"),
+                "auto": ("CLIP-ranked caption", "auto")}
+    for end in ("0.04", "0.1", "0.2", "0.4"):
+        for name, (text, caption) in captions.items():
+            v[f"{name}-shared-0:{end}"] = Variant(f"{text}, a shared start 0:{end}", caption,
+                                                  options={"shared_start": f"0:{end}"})
     return v
 
 
@@ -110,7 +111,9 @@ def caption_for(variant: Variant, case, photo) -> str:
     return _ranker().rank(photo, candidates).text
 
 
-def run_variant(pipe, name: str, cases, out: Path, steps: int) -> list[dict]:
+def run_variant(pipe, name: str, cases, out: Path, steps: int, guidance: float, model: str = "shapes") -> list[dict]:
+    """Every photo's colour edits by variant ``name`` (``guidance`` where the variant names none), resumable in
+    ``out/name``."""
     from PIL import Image
 
     from freeprompt.editing.cache import InversionCache
@@ -120,19 +123,17 @@ def run_variant(pipe, name: str, cases, out: Path, steps: int) -> list[dict]:
     variant = VARIANTS[name]
     method = build_method(variant.method, variant.options)
     cache = InversionCache(CACHE)
-    settings = {"model": "shapes", "steps": steps, "variant": name, "caption": variant.caption,
-                **({"shared_start": variant.shared} if variant.shared else {}),
-                "inversion": variant.inversion, "guidance": variant.guidance, "method": method.options(),
+    guidance = variant.guidance if variant.guidance is not None else guidance
+    settings = {"model": model, "steps": steps, "variant": name, "caption": variant.caption,
+                "inversion": variant.inversion, "guidance": guidance, "method": method.options(),
                 "photos": [[c.id, c.source, *c.targets] for c in cases]}
 
     def work(unit: Unit) -> list[dict]:
         case = unit.data
         photo = prepare_image(Image.fromarray(case.extra["render"]), (64, 64), "crop")
         caption = caption_for(variant, case, photo)
-        hooks = [SharedStart(variant.shared, steps)] if variant.shared else []
         result = edit_real(pipe, photo, caption, case.targets, method=method, inversion=variant.inversion,
-                           steps=steps, guidance=variant.guidance, cache=cache, model_key="shapes", progress=False,
-                           hooks=hooks)
+                           steps=steps, guidance=guidance, cache=cache, model_key=model, progress=False)
         words = caption.split()
         rows = []
         for i, (target, image) in enumerate(zip(case.targets, result.targets)):
@@ -201,12 +202,16 @@ def figure(table: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def report(out: Path) -> str:
+def report(out: Path, pooled: tuple[Path, ...] = ()) -> str:
+    """``summary.md``, ``summary.csv`` and ``figure.png`` in ``out`` of every variant's edits in ``out`` and in the
+    ``pooled`` run folders (other photo lists), a variant's rows of every folder pooled."""
     from freeprompt.io.outputs import write_text_atomic
     from freeprompt.io.tables import write_rows
 
-    rows = [row for folder in sorted(Path(out).iterdir()) if folder.is_dir()
-            for row in all_rows(folder, "edits.csv")]
+    Path(out).mkdir(parents=True, exist_ok=True)
+    runs = (Path(out), *map(Path, pooled))
+    rows = [{**row, "photo": f"{n}:{row['photo']}"} for n, run in enumerate(runs)  # a photo id per list
+            for folder in sorted(run.iterdir()) if folder.is_dir() for row in all_rows(folder, "edits.csv")]
     table = summarise(rows)
     text = markdown(table)
     write_text_atomic(Path(out) / "summary.md", text)
@@ -223,10 +228,13 @@ def main(argv=None) -> None:
     run.add_argument("--variants", required=True, help=f"comma-separated: {', '.join(VARIANTS)}")
     run.add_argument("--list-seed", type=int, default=100)
     run.add_argument("--photos", type=int, default=40)
-    run.add_argument("--steps", type=int, default=50)
+    run.add_argument("--model", choices=("shapes", "shapes-mmdit"), default="shapes")
+    run.add_argument("--steps", type=int, help="default: the model's (the U-Net fixture: 50, the MM-DiT: 28)")
+    run.add_argument("--guidance", type=float, help="where a variant names none; default: the model's")
     run.add_argument("--out", type=Path, required=True)
     rep = sub.add_parser("report", help="summary.md, summary.csv and figure.png of every variant in OUT")
     rep.add_argument("--out", type=Path, required=True)
+    rep.add_argument("--pool", type=Path, nargs="*", default=(), help="run folders whose edits are pooled with OUT's")
     sub.add_parser("list", help="the variants")
     args = parser.parse_args(argv)
     if args.command == "list":
@@ -234,16 +242,17 @@ def main(argv=None) -> None:
             print(f"{name:24} {variant.help}")
         return
     if args.command == "report":
-        print(report(args.out))
+        print(report(args.out, tuple(args.pool)))
         return
     from freeprompt.models.loading import load_pipeline
 
-    pipe = load_pipeline("shapes", device="cpu").pipe
+    loaded = load_pipeline(args.model, device="cpu")
+    steps, guidance = loaded.setting("steps", args.steps, 50), loaded.setting("guidance", args.guidance, 3.0)
     cases = shapes_real_edit(args.photos, args.list_seed).cases
     for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
         if name not in VARIANTS:
             raise SystemExit(f"unknown variant {name!r}; see python -m lab.captionless list")
-        run_variant(pipe, name, cases, args.out, args.steps)
+        run_variant(loaded.pipe, name, cases, args.out, steps, guidance, args.model)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ import numpy as np
 from freeprompt.attention.layers import LayerSpec
 from freeprompt.attention.rules import Rule
 from freeprompt.attention.steps import StepRange
-from freeprompt.diffusion.hooks import StepHooks
 from freeprompt.editing.methods import Combined, MasaCtrl, MethodContext, MethodPlan, build_method
 from freeprompt.evaluation.shapes_bench import EditItem, score_edit, wilson
 from freeprompt.io.sweep import Sweep, Unit, all_rows
@@ -109,7 +108,6 @@ class Variant:
     options: dict = field(default_factory=dict)
     extra: tuple = ()  # further methods run beside it (Combined): Mix or package methods
     blend: bool = False  # P2P's local blend of the swapped words (one word per prompt of the batch, source first)
-    shared: str = ""  # a shared start: after every step of this range each target's latents are its source's
 
     def build(self, items: list[EditItem]):
         options = dict(self.options)
@@ -165,14 +163,15 @@ def _variants() -> dict[str, Variant]:
                                         f"{layers} "
                                         f"({'4x4 and 2x2' if label == 'coarse' else '8x8 and below'})", "fpe+p2p",
                                         {"cross_layers": layers})
-    for end in ("0.04", "0.1", "0.2"):
+    for end in ("0.04", "0.1", "0.2", "0.3", "0.4", "0.5", "0.6"):
         v[f"fpe-shared-0:{end}"] = Variant(f"FPE, the targets starting from the source's latents after steps 0:{end}",
-                                           shared=f"0:{end}")
-        v[f"plain-shared-0:{end}"] = Variant(f"no edit but a shared start: steps 0:{end}", "plain", shared=f"0:{end}")
+                                           options={"shared_start": f"0:{end}"})
+        v[f"plain-shared-0:{end}"] = Variant(f"no edit but a shared start: steps 0:{end}",
+                                             options={"self_replace": "0:0", "shared_start": f"0:{end}"})
     v["fpe-shared-0:0.06"] = Variant("FPE, the targets starting from the source's latents after steps 0:0.06",
-                                     shared="0:0.06")
+                                     options={"shared_start": "0:0.06"})
     v["fpe+p2p-0:0.2-shared-0:0.04"] = Variant("FPE beside P2P's word-swap replace 0:0.2, and a shared start 0:0.04",
-                                               "fpe+p2p", {"cross_replace": "0:0.2"}, shared="0:0.04")
+                                               "fpe+p2p", {"cross_replace": "0:0.2", "shared_start": "0:0.04"})
     v["fpe+p2p+masactrl-late"] = Variant("FPE 0:0.5 beside P2P's word-swap replace 0:0.5, then MasaCtrl 0.5:1 in every "
                                          "layer", "fpe+p2p", {"self_replace": "0:0.5", "cross_replace": "0:0.5"},
                                          extra=(MasaCtrl(steps="0.5:1", layers="all"),))
@@ -188,20 +187,6 @@ def _variants() -> dict[str, Variant]:
 VARIANTS = _variants()
 
 
-class SharedStart(StepHooks):
-    """A shared start: after every step in ``steps`` each target's latents are overwritten with the source's, so a
-    target starts from the source's trajectory and reads its own prompt only after."""
-
-    def __init__(self, steps: str, num_steps: int):
-        self.steps, self.num_steps = StepRange.parse(steps), num_steps
-
-    def after_step(self, step, latents):
-        if self.steps.contains(step, self.num_steps):
-            latents = latents.clone()
-            latents[1:] = latents[:1]
-        return latents
-
-
 # ---------------------------------------------------------------- running
 
 def run_variant(pipe, name: str, kind: str, chosen: list[Source], out: Path, steps: int, guidance: float,
@@ -212,16 +197,14 @@ def run_variant(pipe, name: str, kind: str, chosen: list[Source], out: Path, ste
 
     variant = VARIANTS[name]
     settings = {"model": model, "steps": steps, "guidance": guidance, "kind": kind, "variant": name,
-                **({"shared_start": variant.shared} if variant.shared else {}),
                 "method": _recorded(variant.build(swaps(chosen[0], kind))),
                 "sources": [[s.id, s.seed, s.prompt] for s in chosen]}
 
     def work(unit: Unit) -> list[dict]:
         source = unit.data
         items = swaps(source, kind)
-        hooks = [SharedStart(variant.shared, steps)] if variant.shared else []
         result = edit(pipe, source.prompt, [i.target_prompt for i in items], method=variant.build(items),
-                      seed=source.seed, steps=steps, guidance=guidance, progress=False, hooks=hooks)
+                      seed=source.seed, steps=steps, guidance=guidance, progress=False)
         images = [np.asarray(img.convert("RGB")) for img in result.images]
         rows = []
         for item, image in zip(items, images[1:]):

@@ -90,7 +90,7 @@ def test_local_blend_resets_targets_outside_the_word_masks():
     sums[0, 0, 0], sums[1, 3, 3], sums[2] = 1.0, 1.0, 0.0
     watch.sums = sums
     blend = Blend(watch, 0.3, StepRange(0.5, 1))
-    masks = blend_masks(blend, (8, 8))
+    masks = blend_masks(blend, (8, 8), 3)
     pooled = F.interpolate(F.max_pool2d(sums[:, None], 3, 1, 1), size=(8, 8), mode="nearest")
     want = pooled / pooled.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12) > 0.3
     assert torch.equal(masks, want) and masks[0, 0, :4, :4].any() and not masks[2].any()
@@ -103,6 +103,17 @@ def test_local_blend_resets_targets_outside_the_word_masks():
     control = EditControl(LAYOUT, [], 4, (8, 8), watches=[watch], blends=[blend])
     assert torch.equal(control.after_step(1, latents), latents)  # outside the blend's steps (2, 3)
     assert torch.equal(control.after_step(2, latents), out)
+
+
+def test_a_blend_without_a_watch_is_a_shared_start():
+    # after each of its steps every target's latents are its source's (each target of LAYOUT has source 0); outside
+    # them, and for the source, the latents pass unchanged
+    control = EditControl(LAYOUT, [], 10, (8, 8), blends=[Blend(None, 0.0, StepRange(0, 0.2))])
+    latents = torch.randn(3, 4, 8, 8)
+    shared = control.after_step(1, latents)
+    assert all(torch.equal(shared[p], latents[0]) for p in range(3))
+    assert torch.equal(control.after_step(2, latents), latents)
+    assert not blend_masks(Blend(None, 0.0, StepRange(0, 1)), (8, 8), 3).any()
 
 
 def test_feature_rules_are_active_in_their_steps():

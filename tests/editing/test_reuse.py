@@ -15,6 +15,7 @@ from freeprompt.errors import BadInput
 SIZE, STEPS, TOL = 128, 4, 1e-10
 CASES = {
     "fpe": lambda n: build_method("fpe", {"self_replace": "0:1", "layers": "all"}),
+    "fpe-shared-start": lambda n: build_method("fpe", {"shared_start": "0:0.5"}),
     "p2p-blend-reweight": lambda n: build_method("p2p", {"p2p_mode": "refine", "blend": ["car"] * n,
                                                          "reweight": ["car=2"], "blend_steps": "0:1",
                                                          "blend_threshold": 0.9}),

@@ -65,9 +65,9 @@ def run(pipe, method, guidance=3.5):
                 guidance=guidance, progress=False, decode=False)
 
 
-def joint_reference_run(pipe, result, layers, steps, mode, sources, scale=None, guidance=3.5):
+def joint_reference_run(pipe, result, layers, steps, mode, sources, scale=None, guidance=3.5, hooks=()):
     """A plain sampling run from the edit's noise with the reference processors on ``layers`` (1-based joint indices)
-    in ``steps``."""
+    in ``steps`` (and ``hooks`` beside them)."""
     denoiser = denoiser_for(pipe)
     registry = discover_layers(denoiser.network)
     guided = guidance > 1 and not denoiser.embedded_guidance
@@ -79,7 +79,7 @@ def joint_reference_run(pipe, result, layers, steps, mode, sources, scale=None, 
     noise = result.initial_latents.expand(len(PROMPTS), -1, -1, -1).clone()
     with installed_processors(denoiser.network, procs):
         return sample(denoiser, make_scheduler("flow", pipe.scheduler.config), noise, conditioning, STEPS, guidance,
-                      hooks=[clock])
+                      hooks=[clock, *hooks])
 
 
 def cond_sources(pipe, guidance=3.5):
@@ -104,6 +104,30 @@ def test_fpe_on_joint_attention_equals_the_materialising_reference(mmdit, readin
     assert result.params["edited_steps"] == {"fpe joint": [0, 1]}
     want = joint_reference_run(mmdit, result, set(range(1, count + 1)), {0, 1}, reading, cond_sources(mmdit))
     check(result.latents, want, mmdit)
+
+
+class CopySource(StepHooks):
+    """The reference shared start: after each step before ``end`` every row's latents are the source's (row 0)."""
+
+    def __init__(self, end):
+        self.end = end
+
+    def after_step(self, i, latents):
+        return latents[:1].expand_as(latents).clone() if i < self.end else latents
+
+
+def test_fpe_shared_start_runs_the_targets_from_the_sources_latents(mmdit):
+    result = run(mmdit, FPE(self_replace="0:0.5", layers="all", shared_start="0:0.25"))  # step 0 of 4
+    count = len(discover_layers(denoiser_for(mmdit).network).of_kind("joint"))
+    want = joint_reference_run(mmdit, result, set(range(1, count + 1)), {0, 1}, "row", cond_sources(mmdit),
+                               hooks=[CopySource(1)])
+    check(result.latents, want, mmdit)
+    unshared = run(mmdit, FPE(self_replace="0:0.5", layers="all")).latents
+    assert (unshared[1] - result.latents[1]).abs().max().item() > 1e-4  # the shared step changed the target
+    whole = run(mmdit, FPE(shared_start="0:1")).latents
+    assert torch.equal(whole[1], whole[0])  # shared to the end: the source itself
+    with pytest.raises(BadInput, match="does not start at 0"):
+        FPE(shared_start="0.2:0.4")
 
 
 def test_fpe_defaults_to_every_layer_of_a_transformer(mmdit):

@@ -72,13 +72,15 @@ class EditControl(StepHooks):
         return bool(self.layout.absent)
 
     def after_step(self, step: int, latents: torch.Tensor) -> torch.Tensor:
-        active = [b for b in self.blends if b.steps.contains(step, self.num_steps) and b.watch.sums is not None]
+        active = [b for b in self.blends if b.steps.contains(step, self.num_steps)
+                  and (b.watch is None or b.watch.sums is not None)]
         if not active:
             return latents
         prompts = BatchLayout(self.layout.sources, guidance=False, absent=self.layout.absent)  # a row per prompt
         latents = self._rows(("latents", step), prompts, (latents,), {0})[0]
         for blend in active:
-            latents = blended(latents, self.layout, blend_masks(blend, self.latent_hw).to(latents.device))
+            masks = blend_masks(blend, self.latent_hw, self.layout.num_prompts).to(latents.device)
+            latents = blended(latents, self.layout, masks)
         return physical(prompts, latents) if self.replaying else latents
 
     def layer_inputs(self, layer: AttentionLayer, edit, watch: MapWatch | None, inputs: tuple) -> tuple:
@@ -171,8 +173,11 @@ class EditControl(StepHooks):
         return out
 
 
-def blend_masks(blend: Blend, latent_hw: tuple[int, int]) -> torch.Tensor:
-    """(prompts, 1, h, w) boolean word masks on the latent grid, in prompt order (see ``rules.Blend``)."""
+def blend_masks(blend: Blend, latent_hw: tuple[int, int], num_prompts: int) -> torch.Tensor:
+    """(prompts, 1, h, w) boolean word masks on the latent grid, in prompt order (see ``rules.Blend``); all False
+    for a blend without a watch (a shared start)."""
+    if blend.watch is None:
+        return torch.zeros((num_prompts, 1, *latent_hw), dtype=torch.bool)
     sums = blend.watch.sums
     assert sums is not None
     maps = F.max_pool2d(sums[:, None], kernel_size=3, stride=1, padding=1)

@@ -158,9 +158,11 @@ class MaskedMix:
 class Blend:
     """Prompt-to-Prompt's local blend: after every step in ``steps`` each target's latents outside the union of its
     source's word mask and its own are reset to the source's. The masks are ``watch``'s maps (summed over the steps
-    so far), max-pooled 3x3, brought to the latent grid, divided by their maximum and cut at ``threshold``."""
+    so far), max-pooled 3x3, brought to the latent grid, divided by their maximum and cut at ``threshold``. Without
+    a ``watch`` nothing is inside, so each target's latents are reset to its source's everywhere: a shared start
+    (FPE's ``--shared-start``), the targets following the source's trajectory over ``steps``."""
 
-    watch: MapWatch
+    watch: MapWatch | None
     threshold: float
     steps: StepRange
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...attention.layers import LayerSpec
-from ...attention.rules import JointEdit, Rule
+from ...attention.rules import Blend, JointEdit, Rule
 from ...attention.steps import StepRange
+from ...errors import BadInput
 from .base import DIT_FAMILIES, MethodContext, MethodPlan
 from .options import CHOICE, LAYERS, STEPS, SWITCH, Options, option
 
@@ -35,18 +36,30 @@ class FPE(Options):
              "image-to-image block; the target's own image-to-text logits under the same softmax)",
         source="freeprompt's two readings of FPE for joint attention (issue #38); row is the map as the paper "
                "defines it, extended to the joint row")
+    shared_start: StepRange = option(
+        "0:0", kind=STEPS, flag="--shared-start", label="shared start",
+        help="fraction range 0:END of the first steps after each of which every target's latents are set to its "
+             "source's: the targets follow the source's trajectory until END, then FPE edits them (0:0: none)",
+        source="freeprompt (issue #39): off, as in the official code; on the MM-DiT fixture 0:0.4 keeps the object "
+               "best (README)")
 
     name = "fpe"
     title = "FPE"
     reference = "Liu et al., CVPR 2024"
     summary = "its self-attention maps: SDPA(Q_src, K_src, V_tgt), conditional half"
 
+    def check(self) -> None:
+        if self.shared_start.start != 0:
+            raise BadInput(f"FPE's shared start {self.shared_start} does not start at 0",
+                           "give 0:END, e.g. --shared-start 0:0.4")
+
     def plan(self, ctx: MethodContext) -> MethodPlan:
         halves = ("uncond", "cond") if self.edit_unconditional else ("cond",)
         mix = ctx.layout.mix(queries="source", keys="source", values="own", halves=halves)
         edit = JointEdit(self.joint, mix.queries) if ctx.joint else mix
         rule = Rule(ctx.self_kind, ctx.layers(self._layers(ctx), ctx.self_kind), self.self_replace, edit, self.name)
-        return MethodPlan(rules=[rule])
+        shared = [Blend(None, 0.0, self.shared_start)] if self.shared_start.end > 0 else []
+        return MethodPlan(rules=[rule], blends=shared)
 
     def _layers(self, ctx: MethodContext):
         """The layers given; the official token bound means every layer of a diffusion transformer (one grid)."""
