@@ -39,7 +39,7 @@ def test_edit_with_a_preset_records_it_and_its_values(toy_preset, tiny_model_dir
     info = json.loads((out / "run.json").read_text())
     assert info["preset"] == "toy-swap"
     assert info["params"]["method_options"] == {"self_replace": "0:0.5", "layers": "<=32x32",
-                                                "edit_unconditional": True, "joint": "row"}
+                                                "edit_unconditional": True, "joint": "row", "shared_start": "0:0"}
 
 
 @pytest.mark.parametrize("extra,message", [
