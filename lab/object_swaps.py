@@ -171,6 +171,10 @@ def _variants() -> dict[str, Variant]:
     for end in ("0.04", "0.1", "0.2", "0.3"):  # an object swap on the MM-DiT: FPE's 0:0.4, and a shared start before it
         v[f"fpe-0:0.4-shared-0:{end}"] = Variant(f"FPE, steps 0:0.4, and a shared start 0:{end}",
                                                  options={"self_replace": "0:0.4", "shared_start": f"0:{end}"})
+    for end in ("0.04", "0.1", "0.2"):  # P2P's defaults (FPE's maps off) with a shared start before them
+        v[f"p2p-shared-0:{end}"] = Variant(f"P2P's defaults and a shared start 0:{end}", "fpe+p2p",
+                                           {"self_replace": "0:0", "shared_start": f"0:{end}",
+                                            "p2p_self_replace": "0:0.4"})
     v["fpe-shared-0:0.06"] = Variant("FPE, the targets starting from the source's latents after steps 0:0.06",
                                      options={"shared_start": "0:0.06"})
     v["fpe+p2p-0:0.2-shared-0:0.04"] = Variant("FPE beside P2P's word-swap replace 0:0.2, and a shared start 0:0.04",

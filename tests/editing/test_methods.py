@@ -13,6 +13,7 @@ from freeprompt.editing.methods import FPE, P2P, MasaCtrl, Plain, PnP, build_met
 from freeprompt.editing.methods.p2p import align, refine_mapper, replace_mapper, reweight_scale
 from freeprompt.errors import BadInput
 from support.method_reference import Spec, blend_latents, feature_hook, installed
+from support.steps import CopySource
 
 STEPS = 6
 SIZE = 64  # 8x8 latents: grids 8, 4, 2, 1; the quarter grid (level 2) is 2x2
@@ -43,7 +44,7 @@ class ReferenceSteps(StepHooks):
         return blend_latents(self.spec, latents, self.latent_hw)
 
 
-def reference(pipe, prompts, spec, feature=None, seed=3, guidance=7.5, size=SIZE):
+def reference(pipe, prompts, spec, feature=None, seed=3, guidance=7.5, size=SIZE, end_shared=0):
     registry = discover_layers(pipe.unet)
     shape = latent_shape(pipe, size, size)
     noise = initial_latents(seed, shape, "cpu", pipe.unet.dtype)
@@ -53,7 +54,7 @@ def reference(pipe, prompts, spec, feature=None, seed=3, guidance=7.5, size=SIZE
         with installed(pipe.unet, registry, spec):
             return sample(pipe.unet, ddim_scheduler(pipe.scheduler.config),
                           noise.expand(len(prompts), -1, -1, -1).clone(), emb, STEPS, guidance,
-                          hooks=[ReferenceSteps(spec, shape[2:])])
+                          hooks=[ReferenceSteps(spec, shape[2:]), CopySource(end_shared)])
     finally:
         if handle:
             handle.remove()
@@ -197,6 +198,25 @@ def test_fpe_plus_p2p_equals_reference_and_overlaps_are_refused(tiny_pipe64):
     check(pipe, prompts, method, spec)
     with pytest.raises(BadInput, match="both edit self-attention layer"):
         ours(pipe, prompts, build_method("fpe+p2p", {"p2p_self_replace": "0:0.4"}))
+
+
+def test_p2p_with_fpes_shared_start_equals_reference(tiny_pipe64):
+    """The object-swap variant of lab/object_swaps.py (P2P's maps, FPE's maps off, a shared start 0:0.5: steps 0-2
+    of 6) equals the P2P reference whose targets are set to the source's latents after those steps."""
+    pipe = tiny_pipe64
+    prompts = ["a red car", "a red truck", "a red bus"]
+    maps = [ids_mapper(pipe, "replace", prompts[0], t) for t in prompts[1:]]
+    spec = Spec(3, p2p_cross=(step_set("0:0.8"), torch.stack([m for m, _ in maps]), torch.stack([a for _, a in maps]),
+                              torch.ones(2, 77)),
+                p2p_self=(names(pipe, "self", "<=4x4"), step_set("0:0.4")))
+    method = build_method("fpe+p2p", {"self_replace": "0:0", "shared_start": "0:0.5", "p2p_self_replace": "0:0.4",
+                                      "p2p_self_layers": "<=4x4"})
+    got = ours(pipe, prompts, method)
+    want = reference(pipe, prompts, spec, end_shared=3)
+    assert (got - want).abs().max().item() <= TOL, (got - want).abs().max().item()
+    unshared = ours(pipe, prompts, build_method("fpe+p2p", {"self_replace": "0:0", "p2p_self_replace": "0:0.4",
+                                                            "p2p_self_layers": "<=4x4"}))
+    assert (unshared[1:] - got[1:]).abs().max().item() > 1e-3  # the shared steps changed the targets
 
 
 def test_method_names_and_fpe_options(tiny_pipe):

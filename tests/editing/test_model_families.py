@@ -17,7 +17,7 @@ from freeprompt.editing.real import edit_real
 from freeprompt.models.random import random_pipeline
 from freeprompt.shapes import world
 from support.reference import reference_processors
-from support.steps import StepCallback
+from support.steps import CopySource, StepCallback
 
 SIZE, STEPS = 64, 4
 PROMPTS = ["a red car", "a blue car", "a photo of a green truck"]
@@ -33,11 +33,14 @@ def pipe(request):
     return random_pipeline(request.param, seed=0)
 
 
-@pytest.mark.parametrize("layers,steps", [("all", "0:1"), ("<=2x2", "0.25:0.75")])
-def test_fpe_equals_materialising_reference(pipe64, layers, steps):
+@pytest.mark.parametrize("layers,steps,shared", [("all", "0:1", 0), ("<=2x2", "0.25:0.75", 0),
+                                                 ("<=2x2", "0.25:0.75", 2)])
+def test_fpe_equals_materialising_reference(pipe64, layers, steps, shared):
+    """FPE, and FPE with a shared start 0:0.5 (after steps 0 and 1 of 4 the targets take the source's latents)."""
     shape = latent_shape(pipe64, SIZE, SIZE)
-    ours = edit(pipe64, PROMPTS[0], PROMPTS[1:], seed=3, steps=STEPS, height=SIZE, width=SIZE, layers=layers,
-                self_replace=steps, progress=False).latents
+    method = build_method("fpe", {"layers": layers, "self_replace": steps, "shared_start": f"0:{shared / STEPS}"})
+    ours = edit(pipe64, PROMPTS[0], PROMPTS[1:], method=method, seed=3, steps=STEPS, height=SIZE, width=SIZE,
+                progress=False).latents
     registry = discover_layers(pipe64.unet)
     names = {layer.name for layer in registry.select(layers, "self", shape[2:])}
     noise = initial_latents(3, shape, "cpu", pipe64.unet.dtype).expand(3, -1, -1, -1).clone()
@@ -49,7 +52,7 @@ def test_fpe_equals_materialising_reference(pipe64, layers, steps):
 
     with reference_processors(pipe64.unet, registry, names, 3, False, state):
         ref = sample(pipe64.unet, ddim_scheduler(pipe64.scheduler.config), noise, cond, STEPS, 7.5,
-                     hooks=[StepCallback(on_step)])
+                     hooks=[StepCallback(on_step), CopySource(shared)])
     assert (ours - ref).abs().max().item() <= 1e-5
     plain = edit(pipe64, PROMPTS[0], PROMPTS[1:], seed=3, steps=STEPS, height=SIZE, width=SIZE, self_replace="0:0",
                  progress=False).latents

@@ -21,6 +21,7 @@ from freeprompt.errors import BadInput
 from freeprompt.models.random_transformers import random_transformer_pipeline
 from support.joint_reference import reference
 from support.method_reference import Spec, feature_hook, installed
+from support.steps import CopySource
 
 STEPS = 4
 SIZE = 64  # 8x8 latents, 4x4 image tokens
@@ -104,16 +105,6 @@ def test_fpe_on_joint_attention_equals_the_materialising_reference(mmdit, readin
     assert result.params["edited_steps"] == {"fpe joint": [0, 1]}
     want = joint_reference_run(mmdit, result, set(range(1, count + 1)), {0, 1}, reading, cond_sources(mmdit))
     check(result.latents, want, mmdit)
-
-
-class CopySource(StepHooks):
-    """The reference shared start: after each step before ``end`` every row's latents are the source's (row 0)."""
-
-    def __init__(self, end):
-        self.end = end
-
-    def after_step(self, i, latents):
-        return latents[:1].expand_as(latents).clone() if i < self.end else latents
 
 
 def test_fpe_shared_start_runs_the_targets_from_the_sources_latents(mmdit):
