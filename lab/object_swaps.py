@@ -171,6 +171,17 @@ def _variants() -> dict[str, Variant]:
     for end in ("0.04", "0.1", "0.2", "0.3"):  # an object swap on the MM-DiT: FPE's 0:0.4, and a shared start before it
         v[f"fpe-0:0.4-shared-0:{end}"] = Variant(f"FPE, steps 0:0.4, and a shared start 0:{end}",
                                                  options={"self_replace": "0:0.4", "shared_start": f"0:{end}"})
+    blocks = (("1-4", "1-4"), ("5-8", "5-8"), ("3-6", "3-6"), ("ends", "1,2,7,8"))  # the MM-DiT fixture's 8 blocks
+    for label, layers in blocks:
+        v[f"fpe-0:0.4-shared-0:0.2-layers-{label}"] = Variant(
+            f"FPE, steps 0:0.4 in blocks {layers}, and a shared start 0:0.2",
+            options={"self_replace": "0:0.4", "shared_start": "0:0.2", "layers": layers})
+    for end in ("0.3", "0.5", "0.6"):
+        v[f"fpe-0:{end}-shared-0:0.2"] = Variant(f"FPE, steps 0:{end}, and a shared start 0:0.2",
+                                                 options={"self_replace": f"0:{end}", "shared_start": "0:0.2"})
+    v["fpe-image-0:0.4-shared-0:0.2"] = Variant("FPE's image-to-image reading, steps 0:0.4, and a shared start 0:0.2",
+                                                options={"fpe_joint": "image", "self_replace": "0:0.4",
+                                                         "shared_start": "0:0.2"})
     for end in ("0.04", "0.1", "0.2"):  # P2P's defaults (FPE's maps off) with a shared start before them
         v[f"p2p-shared-0:{end}"] = Variant(f"P2P's defaults and a shared start 0:{end}", "fpe+p2p",
                                            {"self_replace": "0:0", "shared_start": f"0:{end}",
