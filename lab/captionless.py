@@ -86,9 +86,9 @@ def _variants() -> dict[str, Variant]:
                                                   options={"shared_start": f"0:{end}"})
     for g in (4.0, 5.0):
         v[f"auto-g{g:.0f}"] = Variant(f"CLIP-ranked caption, guidance {g:.0f}", "auto", guidance=g)
-    v["auto-0:0.9"] = Variant("CLIP-ranked caption, FPE steps 0:0.9", "auto", options={"self_replace": "0:0.9"})
-    v["auto-0:0.6"] = Variant("CLIP-ranked caption, FPE steps 0:0.6", "auto", options={"self_replace": "0:0.6"})
-    v["auto-0:0.95"] = Variant("CLIP-ranked caption, FPE steps 0:0.95", "auto", options={"self_replace": "0:0.95"})
+    for end in ("0.6", "0.9", "0.95"):
+        v[f"auto-0:{end}"] = Variant(f"CLIP-ranked caption, FPE steps 0:{end}", "auto",
+                                     options={"self_replace": f"0:{end}"})
     v["auto-0:0.9-shared-0:0.2"] = Variant("CLIP-ranked caption, a shared start 0:0.2, FPE steps 0:0.9", "auto",
                                            options={"shared_start": "0:0.2", "self_replace": "0:0.9"})
     v["auto-shared-0:0.2-fpe-0:1"] = Variant("CLIP-ranked caption, a shared start 0:0.2, FPE steps 0:1", "auto",

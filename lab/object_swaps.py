@@ -30,7 +30,7 @@ import numpy as np
 from freeprompt.attention.layers import LayerSpec
 from freeprompt.attention.rules import Rule
 from freeprompt.attention.steps import StepRange
-from freeprompt.editing.methods import Combined, MasaCtrl, MethodContext, MethodPlan, build_method
+from freeprompt.editing.methods import P2P, Combined, MasaCtrl, MethodContext, MethodPlan, build_method
 from freeprompt.evaluation.shapes_bench import EditItem, score_edit, wilson
 from freeprompt.io.sweep import Sweep, Unit, all_rows
 from freeprompt.models.names import FIXTURES
@@ -182,10 +182,11 @@ def _variants() -> dict[str, Variant]:
     v["fpe-image-0:0.4-shared-0:0.2"] = Variant("FPE's image-to-image reading, steps 0:0.4, and a shared start 0:0.2",
                                                 options={"fpe_joint": "image", "self_replace": "0:0.4",
                                                          "shared_start": "0:0.2"})
+    p2p_self = P2P().options()["self_replace"]  # P2P's own default, which its defaults beside FPE turn off
     for end in ("0.04", "0.1", "0.2"):  # P2P's defaults (FPE's maps off) with a shared start before them
         v[f"p2p-shared-0:{end}"] = Variant(f"P2P's defaults and a shared start 0:{end}", "fpe+p2p",
                                            {"self_replace": "0:0", "shared_start": f"0:{end}",
-                                            "p2p_self_replace": "0:0.4"})
+                                            "p2p_self_replace": p2p_self})
     v["fpe-shared-0:0.06"] = Variant("FPE, the targets starting from the source's latents after steps 0:0.06",
                                      options={"shared_start": "0:0.06"})
     v["fpe+p2p-0:0.2-shared-0:0.04"] = Variant("FPE beside P2P's word-swap replace 0:0.2, and a shared start 0:0.04",
